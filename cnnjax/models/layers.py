@@ -1,0 +1,114 @@
+"""Layers shared by the model families: pooling with torchvision's semantics and norm partials.
+
+Pooling is written as Modules (not bare functions) so that `cnnjax summary` sees each pool
+as a layer with a kernel and a stride when it counts receptive fields.
+"""
+
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from cnnjax.errors import UsageError
+
+Dtype = Any
+
+
+def batch_norm(train: bool, axis_name: str | None = None, dtype: Dtype = jnp.float32,
+               epsilon: float = 1e-5, **kwargs) -> functools.partial:
+  """BatchNorm with torchvision's defaults (eps 1e-5, torch momentum 0.1 = Flax 0.9).
+
+  With `axis_name` set, batch statistics are averaged over that named device axis.
+  """
+  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                           epsilon=epsilon, axis_name=axis_name, dtype=dtype, **kwargs)
+
+
+def _ceil_pool_padding(size: int, window: int, stride: int, padding: int) -> tuple[int, int]:
+  """(low, high) padding giving PyTorch's ceil_mode output size along one axis."""
+  out = math.ceil((size + 2 * padding - window) / stride) + 1
+  # PyTorch drops a last window that would start entirely inside the right padding.
+  if (out - 1) * stride >= size + padding:
+    out -= 1
+  high = max((out - 1) * stride + window - size - padding, padding)
+  return padding, high
+
+
+class MaxPool(nn.Module):
+  """Max pooling over NHWC with symmetric `padding` and optional PyTorch `ceil_mode`.
+
+  Padded positions never win the max (they are -inf).
+  """
+  window: int
+  stride: int
+  padding: int = 0
+  ceil_mode: bool = False
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """x: [N, H, W, C] -> [N, H', W', C]."""
+    if self.ceil_mode:
+      pads = [_ceil_pool_padding(d, self.window, self.stride, self.padding) for d in x.shape[1:3]]
+    else:
+      pads = [(self.padding, self.padding)] * 2
+    return nn.max_pool(x, (self.window, self.window), (self.stride, self.stride), padding=pads)
+
+
+class AvgPool(nn.Module):
+  """Average pooling over NHWC; zero padding counts in the mean, as PyTorch's default."""
+  window: int
+  stride: int
+  padding: int = 0
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """x: [N, H, W, C] -> [N, H', W', C]."""
+    pads = [(self.padding, self.padding)] * 2
+    return nn.avg_pool(x, (self.window, self.window), (self.stride, self.stride), padding=pads,
+                       count_include_pad=True)
+
+
+def _adaptive_pool_matrix(size: int, out: int) -> np.ndarray:
+  """[out, size] averaging matrix: bin i covers [floor(i*size/out), ceil((i+1)*size/out))."""
+  matrix = np.zeros((out, size), np.float32)
+  for i in range(out):
+    start, stop = (i * size) // out, -((-(i + 1) * size) // out)
+    matrix[i, start:stop] = 1.0 / (stop - start)
+  return matrix
+
+
+class AdaptiveAvgPool(nn.Module):
+  """PyTorch's AdaptiveAvgPool2d: any H x W in, `output_size` x `output_size` out."""
+  output_size: int
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """x: [N, H, W, C] -> [N, output_size, output_size, C]."""
+    _, h, w, _ = x.shape
+    if (h, w) == (self.output_size, self.output_size):
+      return x
+    rows = jnp.asarray(_adaptive_pool_matrix(h, self.output_size), x.dtype)
+    cols = jnp.asarray(_adaptive_pool_matrix(w, self.output_size), x.dtype)
+    return jnp.einsum("oh,nhwc,pw->nopc", rows, x, cols)
+
+
+class GlobalAvgPool(nn.Module):
+  """Mean over the spatial axes: [N, H, W, C] -> [N, C]."""
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    return jnp.mean(x, axis=(1, 2))
+
+
+def require_min_size(x: jnp.ndarray, min_size: int, model: str) -> None:
+  """Raises UsageError at trace time when x's H or W is below `min_size` pixels.
+
+  x: [N, H, W, C]. Checked before any compilation because shapes are static.
+  """
+  h, w = x.shape[1:3]
+  if min(h, w) < min_size:
+    raise UsageError(f"{model} needs inputs of at least {min_size}x{min_size} pixels, got {h}x{w}; "
+                     f"resize or pad the images to {min_size}x{min_size} or larger.")

@@ -1,0 +1,118 @@
+"""Generic torch-module -> Flax-module weight mapping, shared by every model family.
+
+A family supplies, for a model name and the torch module prefixes present in a state dict,
+a dict from torch module prefixes ("features.0", "layer1.0.bn1") to Flax module paths
+("features_0", "layer1_0/bn1"), plus any model keyword arguments the state dict implies
+(GoogLeNet's auxiliary heads). The tensors under each
+prefix say what the layer is: a `running_mean` makes it BatchNorm, a 4-D `weight` a
+convolution, a 2-D `weight` a dense layer.
+"""
+
+from typing import Any, Callable, Mapping
+
+import flax
+import numpy as np
+
+from cnnjax.errors import UsageError
+
+# (model name, torch prefixes present) -> ({torch prefix: flax path "a/b/c"}, model kwargs).
+Mapping_ = Callable[[str, set[str]], tuple[dict[str, str], dict[str, Any]]]
+# model name -> (mapping, torch prefix of the final classifier layer).
+_MAPPINGS: dict[str, tuple[Mapping_, str]] = {}
+
+
+def register_mapping(names: list[str], mapping: Mapping_, classifier: str) -> None:
+  """Declares that the torchvision models `names` convert through `mapping`.
+
+  `classifier` is the torch prefix of the final dense layer; its output size sets num_classes.
+  """
+  for name in names:
+    _MAPPINGS[name] = (mapping, classifier)
+
+
+def convertible_names() -> list[str]:
+  return sorted(_MAPPINGS)
+
+
+def prefix_mapping(name: str, state_dict: Mapping[str, Any]
+                   ) -> tuple[dict[str, str], dict[str, Any]]:
+  """Returns (torch prefix -> flax path, model kwargs) for `name`, with num_classes set."""
+  if name not in _MAPPINGS:
+    raise UsageError(f"no torchvision conversion for {name!r}; convertible models: "
+                     f"{', '.join(convertible_names())}")
+  mapping, classifier = _MAPPINGS[name]
+  if f"{classifier}.weight" not in state_dict:
+    raise UsageError(f"state dict has no classifier {classifier}.weight; is it a {name} state dict?")
+  prefixes, model_kwargs = mapping(name, {k.rpartition(".")[0] for k in state_dict})
+  num_classes = int(state_dict[f"{classifier}.weight"].shape[0])
+  return prefixes, {**model_kwargs, "num_classes": num_classes}
+
+
+def _to_numpy(tensor: Any) -> np.ndarray:
+  if hasattr(tensor, "detach"):  # torch.Tensor, without importing torch here.
+    tensor = tensor.detach().cpu().numpy()
+  return np.asarray(tensor, dtype=np.float32)
+
+
+def _layer_variables(tensors: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+  """Torch tensors of one layer -> {"params": {...}, "batch_stats": {...}} for its Flax module."""
+  if "running_mean" in tensors:
+    return {"params": {"scale": tensors["weight"], "bias": tensors["bias"]},
+            "batch_stats": {"mean": tensors["running_mean"], "var": tensors["running_var"]}}
+  weight = tensors["weight"]
+  if weight.ndim == 4:  # [out, in/groups, kh, kw] -> [kh, kw, in/groups, out]
+    kernel = weight.transpose(2, 3, 1, 0)
+  elif weight.ndim == 2:  # [out, in] -> [in, out]
+    kernel = weight.T
+  else:
+    raise ValueError(f"cannot map a weight of shape {weight.shape}")
+  params = {"kernel": kernel}
+  if "bias" in tensors:
+    params["bias"] = tensors["bias"]
+  return {"params": params}
+
+
+def map_state_dict(state_dict: Mapping[str, Any], prefixes: dict[str, str]) -> dict:
+  """Builds Flax variables from a torch state dict through `prefixes`.
+
+  Raises:
+    UsageError: naming the state-dict keys no prefix claims, and the prefixes with no tensors.
+  """
+  grouped: dict[str, dict[str, np.ndarray]] = {}
+  unexpected = []
+  for key, tensor in state_dict.items():
+    prefix, _, leaf = key.rpartition(".")
+    if leaf == "num_batches_tracked":
+      continue
+    if prefix not in prefixes:
+      unexpected.append(key)
+      continue
+    grouped.setdefault(prefix, {})[leaf] = _to_numpy(tensor)
+  missing = [p for p in prefixes if p not in grouped]
+  if unexpected or missing:
+    raise UsageError(f"state dict does not match: unexpected keys {sorted(unexpected)[:10]}, "
+                     f"missing layers {missing[:10]}")
+  flat: dict[tuple[str, ...], np.ndarray] = {}
+  for prefix, tensors in grouped.items():
+    path = tuple(prefixes[prefix].split("/"))
+    for collection, leaves in _layer_variables(tensors).items():
+      for leaf, value in leaves.items():
+        flat[(collection, *path, leaf)] = value
+  return flax.traverse_util.unflatten_dict(flat)
+
+
+def check_against(variables: dict, expected: dict) -> None:
+  """Raises UsageError naming every path whose presence or shape differs from `expected`.
+
+  expected: a variables tree of ShapeDtypeStructs (from jax.eval_shape of model.init).
+  """
+  got = flax.traverse_util.flatten_dict(variables, sep="/")
+  want = flax.traverse_util.flatten_dict(flax.core.unfreeze(expected), sep="/")
+  missing = sorted(set(want) - set(got))
+  extra = sorted(set(got) - set(want))
+  wrong = sorted(k for k in set(got) & set(want) if tuple(got[k].shape) != tuple(want[k].shape))
+  if missing or extra or wrong:
+    details = [f"missing {missing[:10]}" if missing else "", f"unexpected {extra[:10]}" if extra else "",
+               "shape mismatch " + ", ".join(f"{k}: {got[k].shape} vs {want[k].shape}"
+                                             for k in wrong[:10]) if wrong else ""]
+    raise UsageError("converted weights do not fit the model: " + "; ".join(d for d in details if d))

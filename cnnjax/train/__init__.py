@@ -1,0 +1,1 @@
+"""The trainer: train state, parallel runners, optimizers, checkpoints, the loop and tasks."""

@@ -1,0 +1,186 @@
+"""The task interface: what a kind of experiment adds to the generic training loop.
+
+A task owns everything that depends on the kind of experiment (its model, on-device
+preprocessing, loss, metrics and evaluation); the loop in `cnnjax.train.loop` owns
+everything else (devices, optimizer, checkpoints, logging). New tasks plug in by
+subclassing `Task` and calling `register("name", TaskClass)` in a module that
+`cnnjax.train.tasks` imports at the bottom of this file; a config selects one with
+`config.task = "name"`.
+
+Contract. All `Task` methods that take arrays are traced inside the jit-compiled,
+per-device step, in the pmap style: `batch` holds this device's shard, and collectives
+over the named axis `AXIS` ("batch") are available. The loop itself averages the loss
+gradients and the returned train metrics with `lax.pmean`, and sums the eval `sums`
+with `lax.psum`; a task only adds collectives its loss needs (e.g. an `all_gather` of
+embeddings, or BatchNorm with `axis_name=AXIS`).
+
+    task = tasks.create(config, data_info)
+    variables = task.init_variables(rng)             # {"params": ..., "batch_stats": ...}
+    batch = task.preprocess(batch, rng, train=True)  # uint8 images -> model inputs
+    loss, (metrics, new_batch_stats) = task.loss_fn(params, batch_stats, batch, rng, train=True)
+    sums, outputs = task.eval_step(variables, batch)  # batch has a "valid" mask [B]
+    metrics = task.finalize_eval(sums, outputs)       # host side, on the whole split
+
+Shapes: `batch["image"]` arrives as uint8 [B, H, W, C] and `batch["label"]` int32 [B]
+(plus any features the dataset has, such as masks or boxes); `preprocess` returns
+float images [B, h, w, c] in `config.dtype`. Train metrics are scalars. Eval `sums`
+are scalars summed over the valid examples of the shard (e.g. correct predictions,
+confusion matrices), `outputs` are per-example arrays [B, ...] that the loop gathers
+to the host, drops where `valid` is false, and concatenates over the split (e.g.
+embeddings for kNN, detections for mAP). `finalize_eval` turns both into a flat dict
+of floats; the key `config.best_metric` (e.g. "accuracy") chooses the best checkpoint.
+
+Tasks that evaluate with more than one pass over data (a linear probe needs train
+features too) override `evaluate(extract, variables)`, where `extract(split)` runs
+the compiled `eval_step` over a whole split and returns `(sums, outputs)`.
+"""
+
+import abc
+import difflib
+from typing import Any, Callable, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cnnjax.errors import UsageError
+
+AXIS = "batch"
+
+PyTree = Any
+Metrics = dict[str, jax.Array]
+Batch = dict[str, jax.Array]
+
+
+class DataInfo:
+  """What a task needs to know about its dataset.
+
+  Attributes:
+    num_classes: number of labels.
+    image_shape: stored (H, W, C) of the images.
+    splits: split name -> number of examples.
+    features: names of the features in a batch.
+  """
+
+  def __init__(self, num_classes: int, image_shape: tuple[int, int, int],
+               splits: dict[str, int], features: tuple[str, ...] = ("image", "label")):
+    self.num_classes = num_classes
+    self.image_shape = tuple(image_shape)
+    self.splits = dict(splits)
+    self.features = tuple(features)
+
+
+class Task(abc.ABC):
+  """Base class of every task; see the module docstring for the contract.
+
+  Attributes:
+    config: the experiment's ConfigDict.
+    data: its dataset's `DataInfo`.
+    model: the Flax module, built with `axis_name=AXIS` when `config.global_bn`.
+    input_shape: (h, w, c) of the preprocessed images the model sees.
+  """
+
+  # Extra keyword arguments for `cnnjax.data.pipeline.train_iterator` (e.g. P x K sampling).
+  sampler_kwargs: ClassVar[dict[str, Any]] = {}
+  # Whether `evaluate` produces embeddings worth projecting to 2-D at the end of a run.
+  has_embeddings: ClassVar[bool] = False
+
+  def __init__(self, config: ml_collections.ConfigDict, data: DataInfo):
+    self.config = config
+    self.data = data
+    self.dtype = jnp.dtype(config.get("dtype", "float32"))
+    self.input_shape = self.model_input_shape()
+    self.model = self.create_model()
+
+  def model_input_shape(self) -> tuple[int, int, int]:
+    """(h, w, c) of `preprocess`'s output: `config.input.size` square, else the stored size."""
+    h, w, c = self.data.image_shape
+    size = self.config.get("input", {}).get("size") if "input" in self.config else None
+    return (size, size, c) if size else (h, w, c)
+
+  def backbone_kwargs(self, num_classes: int | None) -> dict[str, Any]:
+    """Keyword arguments for `cnnjax.models.create` from the config."""
+    kwargs = dict(self.config.get("model_kwargs", {}) or {})
+    kwargs.update(num_classes=num_classes, dtype=self.dtype,
+                  axis_name=AXIS if self.config.get("global_bn", False) else None)
+    return kwargs
+
+  @abc.abstractmethod
+  def create_model(self) -> nn.Module:
+    """Builds the task's Flax module (backbone plus any head)."""
+
+  def init_variables(self, rng: jax.Array) -> dict[str, PyTree]:
+    """Initial {"params", "batch_stats"} for one example of `input_shape`."""
+    dummy = jnp.zeros((1, *self.input_shape), self.dtype)
+    variables = self.model.init({"params": rng, "dropout": rng}, dummy, train=False)
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+  @abc.abstractmethod
+  def preprocess(self, batch: Batch, rng: jax.Array, train: bool) -> Batch:
+    """On-device decoding and augmentation: uint8 [B, H, W, C] -> float [B, h, w, c]."""
+
+  @abc.abstractmethod
+  def loss_fn(self, params: PyTree, batch_stats: PyTree, batch: Batch, rng: jax.Array,
+              train: bool) -> tuple[jax.Array, tuple[Metrics, PyTree]]:
+    """Scalar loss of this device's shard, with (metrics, updated batch_stats)."""
+
+  @abc.abstractmethod
+  def eval_step(self, variables: dict[str, PyTree], batch: Batch) -> tuple[Metrics, Metrics]:
+    """(sums over valid examples, per-example outputs [B, ...]) of a preprocessed batch."""
+
+  @abc.abstractmethod
+  def finalize_eval(self, sums: dict[str, np.ndarray],
+                    outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    """Final metrics of a whole split from the summed `sums` and concatenated `outputs`."""
+
+  def evaluate(self, extract: Callable[[str], tuple[dict, dict]],
+               variables: dict[str, PyTree]) -> dict[str, float]:
+    """Metrics on `config.eval_split`; `variables` are available to tasks that need them."""
+    del variables
+    sums, outputs = extract(self.config.get("eval_split", "test"))
+    self.last_outputs = outputs
+    return self.finalize_eval(sums, outputs)
+
+  def apply(self, variables: dict[str, PyTree], images: jax.Array, train: bool,
+            rng: jax.Array | None = None):
+    """Runs the model; in training returns (outputs, new batch_stats)."""
+    if not train:
+      return self.model.apply(variables, images, train=False), variables.get("batch_stats", {})
+    outputs, updates = self.model.apply(variables, images, train=True, mutable=["batch_stats"],
+                                        rngs={"dropout": rng})
+    return outputs, updates.get("batch_stats", {})
+
+
+_TASKS: dict[str, type[Task]] = {}
+
+
+def register(name: str, task_class: type[Task]) -> None:
+  """Registers `task_class` under `name` (the value of `config.task`)."""
+  if name in _TASKS:
+    raise ValueError(f"task {name!r} is registered twice")
+  _TASKS[name] = task_class
+
+
+def names() -> list[str]:
+  """All registered task names, sorted."""
+  return sorted(_TASKS)
+
+
+def get(name: str) -> type[Task]:
+  """The task class registered as `name`; UsageError naming the closest ones otherwise."""
+  if name not in _TASKS:
+    close = difflib.get_close_matches(name, names(), n=3, cutoff=0.4)
+    hint = f"did you mean {', '.join(close)}?" if close else f"choose one of {', '.join(names())}."
+    raise UsageError(f"unknown task {name!r}; {hint}")
+  return _TASKS[name]
+
+
+def create(config: ml_collections.ConfigDict, data: DataInfo) -> Task:
+  """Builds the task named by `config.task` for a dataset."""
+  return get(config.task)(config, data)
+
+
+# Each task module registers itself on import; add one line per task module.
+from cnnjax.train.tasks import classification  # noqa: E402,F401

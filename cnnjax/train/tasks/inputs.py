@@ -1,0 +1,71 @@
+"""On-device image preparation shared by the tasks: uint8 batches -> normalised floats.
+
+`config.input` fields (all optional):
+  size: side of the square model input; default the stored image side.
+  resize: side the stored image is resized to before zero-padding to `size` (LeNet-5
+    reads 8x8 digits as 28x28 digits centred in 32x32, like MNIST); default `size`.
+  augment: training augmentation, "none", "cifar" (pad 4, crop, flip) or "inception"
+    (random resized crop and flip); from `cnnjax.data.augment`.
+  center_crop: evaluate on a resize + central crop (ImageNet protocol) instead of a resize.
+  mean, std: per-channel normalisation in [0, 1] units; default the dataset's statistics
+    from `cnnjax.data.augment.DATASET_STATS`, else 0.5 and 0.5.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from cnnjax.errors import UsageError
+
+AUGMENTATIONS = ("none", "cifar", "inception")
+
+
+def _augment_module():
+  from cnnjax.data import augment  # Imported lazily: only augmented runs need it.
+  return augment
+
+
+def normalization(config: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """(mean, std) per channel for `config.dataset`, overridable in `config.input`."""
+  input_config = config.get("input", {})
+  mean, std = input_config.get("mean"), input_config.get("std")
+  if mean is None or std is None:
+    stats = getattr(_augment_module(), "DATASET_STATS", {}).get(config.dataset)
+    if stats is not None:
+      mean, std = (mean or stats[0]), (std or stats[1])
+  return tuple(mean or (0.5,)), tuple(std or (0.5,))
+
+
+def resize_and_pad(images: jax.Array, resize: int, size: int) -> jax.Array:
+  """images: [B, H, W, C] -> [B, size, size, C], resized to `resize` and zero-padded."""
+  b, h, w, c = images.shape
+  if (h, w) != (resize, resize):
+    images = jax.image.resize(images, (b, resize, resize, c), method="bilinear")
+  pad = size - resize
+  if pad < 0:
+    raise UsageError(f"input.resize={resize} exceeds input.size={size}; make resize <= size.")
+  if pad:
+    images = jnp.pad(images, ((0, 0), (pad // 2, pad - pad // 2), (pad // 2, pad - pad // 2),
+                              (0, 0)))
+  return images
+
+
+def prepare_images(images: jax.Array, rng: jax.Array, train: bool, config: Any,
+                   size: int, dtype: jnp.dtype) -> jax.Array:
+  """images: uint8 [B, H, W, C] -> normalised `dtype` [B, size, size, C]."""
+  input_config = config.get("input", {})
+  augment = input_config.get("augment", "none") if train else "none"
+  if augment not in AUGMENTATIONS:
+    raise UsageError(f"unknown input.augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}.")
+  x = images.astype(jnp.float32) / 255.0
+  if augment == "cifar":
+    x = _augment_module().cifar_train(rng, x)
+  elif augment == "inception":
+    x = _augment_module().inception_train(rng, x, size)
+  elif not train and input_config.get("center_crop", False):
+    x = _augment_module().eval_resize_center_crop(x, size)
+  x = resize_and_pad(x, input_config.get("resize") or size, size)
+  mean, std = normalization(config)
+  x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+  return x.astype(dtype)

@@ -1,0 +1,161 @@
+"""MobileNet v1 (Howard et al. 2017) and MobileNet v2 (Sandler et al. 2018, torchvision's).
+
+v1 stacks depthwise-separable convs (3x3 depthwise + 1x1 pointwise, each followed by BN
+and ReLU); v2 stacks inverted residuals (1x1 expand, 3x3 depthwise, 1x1 linear project)
+with ReLU6. Depthwise convs are `nn.Conv` with `feature_group_count` = channels.
+Both accept any H, W >= 1: every strided conv is padded. MobileNet v2's Flax module
+names follow torchvision's state-dict prefixes ("features_1/conv_0/conv" is
+"features.1.conv.0.0").
+"""
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnjax.errors import UsageError
+from cnnjax.models import layers
+from cnnjax.models.registry import register
+
+Dtype = Any
+ModuleDef = Callable[..., nn.Module]
+
+# torchvision: kaiming_normal_(mode="fan_out"), untruncated.
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+# MobileNet v1 body: (output channels, stride) of each depthwise-separable block.
+V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
+             (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+# MobileNet v2 body: (expansion t, output channels c, repeats n, first stride s).
+V2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+             (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+  """Rounds `value` to the nearest multiple of `divisor`, never more than 10% down."""
+  rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+  if rounded < 0.9 * value:
+    rounded += divisor
+  return rounded
+
+
+def _check_alpha(alpha: float) -> None:
+  if alpha <= 0:
+    raise UsageError(f"MobileNet width multiplier alpha must be positive, got {alpha}.")
+
+
+class ConvBN(nn.Module):
+  """Bias-free conv (symmetric PyTorch padding), BN, then `activation` (None: linear)."""
+  features: int
+  kernel_size: int
+  conv: ModuleDef
+  norm: ModuleDef
+  stride: int = 1
+  groups: int = 1
+  activation: Callable[[jnp.ndarray], jnp.ndarray] | None = nn.relu
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """x: [N, H, W, C] -> [N, ceil(H / stride), ceil(W / stride), features]."""
+    pad = self.kernel_size // 2
+    x = self.conv(self.features, (self.kernel_size, self.kernel_size), (self.stride, self.stride),
+                  padding=[(pad, pad), (pad, pad)], feature_group_count=self.groups,
+                  name="conv")(x)
+    x = self.norm(name="bn")(x)
+    return x if self.activation is None else self.activation(x)
+
+
+class MobileNetV1(nn.Module):
+  """MobileNet v1 with width multiplier `alpha` (channels int(c * alpha), as Keras)."""
+  num_classes: int | None = 1000
+  alpha: float = 1.0
+  dtype: Dtype = jnp.float32
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None."""
+    _check_alpha(self.alpha)
+    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
+    conv_bn = functools.partial(ConvBN, conv=conv,
+                                norm=layers.batch_norm(train, self.axis_name, self.dtype))
+
+    def width(channels: int) -> int:
+      return max(1, int(channels * self.alpha))
+
+    x = conv_bn(width(32), 3, stride=2, name="conv1")(x)
+    for i, (channels, stride) in enumerate(V1_BLOCKS):
+      x = conv_bn(x.shape[-1], 3, stride=stride, groups=x.shape[-1], name=f"block{i + 1}_dw")(x)
+      x = conv_bn(width(channels), 1, name=f"block{i + 1}_pw")(x)
+    x = layers.GlobalAvgPool(name="avgpool")(x)
+    if self.num_classes is None:
+      return x
+    return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+
+
+class InvertedResidual(nn.Module):
+  """1x1 expand (skipped when expansion is 1), 3x3 depthwise, 1x1 linear projection.
+
+  The input is added back when the block keeps the shape (stride 1, same channels).
+  """
+  features: int
+  stride: int
+  expansion: int
+  conv_bn: ModuleDef
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """x: [N, H, W, C] -> [N, ceil(H / stride), ceil(W / stride), features]."""
+    in_features = x.shape[-1]
+    hidden = int(round(in_features * self.expansion))
+    y = x
+    index = 0  # torchvision numbers the sub-layers of `conv` consecutively.
+    if self.expansion != 1:
+      y = self.conv_bn(hidden, 1, activation=nn.relu6, name=f"conv_{index}")(y)
+      index += 1
+    y = self.conv_bn(hidden, 3, stride=self.stride, groups=hidden, activation=nn.relu6,
+                     name=f"conv_{index}")(y)
+    y = self.conv_bn(self.features, 1, activation=None, name=f"conv_{index + 1}")(y)
+    if self.stride == 1 and in_features == self.features:
+      return x + y
+    return y
+
+
+class MobileNetV2(nn.Module):
+  """torchvision's MobileNet v2; `alpha` scales channels, rounded by `make_divisible`."""
+  num_classes: int | None = 1000
+  alpha: float = 1.0
+  last_channel: int = 1280
+  dropout_rate: float = 0.2
+  dtype: Dtype = jnp.float32
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None."""
+    _check_alpha(self.alpha)
+    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
+    conv_bn = functools.partial(ConvBN, conv=conv,
+                                norm=layers.batch_norm(train, self.axis_name, self.dtype))
+
+    x = conv_bn(make_divisible(32 * self.alpha), 3, stride=2, activation=nn.relu6,
+                name="features_0")(x)
+    index = 1
+    for expansion, channels, repeats, first_stride in V2_BLOCKS:
+      for j in range(repeats):
+        x = InvertedResidual(make_divisible(channels * self.alpha), first_stride if j == 0 else 1,
+                             expansion, conv_bn, name=f"features_{index}")(x)
+        index += 1
+    x = conv_bn(make_divisible(self.last_channel * max(1.0, self.alpha)), 1, activation=nn.relu6,
+                name=f"features_{index}")(x)
+    x = layers.GlobalAvgPool(name="avgpool")(x)
+    if self.num_classes is None:
+      return x
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
+                    name="classifier")(x)
+
+
+register("mobilenet_v1", MobileNetV1)
+register("mobilenet_v2", MobileNetV2)

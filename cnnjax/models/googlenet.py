@@ -1,0 +1,184 @@
+"""GoogLeNet / Inception v1 (Szegedy et al. 2014), torchvision's form and the paper's.
+
+`googlenet` is torchvision's model: every conv is bias-free and followed by BatchNorm
+(eps 1e-3), the "5x5" branch of each Inception block is a 3x3 conv, max pools use ceil
+mode and dropout 0.2 precedes the classifier (6,624,904 parameters; 13,004,888 with the
+auxiliary heads). `googlenet_paper` is the 2014 network: true 5x5 convs with biases, no
+BatchNorm, dropout 0.4 (6,998,552 / 13,378,280). The paper's local response
+normalisation layers are left out of both.
+
+With `aux_logits`, the auxiliary classifiers after inception4a and inception4d (4x4
+adaptive average pool, 1x1 conv to 128, fc 1024, dropout 0.7, fc classes) are built and,
+when training, returned: `(logits, aux1, aux2)`, aux1 being the earlier head. torchvision
+returns them in the other order, (logits, aux2, aux1). In evaluation only the logits come
+back. Module names follow torchvision's state-dict prefixes ("inception3a/branch2_1/bn" is
+"inception3a.branch2.1.bn"), so `cnnjax.convert` maps them one to one.
+"""
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnjax.errors import UsageError
+from cnnjax.models import layers
+from cnnjax.models.alexnet import flatten_nchw
+from cnnjax.models.registry import register
+
+Dtype = Any
+ModuleDef = Callable[..., nn.Module]
+
+# conv1 (7x7/2) and three 3x3/2 ceil-mode pools: 15 -> 8 -> 4 -> 2 -> 1.
+MIN_SIZE = 15
+
+# Inception block -> (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection) widths.
+INCEPTION_WIDTHS = {
+    "3a": (64, 96, 128, 16, 32, 32),
+    "3b": (128, 128, 192, 32, 96, 64),
+    "4a": (192, 96, 208, 16, 48, 64),
+    "4b": (160, 112, 224, 24, 64, 64),
+    "4c": (128, 128, 256, 24, 64, 64),
+    "4d": (112, 144, 288, 32, 64, 64),
+    "4e": (256, 160, 320, 32, 128, 128),
+    "5a": (256, 160, 320, 32, 128, 128),
+    "5b": (384, 192, 384, 48, 128, 128),
+}
+
+# ImageNet channel statistics that `transform_input` undoes (torchvision's pretrained
+# GoogLeNet was ported from TensorFlow and expects inputs scaled to [-1, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BasicConv(nn.Module):
+  """kxk conv (stride `stride`, padding k // 2), optional BatchNorm, ReLU."""
+  features: int
+  kernel_size: int
+  conv: ModuleDef
+  norm: ModuleDef | None
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """x: [N, H, W, C] -> [N, ceil(H / stride), ceil(W / stride), features]."""
+    k = self.kernel_size
+    x = self.conv(self.features, (k, k), (self.stride, self.stride), padding=k // 2,
+                  name="conv")(x)
+    if self.norm is not None:
+      x = self.norm(name="bn")(x)
+    return nn.relu(x)
+
+
+class Inception(nn.Module):
+  """Four parallel branches concatenated on channels: 1x1; 1x1 -> 3x3; 1x1 -> kxk;
+  3x3/1 max pool -> 1x1. Branch submodules carry torchvision's indices."""
+  widths: Sequence[int]
+  basic_conv: ModuleDef
+  branch3_kernel: int
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """x: [N, H, W, C] -> [N, H, W, widths[0] + widths[2] + widths[4] + widths[5]]."""
+    ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj = self.widths
+    branch1 = self.basic_conv(ch1x1, 1, name="branch1")(x)
+    branch2 = self.basic_conv(ch3x3red, 1, name="branch2_0")(x)
+    branch2 = self.basic_conv(ch3x3, 3, name="branch2_1")(branch2)
+    branch3 = self.basic_conv(ch5x5red, 1, name="branch3_0")(x)
+    branch3 = self.basic_conv(ch5x5, self.branch3_kernel, name="branch3_1")(branch3)
+    branch4 = layers.MaxPool(3, 1, padding=1, ceil_mode=True)(x)
+    branch4 = self.basic_conv(pool_proj, 1, name="branch4_1")(branch4)
+    return jnp.concatenate([branch1, branch2, branch3, branch4], axis=-1)
+
+
+class InceptionAux(nn.Module):
+  """Auxiliary classifier: 4x4 adaptive average pool, 1x1 conv 128, fc 1024, dropout, fc."""
+  num_classes: int
+  basic_conv: ModuleDef
+  dense: ModuleDef
+  dropout_rate: float = 0.7
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    """x: [N, H, W, C] -> logits [N, num_classes]."""
+    x = self.basic_conv(128, 1, name="conv")(layers.AdaptiveAvgPool(4)(x))
+    x = nn.relu(self.dense(1024, name="fc1")(flatten_nchw(x)))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return self.dense(self.num_classes, name="fc2")(x)
+
+
+class GoogLeNet(nn.Module):
+  """GoogLeNet for [N, H, W, 3] images, H and W >= 15.
+
+  num_classes=None returns the globally pooled 1024-d features [N, 1024] (needs
+  aux_logits=False). Set transform_input=True with torchvision's pretrained weights.
+  """
+  num_classes: int | None = 1000
+  aux_logits: bool = False
+  batch_norm: bool = True  # False: the paper's form, convs with biases and no BatchNorm.
+  branch3_kernel: int = 3  # 5 in the paper.
+  dropout_rate: float = 0.2
+  aux_dropout_rate: float = 0.7
+  transform_input: bool = False
+  dtype: Dtype = jnp.float32
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False
+               ) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """x: [N, H, W, 3] -> logits [N, num_classes]; (logits, aux1, aux2) when training with aux."""
+    layers.require_min_size(x, MIN_SIZE, "GoogLeNet")
+    if self.aux_logits and self.num_classes is None:
+      raise UsageError("GoogLeNet's auxiliary heads need num_classes; set aux_logits=False to "
+                       "get pooled features with num_classes=None.")
+    if self.transform_input:
+      std, mean = jnp.asarray(IMAGENET_STD), jnp.asarray(IMAGENET_MEAN)
+      x = x * (std / 0.5) + (mean - 0.5) / 0.5
+    if self.batch_norm:
+      # torchvision: trunc_normal(std=0.01) cut at +-2, i.e. at 200 std: a plain normal.
+      kernel_init = nn.initializers.normal(0.01)
+      norm = layers.batch_norm(train, self.axis_name, self.dtype, epsilon=1e-3)
+    else:
+      kernel_init, norm = nn.initializers.xavier_uniform(), None  # As the Caffe model.
+    conv = functools.partial(nn.Conv, use_bias=not self.batch_norm, kernel_init=kernel_init,
+                             dtype=self.dtype)
+    dense = functools.partial(nn.Dense, kernel_init=kernel_init, dtype=self.dtype)
+    basic_conv = functools.partial(BasicConv, conv=conv, norm=norm)
+    inception = functools.partial(Inception, basic_conv=basic_conv,
+                                  branch3_kernel=self.branch3_kernel)
+    # Aux heads are built at init even for train=False so their parameters always exist.
+    with_aux = self.aux_logits and (train or self.is_initializing())
+    aux_head = functools.partial(InceptionAux, self.num_classes, basic_conv, dense,
+                                 self.aux_dropout_rate)
+    pool = functools.partial(layers.MaxPool, 3, 2, ceil_mode=True)
+
+    x = basic_conv(64, 7, stride=2, name="conv1")(x)
+    x = pool()(x)
+    x = basic_conv(64, 1, name="conv2")(x)
+    x = basic_conv(192, 3, name="conv3")(x)
+    x = pool()(x)
+    x = inception(INCEPTION_WIDTHS["3a"], name="inception3a")(x)
+    x = inception(INCEPTION_WIDTHS["3b"], name="inception3b")(x)
+    x = pool()(x)
+    x = inception(INCEPTION_WIDTHS["4a"], name="inception4a")(x)
+    aux1 = aux_head(name="aux1")(x, train) if with_aux else None
+    for block in ("4b", "4c", "4d"):
+      x = inception(INCEPTION_WIDTHS[block], name=f"inception{block}")(x)
+    aux2 = aux_head(name="aux2")(x, train) if with_aux else None
+    x = inception(INCEPTION_WIDTHS["4e"], name="inception4e")(x)
+    x = layers.MaxPool(2, 2, ceil_mode=True)(x)
+    x = inception(INCEPTION_WIDTHS["5a"], name="inception5a")(x)
+    x = inception(INCEPTION_WIDTHS["5b"], name="inception5b")(x)
+    x = layers.GlobalAvgPool()(x)
+    if self.num_classes is None:
+      return x
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    logits = dense(self.num_classes, name="fc")(x)
+    if with_aux and train:
+      return logits, aux1, aux2
+    return logits
+
+
+register("googlenet", GoogLeNet)
+register("googlenet_paper", functools.partial(GoogLeNet, batch_norm=False, branch3_kernel=5,
+                                              dropout_rate=0.4))

@@ -1,0 +1,65 @@
+"""Network in Network (Lin, Chen & Yan 2013), the CIFAR-10 model of the paper.
+
+Three mlpconv blocks, each a kxk conv followed by two 1x1 convs ("cccp" layers in the
+authors' Caffe model), all with ReLU: 5x5 192-160-96, 5x5 192-192-192, 3x3 192-192-classes.
+The first two blocks end in a 3x3/2 max pool (ceil mode, as Caffe pools) and dropout 0.5.
+The last 1x1 conv emits one map per class and global average pooling turns the maps into
+logits: there are no dense layers. The class maps are left linear so logits can be
+negative (the Caffe model put a ReLU there too).
+
+num_classes=None drops the class-map conv and returns the globally pooled output of the
+last block's remaining layers (its kxk conv and first 1x1 conv): [N, widths[-1][-1]].
+"""
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnjax.errors import UsageError
+from cnnjax.models import layers
+from cnnjax.models.registry import register
+
+Dtype = Any
+
+# Two 3x3/2 ceil-mode pools: 4 -> 2 -> 1.
+MIN_SIZE = 4
+
+
+class NiN(nn.Module):
+  """Network in Network for [N, H, W, C] images, H and W >= 4 (32x32 in the paper).
+
+  Block i is a `kernel_sizes[i]` conv of width `widths[i][0]` followed by 1x1 convs of widths
+  `widths[i][1:]`; the last block's final 1x1 conv (num_classes wide) is added on top.
+  """
+  num_classes: int | None = 10
+  widths: Sequence[Sequence[int]] = ((192, 160, 96), (192, 192, 192), (192, 192))
+  kernel_sizes: Sequence[int] = (5, 5, 3)
+  dropout_rate: float = 0.5
+  dtype: Dtype = jnp.float32
+  axis_name: str | None = None  # Unused (no BatchNorm); every model takes it.
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """x: [N, H, W, C] -> logits [N, num_classes] (or features [N, widths[-1][-1]])."""
+    if len(self.widths) != len(self.kernel_sizes):
+      raise UsageError(f"NiN needs one kernel size per block: got {len(self.widths)} blocks "
+                       f"and {len(self.kernel_sizes)} kernel sizes.")
+    layers.require_min_size(x, MIN_SIZE, "NiN")
+    conv = functools.partial(nn.Conv, dtype=self.dtype)
+    last = len(self.widths) - 1
+    for block, (widths, kernel) in enumerate(zip(self.widths, self.kernel_sizes)):
+      x = nn.relu(conv(widths[0], (kernel, kernel), padding=kernel // 2,
+                       name=f"block{block + 1}_conv")(x))
+      for i, width in enumerate(widths[1:], start=1):
+        x = nn.relu(conv(width, (1, 1), name=f"block{block + 1}_cccp{i}")(x))
+      if block < last:
+        x = layers.MaxPool(3, 2, ceil_mode=True)(x)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    if self.num_classes is not None:
+      x = conv(self.num_classes, (1, 1), name="class_maps")(x)
+    return layers.GlobalAvgPool()(x)
+
+
+register("nin", NiN)

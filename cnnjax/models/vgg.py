@@ -1,0 +1,76 @@
+"""VGG-11/13/16/19 (Simonyan & Zisserman 2014, configurations A, B, D, E), as torchvision has them.
+
+Five stages of 3x3 convs (64/128/256/512/512 wide), each closed by a 2x2/2 max pool, then
+a 7x7 adaptive average pool and fc6-fc7-fc8 (4096, 4096, classes) with dropout 0.5 after
+fc6 and fc7. `*_bn` variants put BatchNorm after every conv, which keeps its bias, as
+torchvision does. Initialisation follows torchvision: convs He-normal (fan out), dense
+N(0, 0.01), biases zero.
+
+Layer names follow the Caffe release ("conv3_2" is the second conv of stage 3). The pooled
+features are flattened in [N, C, H, W] order before fc6, as torch flattens them, so
+torchvision's fc6 weights load unchanged.
+"""
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnjax.models import layers
+from cnnjax.models.alexnet import flatten_nchw
+from cnnjax.models.registry import register
+
+Dtype = Any
+
+# Four 2x2/2 pools must leave at least 2x2 for the fifth.
+MIN_SIZE = 32
+
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+dense_init = nn.initializers.normal(0.01)
+
+
+class VGG(nn.Module):
+  """VGG for [N, H, W, C] images, H and W >= 32.
+
+  Stage i has `stage_sizes[i]` convs of width `widths[i]`. num_classes=None returns the
+  fc7 activations [N, hidden] (after ReLU) instead of logits.
+  """
+  stage_sizes: Sequence[int]
+  num_classes: int | None = 1000
+  widths: Sequence[int] = (64, 128, 256, 512, 512)
+  batch_norm: bool = False
+  hidden: int = 4096
+  dropout_rate: float = 0.5
+  dtype: Dtype = jnp.float32
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """x: [N, H, W, C] -> logits [N, num_classes] (or fc7 features [N, hidden])."""
+    layers.require_min_size(x, MIN_SIZE, "VGG")
+    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=1, kernel_init=conv_init,
+                             dtype=self.dtype)
+    norm = layers.batch_norm(train, self.axis_name, self.dtype)
+    for stage, (size, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
+      for i in range(1, size + 1):
+        x = conv(width, name=f"conv{stage}_{i}")(x)
+        if self.batch_norm:
+          x = norm(name=f"bn{stage}_{i}")(x)
+        x = nn.relu(x)
+      x = layers.MaxPool(2, 2)(x)
+    x = flatten_nchw(layers.AdaptiveAvgPool(7)(x))
+    dense = functools.partial(nn.Dense, kernel_init=dense_init, dtype=self.dtype)
+    dropout = functools.partial(nn.Dropout, self.dropout_rate, deterministic=not train)
+    x = dropout()(nn.relu(dense(self.hidden, name="fc6")(x)))
+    x = dropout()(nn.relu(dense(self.hidden, name="fc7")(x)))
+    if self.num_classes is None:
+      return x
+    return dense(self.num_classes, name="fc8")(x)
+
+
+STAGE_SIZES = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
+
+for _depth, _sizes in STAGE_SIZES.items():
+  register(f"vgg{_depth}", functools.partial(VGG, stage_sizes=_sizes))
+  register(f"vgg{_depth}_bn", functools.partial(VGG, stage_sizes=_sizes, batch_norm=True))

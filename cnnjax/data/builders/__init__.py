@@ -1,0 +1,8 @@
+"""TFDS builders that ship with cnnjax; importing this package registers them with TFDS."""
+
+from cnnjax.data.builders.digits import Digits
+from cnnjax.data.builders.shapes import Shapes
+from cnnjax.data.builders.shapes import ShapesConfig
+
+BUILDERS = (Digits, Shapes)
+NAMES = ('digits', 'shapes')

@@ -1,0 +1,290 @@
+"""The host input pipeline: Grain over `tfds.data_source`, sharded per process, resumable.
+
+Training iterators are infinite: the process's shard of the split, shuffled with a seed and
+reshuffled every epoch (or drawn as P x K class-balanced chunks), batched to the
+per-process batch size. Their `get_state()` is a small JSON-serialisable dict; an iterator
+given that state with `set_state()` yields exactly the batches the original would have
+yielded next. Evaluation iterators pass over the split once and pad the last batch, with
+'valid' marking the real examples, so every example is counted exactly once.
+
+Only decoding happens here (uint8 images, int labels); resizing, cropping, flips, colour
+and normalisation happen on the device (`cnnjax.data.augment`).
+"""
+
+import dataclasses
+import math
+import os
+import re
+from typing import Any, Iterator
+
+import grain
+import numpy as np
+import tensorflow_datasets as tfds
+
+from cnnjax.data import adapters
+from cnnjax.data import builders
+from cnnjax.data import samplers
+from cnnjax.errors import UsageError
+
+DEFAULT_DATA_DIR = '~/tensorflow_datasets'
+Batch = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a model and trainer need to know about a dataset.
+
+  Attributes:
+    name: the TFDS name (with config, if any), e.g. 'shapes/small'.
+    num_classes: number of image-level classes ('label' lies in [0, num_classes)).
+    image_shape: (H, W, C) of the 'image' the pipeline yields.
+    splits: split name -> number of examples (empty when TFDS does not know them).
+    features: names of the arrays in every batch (eval batches add 'valid').
+  """
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  splits: dict[str, int]
+  features: tuple[str, ...]
+
+
+def resolve_data_dir(data_dir: str | None = None) -> str:
+  """`data_dir`, else $TFDS_DATA_DIR, else ~/tensorflow_datasets (gs:// paths pass through)."""
+  data_dir = data_dir or os.environ.get('TFDS_DATA_DIR') or DEFAULT_DATA_DIR
+  return data_dir if '://' in data_dir else os.path.expanduser(data_dir)
+
+
+def check_batch_size(global_batch: int, num_devices: int) -> int:
+  """Returns the per-device batch; raises UsageError unless it divides evenly."""
+  if global_batch <= 0 or global_batch % num_devices:
+    raise UsageError(f'batch size {global_batch} does not split over {num_devices} devices: '
+                     f'use a positive multiple of {num_devices}')
+  return global_batch // num_devices
+
+
+def dataset_info(dataset: str, data_dir: str | None = None, *,
+                 image_size: int | None = None) -> DatasetInfo:
+  """Describes `dataset` as the pipeline yields it; prepares cnnjax's own builders."""
+  builder = _builder(dataset, data_dir)
+  adapter = _adapter(builder, image_size)
+  features = builder.info.features
+  if adapter.label_names is not None:
+    num_classes = len(adapter.label_names)
+  elif adapter.kind == 'voc':
+    num_classes = features['objects']['label'].num_classes
+  else:
+    num_classes = features['label'].num_classes
+  if adapter.image_size is not None:
+    height = width = adapter.image_size
+  else:
+    height, width = features['image'].shape[:2]
+  return DatasetInfo(
+      name=dataset,
+      num_classes=num_classes,
+      image_shape=(height, width, features['image'].shape[-1]),
+      splits={name: split.num_examples for name, split in builder.info.splits.items()},
+      features=adapter.features,
+  )
+
+
+def train_iterator(dataset: str, *, split: str, batch_size: int, seed: int,
+                   data_dir: str | None = None, process_index: int = 0,
+                   process_count: int = 1, classes_per_group: int | None = None,
+                   examples_per_class: int | None = None, worker_count: int = 0,
+                   image_size: int | None = None,
+                   read_threads: int = 4) -> grain.DatasetIterator:
+  """Infinite, shuffled, per-process batches of `split`.
+
+  Args:
+    dataset: TFDS name, e.g. 'digits', 'shapes/small', 'cifar10'.
+    split: TFDS split, slicing allowed ('train[:90%]').
+    batch_size: B, examples per batch in THIS process.
+    seed: shuffle (or P x K) seed; the same seed gives the same batches.
+    data_dir: where prepared datasets live (see `resolve_data_dir`).
+    process_index, process_count: this process reads examples
+      process_index, process_index + process_count, ... of the split.
+    classes_per_group, examples_per_class: P and K. When set, every consecutive P*K
+      examples of a batch hold P distinct classes with K examples each (classes in blocks
+      of K); B must be a multiple of P*K (pass P*K = the per-device batch).
+    worker_count: Grain worker processes (0 reads in this process with threads).
+    image_size: square side for datasets whose images vary in size (see `adapters`).
+    read_threads: threads reading and decoding examples in each process.
+
+  Returns:
+    A Grain iterator of dicts: 'image' uint8 [B, H, W, C], 'label' int32 [B], and the
+    dataset's extra features (`dataset_info(...).features`). `get_state()` and
+    `set_state(state)` save and restore its position.
+  """
+  _check_process(process_index, process_count)
+  if batch_size <= 0:
+    raise UsageError(f'batch size must be positive, got {batch_size}')
+  builder = _builder(dataset, data_dir)
+  adapter = _adapter(builder, image_size)
+  examples = _shard(_source(builder, dataset, split), process_index, process_count, dataset)
+  if classes_per_group is None and examples_per_class is None:
+    ds = examples.shuffle(seed=seed % 2**32).repeat().map(adapter)
+  else:
+    _check_pk(classes_per_group, examples_per_class, batch_size)
+    labels = np.array([adapter.label(examples[i]) for i in range(len(examples))])
+    indices = samplers.PKIndexDataset(labels, classes_per_group, examples_per_class,
+                                      seed=seed)
+    ds = indices.map(_Gather(examples, adapter))
+  return _batched_iterator(ds, batch_size, worker_count, read_threads)
+
+
+def eval_iterator(dataset: str, *, split: str, batch_size: int, data_dir: str | None = None,
+                  process_index: int = 0, process_count: int = 1,
+                  image_size: int | None = None, worker_count: int = 0,
+                  read_threads: int = 4) -> Iterator[Batch]:
+  """One pass over this process's shard of `split`, the last batch padded.
+
+  Every process yields the same number of batches (multi-host steps stay in lockstep);
+  padding examples are zeros with 'valid' False.
+
+  Returns:
+    An iterator of dicts like `train_iterator`'s plus 'valid': bool [B].
+  """
+  _check_process(process_index, process_count)
+  if batch_size <= 0:
+    raise UsageError(f'batch size must be positive, got {batch_size}')
+  builder = _builder(dataset, data_dir)
+  adapter = _adapter(builder, image_size)
+  source = _source(builder, dataset, split)
+  examples = grain.MapDataset.source(source)[process_index::process_count].map(adapter)
+  num_batches = math.ceil(math.ceil(len(source) / process_count) / batch_size)
+  padding = _padding_example(adapter(source[0]))
+  ds = grain.MapDataset.range(num_batches * batch_size).map(_Padded(examples, padding))
+  return _batched_iterator(ds, batch_size, worker_count, read_threads)
+
+
+class _Gather:
+  """Index -> adapted example (a class, not a lambda, so worker processes can pickle it)."""
+
+  def __init__(self, examples: grain.MapDataset, adapter: adapters.Adapter):
+    self._examples = examples
+    self._adapter = adapter
+
+  def __call__(self, index: int) -> Batch:
+    return self._adapter(self._examples[index])
+
+
+class _Padded:
+  """Position -> the shard's example with 'valid' True, or padding past the shard's end."""
+
+  def __init__(self, examples: grain.MapDataset, padding: Batch):
+    self._examples = examples
+    self._padding = padding
+
+  def __call__(self, position: int) -> Batch:
+    if position < len(self._examples):
+      return {**self._examples[position], 'valid': np.True_}
+    return self._padding
+
+
+def _padding_example(example: Batch) -> Batch:
+  return {**{k: np.zeros_like(v) for k, v in example.items()}, 'valid': np.False_}
+
+
+def _batched_iterator(ds: grain.MapDataset, batch_size: int, worker_count: int,
+                      read_threads: int) -> grain.DatasetIterator:
+  read_options = grain.ReadOptions(num_threads=read_threads,
+                                   prefetch_buffer_size=max(2 * batch_size, 16))
+  iter_ds = ds.to_iter_dataset(read_options).batch(batch_size, drop_remainder=True)
+  if worker_count > 0:
+    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return iter(iter_ds)
+
+
+def _check_process(process_index: int, process_count: int) -> None:
+  if not 0 <= process_index < process_count:
+    raise UsageError(f'process_index {process_index} is not in [0, {process_count})')
+
+
+def _check_pk(classes_per_group: int | None, examples_per_class: int | None,
+              batch_size: int) -> None:
+  if not classes_per_group or not examples_per_class:
+    raise UsageError('P x K batches need both classes_per_group and examples_per_class >= 1')
+  chunk = classes_per_group * examples_per_class
+  if chunk > batch_size:
+    raise UsageError(f'P x K = {classes_per_group} x {examples_per_class} = {chunk} is larger '
+                     f'than the batch of {batch_size}: lower P or K, or raise the batch')
+  if batch_size % chunk:
+    raise UsageError(f'the batch of {batch_size} is not a multiple of P x K = {chunk}: '
+                     'make the per-device batch equal to P x K')
+
+
+def _shard(source: Any, process_index: int, process_count: int,
+           dataset: str) -> grain.MapDataset:
+  examples = grain.MapDataset.source(source)[process_index::process_count]
+  if not len(examples):
+    raise UsageError(f'{dataset} has no examples for process {process_index} of '
+                     f'{process_count}: use a larger split or fewer processes')
+  return examples
+
+
+def _builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  """The TFDS builder; cnnjax's own datasets are prepared on first use."""
+  data_dir = resolve_data_dir(data_dir)
+  try:
+    builder = tfds.builder(dataset, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UsageError(f'unknown dataset {dataset!r}: use a TFDS name (mnist, cifar10, ...) or '
+                     f"one of cnnjax's builders: {', '.join(builders.NAMES)}") from None
+  if isinstance(builder, builders.BUILDERS) and not builder.is_prepared():
+    builder.download_and_prepare(file_format='array_record')
+  return builder
+
+
+def _source(builder: tfds.core.DatasetBuilder, dataset: str, split: str) -> Any:
+  """The split as a random-access source; one-line errors for what the user can fix."""
+  known = builder.info.splits
+  if known:
+    for part in split.split('+'):
+      name = re.sub(r'\[.*\]$', '', part.strip())
+      if name not in known:
+        raise UsageError(f'unknown split {split!r} of {dataset}: use one of '
+                         f"{', '.join(sorted(known))} (TFDS slices like 'train[:90%]' work)")
+  try:
+    # Never downloads: cnnjax's builders were prepared above, and the others are prepared
+    # once, elsewhere, with TensorFlow and a network.
+    return builder.as_data_source(split=split)
+  except (NotImplementedError, ValueError, AssertionError, FileNotFoundError) as error:
+    data_dir = os.path.dirname(os.path.dirname(builder.data_dir))
+    if builder.is_prepared():
+      raise UsageError(
+          f'{dataset} in {data_dir} is stored as {builder.info.file_format.value}, but cnnjax '
+          f'reads array_record: rebuild with `tfds build {dataset} --data_dir={data_dir} '
+          f'--file_format=array_record` ({error.__class__.__name__})') from None
+    raise UsageError(
+        f'dataset {dataset} is not prepared in {data_dir} and cnnjax does not download: on a '
+        f'machine with internet and tensorflow run `tfds build {dataset} --data_dir=DIR '
+        f'--file_format=array_record`, then copy DIR/{builder.name} into {data_dir} '
+        '(or pass --data_dir)') from None
+
+
+def _adapter(builder: tfds.core.DatasetBuilder, image_size: int | None) -> adapters.Adapter:
+  """Chooses the feature adapter from the dataset's TFDS features."""
+  features = builder.info.features
+  if isinstance(builder, builders.Shapes):
+    return adapters.Adapter(kind='shapes')
+  kind = 'classification'
+  if builder.name == 'voc':
+    kind = 'voc'
+  elif 'segmentation_mask' in features:
+    kind = 'pet'
+  if image_size is None and None in features['image'].shape[:2]:
+    image_size = adapters.DEFAULT_IMAGE_SIZE.get(builder.name, adapters.FALLBACK_IMAGE_SIZE)
+  label_names = None
+  if kind != 'voc' and not isinstance(features['label'], tfds.features.ClassLabel):
+    label_names = _label_names(builder)
+  return adapters.Adapter(kind=kind, image_size=image_size, label_names=label_names,
+                          max_objects=adapters.MAX_OBJECTS.get(builder.name, 0))
+
+
+def _label_names(builder: tfds.core.DatasetBuilder) -> tuple[str, ...]:
+  """Sorted distinct string labels over all splits (lfw names people, not class ids)."""
+  splits = list(builder.info.splits) or ['train']
+  source = builder.as_data_source(split='+'.join(splits),
+                                  decoders={'image': tfds.decode.SkipDecoding()})
+  names = {source[i]['label'] for i in range(len(source))}
+  return tuple(sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names))

@@ -1,0 +1,110 @@
+"""Pieces shared by the losses: argument checks, safe maths and the cross-device convention.
+
+Cross-device convention (every loss with `axis_name` and reduction 'mean' or 'sum'):
+each device computes the terms of its own anchors against the gathered global batch.
+The returned value is the loss of the whole global batch, identical on every device, and
+its gradient on each device is `num_devices` times the gradient of this device's share.
+The standard data-parallel step, `grads = jax.lax.pmean(grads, axis_name)`, therefore
+gives exactly the single-device gradient of the global loss: the share of every device
+reaches the embeddings of every other device through the transpose of `all_gather`
+(a `psum_scatter`), and the pmean divides the `num_devices` factor back out.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from cnnjax.errors import UsageError
+
+AxisName = Any
+REDUCTIONS = ('mean', 'sum', 'none')
+
+
+def concrete_number(value: Any) -> float | None:
+  """`value` as a Python float, or None when it is traced (its check then falls to the user)."""
+  try:
+    return float(value)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def check_reduction(reduction: str, loss_name: str) -> None:
+  if reduction not in REDUCTIONS:
+    raise UsageError(f'{loss_name}: reduction={reduction!r} is unknown; use one of {REDUCTIONS}.')
+
+
+def check_embeddings(x: jax.Array, name: str, loss_name: str) -> None:
+  if x.ndim != 2:
+    raise UsageError(f'{loss_name}: {name} must be [batch, dim], got shape {tuple(x.shape)}; '
+                     'flatten or pool features first.')
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise UsageError(f'{loss_name}: {name} must be floating point, got {x.dtype}; cast it.')
+
+
+def safe_sqrt(x: jax.Array) -> jax.Array:
+  """sqrt(max(x, 0)) whose value and gradient are 0 (not NaN or Inf) at and below zero."""
+  positive = x > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def l2_normalize(x: jax.Array, epsilon: float = 1e-12) -> jax.Array:
+  """x / max(||x||, epsilon) along the last axis: a zero vector stays zero, gradients stay finite."""
+  norm = safe_sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
+  return x / jnp.where(norm > epsilon, norm, epsilon)
+
+
+def power_of_two_scale(*arrays: jax.Array) -> jax.Array:
+  """Smallest power of two above max |x| over `arrays` (1 for all zeros); no gradient.
+
+  Dividing by it keeps squared norms far from float32 overflow for huge embeddings and,
+  being a power of two, leaves every value (and so every tie between distances) exact.
+  """
+  largest = jnp.max(jnp.stack([jnp.max(jnp.abs(a)) for a in arrays]))
+  _, exponent = jnp.frexp(largest)
+  scale = jnp.where(largest > 0, jnp.ldexp(jnp.float32(1), exponent), 1.0)
+  return jax.lax.stop_gradient(scale.astype(jnp.float32))
+
+
+def gather_global(x: jax.Array, axis_name: AxisName | None) -> tuple[jax.Array, jax.Array]:
+  """(global batch [B, ...], global index of local row 0) for local rows x: [b, ...]."""
+  if axis_name is None:
+    return x, jnp.int32(0)
+  gathered = jax.lax.all_gather(x, axis_name, tiled=True)
+  return gathered, jax.lax.axis_index(axis_name) * x.shape[0]
+
+
+def global_sum(x: jax.Array, axis_name: AxisName | None) -> jax.Array:
+  """Sum over devices of a non-differentiable statistic (counts, metrics)."""
+  x = jax.lax.stop_gradient(x)
+  return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def global_value(local_share: jax.Array, axis_name: AxisName | None) -> jax.Array:
+  """Global loss from this device's share, with the gradient convention of the module doc."""
+  if axis_name is None:
+    return local_share
+  num_devices = jax.lax.psum(1, axis_name)
+  scaled = local_share * num_devices
+  return scaled + jax.lax.stop_gradient(jax.lax.psum(local_share, axis_name) - scaled)
+
+
+def reduce_terms(per_anchor: jax.Array, num_terms: jax.Array, reduction: str,
+                 axis_name: AxisName | None) -> jax.Array:
+  """Apply `reduction` to per-anchor sums of loss terms.
+
+  per_anchor: [b] this device's per-anchor sums; num_terms: local number of terms the
+  'mean' divides by. 'none' returns per_anchor as is; 'sum' and 'mean' return global
+  values under the cross-device convention, 0 (with zero gradient) when there are no terms.
+  """
+  if reduction == 'none':
+    return per_anchor
+  total = jnp.sum(per_anchor)
+  if reduction == 'mean':
+    total = total / jnp.maximum(global_sum(num_terms, axis_name), 1)
+  return global_value(total, axis_name)
+
+
+def count_ratio(numerator: jax.Array, count: jax.Array) -> jax.Array:
+  """numerator / count for a count of terms; 0 when there are none (numerator is then 0)."""
+  return numerator / jnp.maximum(count, 1)

@@ -1,0 +1,163 @@
+"""The Grain host pipeline: determinism, exact resume, sharding, eval coverage, P x K, errors."""
+
+import collections
+import json
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from cnnjax import data
+from cnnjax.errors import UsageError
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('tfds'))
+  data.dataset_info('digits', path)  # Prepares on first use.
+  data.dataset_info('shapes/tiny', path)
+  return path
+
+
+def _take(iterator, count: int) -> list[dict]:
+  return [next(iterator) for _ in range(count)]
+
+
+def _assert_batches_equal(first: list[dict], second: list[dict]) -> None:
+  assert len(first) == len(second)
+  for a, b in zip(first, second):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+def _fingerprints(batches: list[dict]) -> collections.Counter:
+  """Multiset of examples (image bytes + label), counting only valid ones in eval batches."""
+  counts = collections.Counter()
+  for batch in batches:
+    valid = batch.get('valid', np.ones(len(batch['label']), bool))
+    for image, label in zip(batch['image'][valid], batch['label'][valid]):
+      counts[(image.tobytes(), int(label))] += 1
+  return counts
+
+
+def test_dataset_info(data_dir):
+  info = data.dataset_info('digits', data_dir)
+  assert (info.num_classes, info.image_shape) == (10, (8, 8, 1))
+  assert info.splits == {'train': 1438, 'test': 359}
+  assert info.features == ('image', 'label')
+  shapes = data.dataset_info('shapes/tiny', data_dir)
+  assert shapes.features == ('image', 'label', 'mask', 'boxes', 'box_labels', 'box_valid')
+  assert (shapes.num_classes, shapes.image_shape) == (3, (32, 32, 3))
+
+
+def test_train_batches_shapes_and_dtypes(data_dir):
+  batch = next(data.train_iterator('shapes/tiny', split='train', batch_size=8, seed=0,
+                                   data_dir=data_dir))
+  assert batch['image'].shape == (8, 32, 32, 3) and batch['image'].dtype == np.uint8
+  assert batch['label'].dtype == np.int32 and batch['mask'].shape == (8, 32, 32)
+  assert batch['boxes'].shape == (8, 4, 4) and batch['box_valid'].dtype == bool
+
+
+def test_same_seed_same_batches(data_dir):
+  make = lambda seed: data.train_iterator('digits', split='train', batch_size=64, seed=seed,
+                                          data_dir=data_dir)
+  _assert_batches_equal(_take(make(3), 3), _take(make(3), 3))
+  assert not np.array_equal(next(make(3))['label'], next(make(4))['label'])
+
+
+@pytest.mark.parametrize('pk', [False, True])
+def test_resume_from_state_yields_the_same_batches(data_dir, pk):
+  kwargs = dict(split='train', batch_size=200, seed=7, data_dir=data_dir)
+  if pk:
+    kwargs.update(batch_size=40, classes_per_group=5, examples_per_class=4)
+  original = data.train_iterator('digits', **kwargs)
+  _take(original, 6)  # 1,200 of 1,438 examples: the next batches cross an epoch.
+  state = json.loads(json.dumps(original.get_state()))
+  expected = _take(original, 3)
+  restored = data.train_iterator('digits', **kwargs)
+  restored.set_state(state)
+  _assert_batches_equal(_take(restored, 3), expected)
+
+
+def test_epochs_are_reshuffled_and_cover_the_split(data_dir):
+  first, second = _take(data.train_iterator('digits', split='train', batch_size=719, seed=0,
+                                            data_dir=data_dir), 2)  # batch 719 = half.
+  epoch = _take(data.train_iterator('digits', split='train', batch_size=1438, seed=0,
+                                    data_dir=data_dir), 2)
+  assert _fingerprints([first, second]) == _fingerprints(epoch[:1]) == _fingerprints(epoch[1:])
+  assert not np.array_equal(epoch[0]['label'], epoch[1]['label'])
+
+
+def test_processes_read_disjoint_shards_covering_the_split(data_dir):
+  whole = _fingerprints(_take(data.train_iterator('digits', split='train', batch_size=1438,
+                                                  seed=0, data_dir=data_dir), 1))
+  shards = [
+      _fingerprints(_take(data.train_iterator(
+          'digits', split='train', batch_size=719, seed=0, data_dir=data_dir,
+          process_index=index, process_count=2), 1))
+      for index in range(2)
+  ]
+  assert shards[0] + shards[1] == whole
+  assert not set(shards[0]) & set(shards[1])
+
+
+@pytest.mark.parametrize('process_count', [1, 3])
+def test_eval_counts_every_example_exactly_once(data_dir, process_count):
+  source = tfds.data_source('digits', split='test', data_dir=data_dir)
+  expected = collections.Counter(
+      (source[i]['image'].tobytes(), int(source[i]['label'])) for i in range(len(source)))
+  per_process = [
+      list(data.eval_iterator('digits', split='test', batch_size=64, data_dir=data_dir,
+                              process_index=index, process_count=process_count))
+      for index in range(process_count)
+  ]
+  # Every process runs the same number of steps, so multi-host eval stays in lockstep.
+  assert len({len(batches) for batches in per_process}) == 1
+  total = collections.Counter()
+  for batches in per_process:
+    assert all(b['image'].shape == (64, 8, 8, 1) for b in batches)
+    total += _fingerprints(batches)
+  assert total == expected
+  assert sum(int(b['valid'].sum()) for bs in per_process for b in bs) == 359
+
+
+def test_pk_batches_hold_p_classes_with_k_each(data_dir):
+  make = lambda: data.train_iterator('digits', split='train', batch_size=48, seed=1,
+                                     data_dir=data_dir, classes_per_group=4,
+                                     examples_per_class=3)
+  batches = _take(make(), 4)
+  for batch in batches:
+    for chunk in batch['label'].reshape(4, 4, 3):
+      assert len(set(chunk[:, 0].tolist())) == 4
+      assert (chunk == chunk[:, :1]).all()
+  _assert_batches_equal(_take(make(), 4), batches)
+
+
+def test_check_batch_size():
+  assert data.check_batch_size(64, 8) == 8
+  with pytest.raises(UsageError, match='multiple of 8'):
+    data.check_batch_size(60, 8)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(split='validation'), 'unknown split'),
+    (dict(classes_per_group=8, examples_per_class=8), 'larger than the batch'),
+    (dict(classes_per_group=3, examples_per_class=3), 'not a multiple'),
+    (dict(classes_per_group=11, examples_per_class=2, batch_size=22), 'need 11 classes'),
+])
+def test_bad_arguments_raise_one_line(data_dir, kwargs, message):
+  kwargs = dict(dict(split='train', batch_size=32, seed=0, data_dir=data_dir), **kwargs)
+  with pytest.raises(UsageError, match=message) as error:
+    data.train_iterator('digits', **kwargs)
+  assert '\n' not in str(error.value)
+
+
+def test_unprepared_dataset_names_dataset_dir_and_remedy(tmp_path):
+  with pytest.raises(UsageError) as error:
+    data.train_iterator('mnist', split='train', batch_size=8, seed=0, data_dir=str(tmp_path))
+  message = str(error.value)
+  assert 'mnist' in message and str(tmp_path) in message and 'tfds build' in message
+  assert '\n' not in message
+  with pytest.raises(UsageError, match='unknown dataset'):
+    data.dataset_info('no_such_dataset', str(tmp_path))

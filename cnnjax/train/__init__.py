@@ -1,1 +1,5 @@
 """The trainer: train state, parallel runners, optimizers, checkpoints, the loop and tasks."""
+
+from cnnjax.train.loop import run
+
+__all__ = ["run"]

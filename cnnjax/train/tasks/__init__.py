@@ -30,6 +30,11 @@ to the host, drops where `valid` is false, and concatenates over the split (e.g.
 embeddings for kNN, detections for mAP). `finalize_eval` turns both into a flat dict
 of floats; the key `config.best_metric` (e.g. "accuracy") chooses the best checkpoint.
 
+Randomness: the `rng` given to `preprocess` and `loss_fn` is the same on every device
+(it depends on the step only). Derive per-example keys with `example_keys(rng, n)`
+(keyed by the example's position in the global batch, so augmentations do not depend on
+the number of devices) and per-device keys (dropout) with `device_key(rng)`.
+
 Tasks that evaluate with more than one pass over data (a linear probe needs train
 features too) override `evaluate(extract, variables)`, where `extract(split)` runs
 the compiled `eval_step` over a whole split and returns `(sums, outputs)`.
@@ -82,10 +87,13 @@ class Task(abc.ABC):
     input_shape: (h, w, c) of the preprocessed images the model sees.
   """
 
-  # Extra keyword arguments for `cnnjax.data.pipeline.train_iterator` (e.g. P x K sampling).
-  sampler_kwargs: ClassVar[dict[str, Any]] = {}
   # Whether `evaluate` produces embeddings worth projecting to 2-D at the end of a run.
   has_embeddings: ClassVar[bool] = False
+
+  @classmethod
+  def config_defaults(cls) -> dict[str, ml_collections.ConfigDict]:
+    """The task's own config sections with their defaults, e.g. {"metric": ...}."""
+    return {}
 
   def __init__(self, config: ml_collections.ConfigDict, data: DataInfo):
     self.config = config
@@ -93,6 +101,11 @@ class Task(abc.ABC):
     self.dtype = jnp.dtype(config.get("dtype", "float32"))
     self.input_shape = self.model_input_shape()
     self.model = self.create_model()
+
+  def sampler_kwargs_for(self, num_devices: int) -> dict[str, Any]:
+    """Extra arguments for `cnnjax.data.pipeline.train_iterator` (e.g. P x K sampling)."""
+    del num_devices
+    return {}
 
   def model_input_shape(self) -> tuple[int, int, int]:
     """(h, w, c) of `preprocess`'s output: `config.input.size` square, else the stored size."""
@@ -149,8 +162,30 @@ class Task(abc.ABC):
     if not train:
       return self.model.apply(variables, images, train=False), variables.get("batch_stats", {})
     outputs, updates = self.model.apply(variables, images, train=True, mutable=["batch_stats"],
-                                        rngs={"dropout": rng})
+                                        rngs={"dropout": device_key(rng)})
     return outputs, updates.get("batch_stats", {})
+
+
+def example_keys(rng: jax.Array, n: int) -> jax.Array:
+  """One key per example [n] of this device's shard, keyed by its global batch position."""
+  first = jax.lax.axis_index(AXIS) * n
+  return jax.vmap(jax.random.fold_in, (None, 0))(rng, first + jnp.arange(n))
+
+
+def device_key(rng: jax.Array) -> jax.Array:
+  """A key of this device's own (e.g. for dropout over its shard)."""
+  return jax.random.fold_in(rng, jax.lax.axis_index(AXIS))
+
+
+def per_example(recipe: Callable[..., Any], rng: jax.Array, images: jax.Array, *args,
+                **kwargs) -> Any:
+  """Applies a batch recipe `recipe(key, images [B, ...], ...)` one example at a time.
+
+  Each example gets its `example_keys` key, so results do not depend on device layout.
+  """
+  def one(key, image):
+    return jax.tree.map(lambda out: out[0], recipe(key, image[None], *args, **kwargs))
+  return jax.vmap(one)(example_keys(rng, images.shape[0]), images)
 
 
 _TASKS: dict[str, type[Task]] = {}

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax.errors import UsageError
+from cnnjax.train import tasks
 
 AUGMENTATIONS = ("none", "cifar", "inception")
 
@@ -60,9 +61,9 @@ def prepare_images(images: jax.Array, rng: jax.Array, train: bool, config: Any,
     raise UsageError(f"unknown input.augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}.")
   x = images.astype(jnp.float32) / 255.0
   if augment == "cifar":
-    x = _augment_module().cifar_train(rng, x)
+    x = tasks.per_example(_augment_module().cifar_train, rng, x)
   elif augment == "inception":
-    x = _augment_module().inception_train(rng, x, size)
+    x = tasks.per_example(_augment_module().inception_train, rng, x, size)
   elif not train and input_config.get("center_crop", False):
     x = _augment_module().eval_resize_center_crop(x, size)
   x = resize_and_pad(x, input_config.get("resize") or size, size)

@@ -1,0 +1,107 @@
+"""The default experiment config; every experiment config starts from `defaults()`.
+
+Starting from the defaults makes every key overridable from the command line
+(`--config.schedule.learning_rate=0.05`) and lets `validate` reject unknown keys. Tasks
+add their own sections through `Task.config_defaults` (e.g. `metric`, `simclr`).
+"""
+
+from typing import Any
+
+import ml_collections
+
+from cnnjax.errors import UsageError
+from cnnjax.train import tasks
+
+
+def defaults(task: str = "classification") -> ml_collections.ConfigDict:
+  """Every trainer setting with its default value, plus `task`'s own sections."""
+  c = ml_collections.ConfigDict()
+  c.task = task
+  c.model = ""  # A name from `cnnjax models`.
+  c.model_kwargs = ml_collections.ConfigDict()  # Module fields, e.g. {"width": 16}.
+  c.dataset = ""  # A TFDS name, e.g. "digits", "cifar10".
+  c.data_dir = ""  # Default: $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  c.train_split = "train"
+  c.eval_split = "test"
+  c.batch_size = 128  # Global, over all devices and processes.
+  c.eval_batch_size = 0  # 0: batch_size.
+  c.num_steps = 0  # Optimizer steps; 0: num_epochs over the train split.
+  c.num_epochs = 0.0
+  c.seed = 0
+  c.dtype = "float32"  # Compute dtype ("bfloat16" on TPU/GPU); parameters stay float32.
+  c.global_bn = False  # BatchNorm statistics over the global batch (SimCLR).
+  c.parallel = "shard_map"  # Or "pmap".
+  c.worker_count = 0  # Grain worker processes for the train iterator.
+
+  c.input = ml_collections.ConfigDict()
+  c.input.size = 0  # Square model input side; 0: the stored image side.
+  c.input.resize = 0  # Resize to this side, then zero-pad to `size`; 0: size.
+  c.input.augment = "none"  # "none", "cifar" or "inception".
+  c.input.center_crop = False  # Evaluate on a resize + central crop.
+  c.input.mean = ()  # Per-channel, in [0, 1] units; (): the dataset's statistics.
+  c.input.std = ()
+
+  c.label_smoothing = 0.0
+  c.aux_loss_weight = 0.3
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "sgd"  # "sgd", "adamw" or "lars".
+  c.optimizer.momentum = 0.9
+  c.optimizer.nesterov = False
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.decay_bn_and_bias = False
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.trust_coefficient = 0.001
+  c.optimizer.clip_norm = 0.0  # 0: no clipping.
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.name = "cosine"  # "constant", "cosine", "step" or "plateau".
+  c.schedule.learning_rate = 0.1
+  c.schedule.scale_with_batch = ""  # "", "linear" (x B/256) or "sqrt" (x sqrt(B)).
+  c.schedule.warmup_steps = 0
+  c.schedule.end_value = 0.0
+  c.schedule.boundaries = ()  # Steps, for "step".
+  c.schedule.decay_factor = 0.1
+  c.schedule.patience = 5  # Evaluations without improvement, for "plateau".
+  c.schedule.rtol = 1e-4
+  c.schedule.cooldown = 0
+  c.schedule.min_scale = 0.0
+
+  c.log_every = 50
+  c.eval_every = 0  # 0: evaluate at the end only.
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+  c.best_metric = "accuracy"
+  c.best_mode = "max"
+  c.async_checkpoints = True
+  c.progress = "auto"  # "auto" (bar on a terminal), "bar" or "lines".
+
+  c.transfer = ml_collections.ConfigDict()
+  c.transfer.init_from = ""  # A cnnjax workdir whose latest checkpoint initialises the model.
+  c.transfer.prefix = ""  # Take the parameters under this name (e.g. "backbone" of SimCLR).
+  c.transfer.torchvision = ""  # Or a torchvision model name...
+  c.transfer.torchvision_weights = ""  # ...and its state dict file (.pth).
+  c.transfer.mode = "finetune_all"  # "linear_probe", "finetune_last_stages", "finetune_all".
+  c.transfer.trainable = ()  # Regexes of trained parameters for "finetune_last_stages".
+  c.transfer.head = ()  # Regexes of the head (re-initialised); (): shapes that changed.
+  c.transfer.freeze = ()  # Regexes of parameters frozen in every mode.
+  for name, section in tasks.get(task).config_defaults().items():
+    c[name] = section
+  return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """UsageError naming the first key that neither the defaults nor the task know."""
+  _check_keys(config, defaults(config.get("task", "classification")), "")
+
+
+def _check_keys(config: Any, known: Any, prefix: str) -> None:
+  for key in config.keys():
+    if key not in known:
+      raise UsageError(f"unknown config key {prefix + key!r}; check its spelling in the config "
+                       "file or override.")
+    if key != "model_kwargs" and isinstance(config[key], ml_collections.ConfigDict) and \
+        isinstance(known[key], ml_collections.ConfigDict):
+      _check_keys(config[key], known[key], f"{prefix}{key}.")

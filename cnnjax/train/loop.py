@@ -1,0 +1,292 @@
+"""The training loop: `run(config, workdir)` trains, evaluates and checkpoints one experiment.
+
+A run resumes automatically from the newest readable checkpoint in `workdir`, stops
+cleanly (after saving) on SIGTERM, and refuses a workdir that belongs to another
+experiment. Everything task-specific is delegated to the `Task` named by `config.task`.
+"""
+
+import copy
+import math
+import os
+import signal
+import threading
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from cnnjax.data import pipeline
+from cnnjax.errors import UsageError
+from cnnjax.train import checkpoint
+from cnnjax.train import config as config_lib
+from cnnjax.train import optim
+from cnnjax.train import parallel
+from cnnjax.train import state as state_lib
+from cnnjax.train import tasks
+from cnnjax.train import transfer
+from cnnjax.train import writer as writer_lib
+from cnnjax.train.parallel import REPLICATED, SHARDED
+
+# Config keys that define an experiment: a workdir trained with other values is refused.
+FINGERPRINT_KEYS = ("task", "model", "model_kwargs", "dataset", "input.size", "global_bn",
+                    "metric", "simclr")
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop polls, so it can save and exit cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def any_process(self) -> bool:
+    """Whether any process was asked to stop (all processes must agree on the step)."""
+    if jax.process_count() == 1:
+      return self.requested
+    return bool(multihost_utils.process_allgather(np.array(self.requested)).any())
+
+
+class Experiment:
+  """One configured experiment: task, devices, optimizer, checkpoints and data."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    config_lib.validate(config)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+      raise UsageError(f"--workdir {workdir} is a file; pass a directory path.")
+    if not config.model:
+      raise UsageError("config.model is empty; set it to a name from `cnnjax models`.")
+    if not config.dataset:
+      raise UsageError("config.dataset is empty; set it to a TFDS name such as 'digits'.")
+    self.config = config
+    self.workdir = workdir
+    self.runner = parallel.Runner(config.parallel)
+    self.local_batch = self.runner.check_batch_size(config.batch_size)
+    self.local_eval_batch = self.runner.check_batch_size(config.eval_batch_size or
+                                                         config.batch_size)
+    self.data_dir = config.data_dir or None
+    info = pipeline.dataset_info(config.dataset, self.data_dir)
+    self.data = tasks.DataInfo(info.num_classes, info.image_shape, info.splits, info.features)
+    self.task = tasks.create(config, self.data)
+    self.num_steps = self._num_steps()
+
+    init_rng, self.step_rng = jax.random.split(jax.random.key(config.seed))
+    variables = jax.device_get(jax.jit(self.task.init_variables)(init_rng))
+    head: list[str] = []
+    if transfer.enabled(config):
+      variables, head = transfer.merge(variables, transfer.load_source(config),
+                                       tuple(config.transfer.head))
+    self.head = head
+    self.schedule = optim.create_schedule(config, self.num_steps)
+    self.frozen = transfer.frozen_patterns(config, variables["params"], head)
+    self.tx = optim.create_optimizer(config, variables["params"], self.schedule, self.frozen)
+    self.plateau = optim.plateau_transform(config)
+    self.initial_state = jax.device_get(state_lib.create_state(variables, self.tx, self.plateau))
+
+  def _num_steps(self) -> int:
+    config = self.config
+    if config.num_steps:
+      return int(config.num_steps)
+    train_examples = self.data.splits.get(config.train_split.split("[")[0], 0)
+    if config.num_epochs and train_examples:
+      return max(1, math.ceil(config.num_epochs * train_examples / config.batch_size))
+    raise UsageError("set config.num_steps or config.num_epochs to a positive number.")
+
+  def fingerprint(self) -> dict[str, Any]:
+    """The config values and parameter shapes that identify this experiment."""
+    values = {}
+    for key in FINGERPRINT_KEYS:
+      node = self.config
+      for part in key.split("."):
+        node = node.get(part) if node is not None and part in node else None
+      values[key] = node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
+    values["params"] = {name: list(np.shape(leaf)) for name, leaf in zip(
+        jax.tree.leaves(optim.path_names(self.initial_state.params)),
+        jax.tree.leaves(self.initial_state.params))}
+    return values
+
+  def abstract_state(self) -> Any:
+    """Shapes, dtypes and target shardings of the state, for checkpoint restore."""
+    sharding = (self.runner.replicated_sharding() if self.runner.kind == "shard_map"
+                else jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
+                                                       sharding=sharding), self.initial_state)
+
+  def compile_steps(self):
+    """The compiled (train step, eval step) for this runner."""
+    train_step = state_lib.make_train_step(
+        self.task, self.tx, self.schedule, self.step_rng,
+        update_batch_stats=not transfer.freezes_batch_stats(self.config))
+    train = self.runner.compile(train_step, in_specs=(REPLICATED, SHARDED),
+                                out_specs=(REPLICATED, REPLICATED), donate_argnums=(0,))
+    evaluate = self.runner.compile(state_lib.make_eval_step(self.task),
+                                   in_specs=(REPLICATED, SHARDED), out_specs=(REPLICATED, SHARDED))
+    return train, evaluate
+
+  def train_iterator(self, data_state: dict[str, Any] | None):
+    """This process's train batches, positioned as saved in `data_state`."""
+    iterator = pipeline.train_iterator(
+        self.config.dataset, split=self.config.train_split, batch_size=self.local_batch,
+        seed=self.config.seed, data_dir=self.data_dir, process_index=jax.process_index(),
+        process_count=jax.process_count(), worker_count=self.config.worker_count,
+        **self.task.sampler_kwargs_for(self.runner.num_devices))
+    if data_state is not None:
+      iterator.set_state(data_state["iterator"])
+    return iterator
+
+  def extractor(self, eval_step, state):
+    """`extract(split)` -> (summed sums, concatenated valid outputs) of a whole split."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+
+    def extract(split: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+      totals: dict[str, np.ndarray] = {}
+      pieces: list[dict[str, np.ndarray]] = []
+      iterator = pipeline.eval_iterator(
+          self.config.dataset, split=split, batch_size=self.local_eval_batch,
+          data_dir=self.data_dir, process_index=jax.process_index(),
+          process_count=jax.process_count())
+      for batch in iterator:
+        sums, outputs = eval_step(variables, self.runner.shard_batch(batch))
+        sums = self.runner.to_host(sums, REPLICATED)
+        for name, value in sums.items():
+          totals[name] = totals.get(name, 0) + np.asarray(value, np.float64)
+        outputs = self.runner.to_host(outputs, SHARDED)
+        valid = np.asarray(outputs.pop("valid"), bool)
+        pieces.append({name: np.asarray(value)[valid] for name, value in outputs.items()})
+      joined = {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]} \
+          if pieces else {}
+      return totals, joined
+
+    return extract
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, train: bool = True) -> dict[str, Any]:
+  """Trains (resuming from `workdir`) and evaluates one experiment.
+
+  Args:
+    config: a ConfigDict from an experiment's `get_config`.
+    workdir: where checkpoints, metrics.jsonl, TensorBoard events, summary.json and plots go.
+    train: False only evaluates the newest checkpoint (`cnnjax eval`).
+  Returns:
+    The final eval metrics with "step"; or {"preempted": True, "step": ...} after SIGTERM.
+  Raises:
+    UsageError: a bad config or workdir, or a loss that became NaN/Inf.
+  """
+  config = copy.deepcopy(config)
+  experiment = Experiment(config, workdir)
+  os.makedirs(workdir, exist_ok=True)
+  checkpoint.check_fingerprint(workdir, experiment.fingerprint())
+  runner = experiment.runner
+  checkpointer = checkpoint.Checkpointer(
+      workdir, keep=config.keep_checkpoints, best_metric=config.best_metric or None,
+      best_mode=config.best_mode, async_save=config.async_checkpoints)
+  restored = checkpointer.restore_latest(experiment.abstract_state())
+  state, data_state, step = experiment.initial_state, None, 0
+  if restored is not None:
+    step, state, data_state = restored
+  elif not train:
+    raise UsageError(f"no checkpoint in {workdir}; train first with `cnnjax train`.")
+  state = runner.replicate(state)
+  train_step, eval_step = experiment.compile_steps()
+  progress = {"auto": None, "bar": True, "lines": False}.get(config.progress)
+  writer = writer_lib.MetricsWriter(workdir, experiment.num_steps, step, progress)
+  if restored is not None:
+    writer.message(f"resumed from step {step} in {checkpointer.directory}")
+  task = experiment.task
+
+  def evaluate(state) -> dict[str, float]:
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    return task.evaluate(experiment.extractor(eval_step, state), variables)
+
+  def check_finite(state, last_saved: int | None) -> None:
+    bad = int(runner.to_host(state.nonfinite_step, REPLICATED))
+    if bad >= 0:
+      kept = f"the checkpoint at step {last_saved} is kept" if last_saved is not None else \
+          "no checkpoint was saved"
+      raise UsageError(f"loss or gradient became NaN/Inf at step {bad}; {kept}; lower the "
+                       "learning rate or add optimizer.clip_norm.")
+
+  eval_metrics: dict[str, float] | None = None
+  last_saved = step if restored is not None else None
+  try:
+    with _Preemption() as preemption:
+      iterator = experiment.train_iterator(data_state) if train else None
+      while train and step < experiment.num_steps:
+        batch = next(iterator)
+        state, metrics = train_step(state, runner.shard_batch(batch))
+        step += 1
+        last = step == experiment.num_steps
+        if step % config.log_every == 0 or last:
+          check_finite(state, last_saved)
+          writer.write(step, "train", runner.to_host(metrics, REPLICATED))
+        evaluate_now = last or (config.eval_every and step % config.eval_every == 0)
+        eval_metrics = None
+        if evaluate_now:
+          eval_metrics = evaluate(state)
+          writer.write(step, "eval", eval_metrics)
+          state = _step_plateau(experiment, state, eval_metrics)
+        stop = preemption.any_process()
+        if evaluate_now or stop or step % config.checkpoint_every == 0:
+          check_finite(state, last_saved)
+          checkpointer.save(step, runner.unreplicate(state),
+                            {"iterator": iterator.get_state()},
+                            _checkpoint_metrics(config, eval_metrics))
+          last_saved = step
+        if stop and not last:
+          checkpointer.wait()
+          writer.message(f"stopped by SIGTERM at step {step}; checkpoint saved; run the same "
+                         "command again to resume.")
+          return {"preempted": True, "step": step}
+    if eval_metrics is None:
+      eval_metrics = evaluate(state)
+      writer.write(step, "eval", eval_metrics)
+    checkpointer.wait()
+    summary = {**eval_metrics, "step": step}
+    writer_lib.write_summary(workdir, summary)
+    if jax.process_index() == 0 and train:
+      writer_lib.plot_curves(workdir)
+      outputs = getattr(task, "last_outputs", {})
+      if task.has_embeddings and "embedding" in outputs:
+        writer_lib.plot_embeddings(workdir, outputs["embedding"], outputs["label"])
+    writer.message("final " + ", ".join(f"{k}={v:.4f}" for k, v in eval_metrics.items()
+                                        if k != "count"))
+    return summary
+  finally:
+    checkpointer.close()
+    writer.close()
+
+
+def _step_plateau(experiment: Experiment, state, eval_metrics: dict[str, float]):
+  """Feeds the eval metric to reduce-on-plateau (which minimises) and stores its new scale."""
+  config = experiment.config
+  if config.schedule.name != "plateau":
+    return state
+  if config.best_metric not in eval_metrics:
+    raise UsageError(f"schedule 'plateau' watches best_metric {config.best_metric!r}, which the "
+                     f"evaluation lacks; choose one of {', '.join(eval_metrics)}.")
+  value = eval_metrics[config.best_metric]
+  value = -value if config.best_mode == "max" else value
+  plateau = experiment.runner.to_host(state.plateau, REPLICATED)
+  _, plateau = experiment.plateau.update({}, plateau, value=np.float32(value))
+  return state.replace(plateau=experiment.runner.replicate(jax.device_get(plateau)))
+
+
+def _checkpoint_metrics(config, eval_metrics: dict[str, float] | None) -> dict[str, float] | None:
+  if not eval_metrics or not config.best_metric or config.best_metric not in eval_metrics:
+    return None
+  return {config.best_metric: float(eval_metrics[config.best_metric])}
+

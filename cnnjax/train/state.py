@@ -1,0 +1,96 @@
+"""The train state and the per-device train and eval steps, written once in the pmap style.
+
+The steps run inside `cnnjax.train.parallel` (shard_map under jit, or pmap): `batch` is
+this device's shard, and gradients, metrics and BatchNorm statistics are averaged over
+the named axis `batch`. Nothing leaves the device inside a step.
+"""
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from cnnjax.train import optim
+from cnnjax.train.tasks import AXIS, Task
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training, replicated on every device.
+
+  Attributes:
+    step: int32 scalar, the number of optimizer steps taken.
+    params: trainable parameters (float32).
+    batch_stats: BatchNorm running statistics.
+    opt_state: the optax state.
+    plateau: optax reduce-on-plateau state; its `scale` multiplies the updates.
+    nonfinite_step: int32 scalar, the first step whose loss or gradient was not finite
+      (-1 while all are); from then on the state keeps its last finite values.
+  """
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  plateau: Any
+  nonfinite_step: jax.Array
+
+
+def create_state(variables: dict[str, Any], tx: optax.GradientTransformation,
+                 plateau: optax.GradientTransformation) -> TrainState:
+  """A fresh state at step 0 for `variables` = {"params", "batch_stats"}."""
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                    plateau=plateau.init(params), nonfinite_step=jnp.full((), -1, jnp.int32))
+
+
+def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    base_rng: jax.Array, update_batch_stats: bool = True
+                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """The per-device train step (state, batch shard) -> (new state, averaged metrics).
+
+  With `update_batch_stats=False` (a linear probe) BatchNorm statistics stay as they are.
+  The step's randomness is `fold_in(base_rng, step)`, the same on every device, so that
+  tasks can derive per-example keys that do not depend on the device layout.
+  """
+
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(base_rng, state.step)
+    preprocess_rng, loss_rng = jax.random.split(rng)
+    batch = task.preprocess(batch, preprocess_rng, train=True)
+    grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+    (loss, (metrics, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch,
+                                                    loss_rng, True)
+    grads = jax.lax.pmean(grads, AXIS)
+    metrics = jax.lax.pmean({**metrics, "loss": loss}, AXIS)
+    # Replicas that normalise their own shard still keep identical running statistics.
+    batch_stats = jax.lax.pmean(batch_stats, AXIS) if update_batch_stats else state.batch_stats
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates = optim.scale_updates(updates, state.plateau.scale)
+    params = optax.apply_updates(state.params, updates)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["learning_rate"] = schedule(state.step) * state.plateau.scale
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+    ok = finite & (state.nonfinite_step < 0)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state,
+                             state.replace(step=state.step + 1))
+    nonfinite_step = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
+                               state.nonfinite_step)
+    return new_state.replace(nonfinite_step=nonfinite_step), metrics
+
+  return train_step
+
+
+def make_eval_step(task: Task) -> Callable[[dict, dict], tuple[dict, dict]]:
+  """The per-device eval step (variables, batch shard) -> (summed sums, per-example outputs)."""
+
+  def eval_step(variables: dict, batch: dict) -> tuple[dict, dict]:
+    batch = task.preprocess(batch, jax.random.key(0), train=False)
+    sums, outputs = task.eval_step(variables, batch)
+    return jax.lax.psum(sums, AXIS), {**outputs, "valid": batch["valid"]}
+
+  return eval_step

@@ -1,0 +1,149 @@
+"""Transfer learning: pretrained initialisation, head re-initialisation and freezing.
+
+`config.transfer` (see `cnnjax.train.config`) picks the source, a cnnjax workdir
+(`init_from`, optionally the subtree `prefix`) or torchvision weights (`torchvision` +
+`torchvision_weights`, converted by `cnnjax.convert.torchvision`), and one of the three
+modes of the lecture notes:
+
+  linear_probe          train only the head on frozen features (BN statistics frozen too);
+  finetune_last_stages  train the head and the parameters matching `trainable` regexes;
+  finetune_all          train everything from the pretrained start.
+
+The head is every parameter whose shape differs from the source's (a new class count)
+or that matches a `head` regex; it keeps its fresh initialisation.
+"""
+
+import os
+import re
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from cnnjax.errors import UsageError
+from cnnjax.train import optim
+
+MODES = ("linear_probe", "finetune_last_stages", "finetune_all")
+
+
+def enabled(config: ml_collections.ConfigDict) -> bool:
+  """Whether the config initialises from pretrained weights."""
+  transfer = config.get("transfer")
+  return bool(transfer and (transfer.get("init_from") or transfer.get("torchvision")))
+
+
+def load_source(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The pretrained {"params", "batch_stats"} as numpy trees."""
+  transfer = config.transfer
+  if transfer.get("init_from"):
+    variables = _from_workdir(transfer.init_from)
+  else:
+    variables = _from_torchvision(transfer.torchvision, transfer.get("torchvision_weights"))
+  prefix = transfer.get("prefix")
+  if prefix:
+    if prefix not in variables["params"]:
+      raise UsageError(f"transfer.prefix {prefix!r} is not in the source parameters "
+                       f"({', '.join(sorted(variables['params']))}); fix transfer.prefix.")
+    variables = {"params": variables["params"][prefix],
+                 "batch_stats": variables.get("batch_stats", {}).get(prefix, {})}
+  return variables
+
+
+def _from_workdir(path: str) -> dict[str, Any]:
+  directory = os.path.join(path, "checkpoints") if os.path.isdir(
+      os.path.join(path, "checkpoints")) else path
+  if not os.path.isdir(directory):
+    raise UsageError(f"transfer.init_from {path!r} is not a cnnjax workdir; pass one that "
+                     "holds checkpoints/.")
+  manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "data"))
+  step = manager.latest_step()
+  if step is None:
+    raise UsageError(f"transfer.init_from {path!r} holds no checkpoint; train it first.")
+  metadata = manager.item_metadata(step)["state"]
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
+                                                       sharding=_host_sharding()),
+                        {"params": metadata["params"], "batch_stats": metadata["batch_stats"]})
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.PyTreeRestore(item=target, partial_restore=True)))
+  manager.close()
+  state = restored["state"]
+  return jax.tree.map(np.asarray, {"params": state["params"],
+                                   "batch_stats": state.get("batch_stats", {})})
+
+
+def _host_sharding() -> jax.sharding.Sharding:
+  return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+def _from_torchvision(name: str, weights: str | None) -> dict[str, Any]:
+  from cnnjax.convert import torchvision as convert_torchvision
+  if not weights or not os.path.isfile(weights):
+    raise UsageError(f"transfer.torchvision_weights {weights!r} is not a file; save "
+                     f"torchvision's {name} state_dict with torch.save and pass its path.")
+  import torch  # Only torchvision imports need it.
+  state_dict = torch.load(weights, map_location="cpu", weights_only=True)
+  return jax.tree.map(np.asarray, convert_torchvision.convert(name, state_dict))
+
+
+def merge(fresh: dict[str, Any], source: dict[str, Any],
+          head_patterns: tuple[str, ...] = ()) -> tuple[dict[str, Any], list[str]]:
+  """Fresh variables with every leaf the source has in the same shape copied over.
+
+  Returns:
+    (merged variables, names of the parameters that kept their fresh values: the head).
+  """
+  head = [re.compile(p) for p in head_patterns]
+  kept = []
+
+  def pick(collection):
+    names = optim.path_names(fresh[collection])
+    source_leaves = dict(zip(jax.tree.leaves(optim.path_names(source.get(collection, {}))),
+                             jax.tree.leaves(source.get(collection, {}))))
+
+    def choose(name, value):
+      other = source_leaves.get(name)
+      if other is None or other.shape != value.shape or any(h.search(name) for h in head):
+        if collection == "params":
+          kept.append(name)
+        return value
+      return np.asarray(other, dtype=value.dtype)
+
+    return jax.tree.map(choose, names, fresh[collection])
+
+  merged = {"params": pick("params"), "batch_stats": pick("batch_stats")}
+  if len(kept) == len(jax.tree.leaves(fresh["params"])):
+    raise UsageError("no pretrained parameter fits this model; check transfer.prefix and "
+                     "the model name.")
+  return merged, kept
+
+
+def frozen_patterns(config: ml_collections.ConfigDict, params: Any,
+                    head: list[str]) -> tuple[str, ...]:
+  """Regexes of the parameters the optimizer must leave unchanged in this transfer mode."""
+  transfer = config.get("transfer")
+  if transfer is None:
+    return ()
+  freeze = tuple(transfer.get("freeze", ()))
+  if not enabled(config):
+    return freeze
+  mode = transfer.get("mode", "finetune_all")
+  if mode not in MODES:
+    raise UsageError(f"unknown transfer.mode {mode!r}; choose one of {', '.join(MODES)}.")
+  if mode == "finetune_all":
+    return freeze
+  trained = [re.compile(f"^{re.escape(name)}$") for name in head]
+  if mode == "finetune_last_stages":
+    if not transfer.get("trainable"):
+      raise UsageError("transfer.mode=finetune_last_stages needs transfer.trainable regexes, "
+                       "e.g. ('layer4',).")
+    trained += [re.compile(p) for p in transfer.trainable]
+  names = jax.tree.leaves(optim.path_names(params))
+  frozen = [re.escape(n) for n in names if not any(t.search(n) for t in trained)]
+  return freeze + tuple(f"^{n}$" for n in frozen)
+
+
+def freezes_batch_stats(config: ml_collections.ConfigDict) -> bool:
+  """A linear probe keeps the pretrained BatchNorm statistics."""
+  return enabled(config) and config.transfer.get("mode") == "linear_probe"

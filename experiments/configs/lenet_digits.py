@@ -1,0 +1,32 @@
+"""LeNet-5 on scikit-learn's 8x8 digits, read as 28x28 digits centred in 32x32 (`make demo`).
+
+About a minute on two CPU cores; ends near 99% test accuracy.
+
+    cnnjax train --config=experiments/configs/lenet_digits.py --workdir=workdirs/lenet_digits
+"""
+
+import ml_collections
+
+from cnnjax.train import config as config_lib
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """`arg` is unused: the experiment is already small."""
+  del arg
+  config = config_lib.defaults("classification")
+  config.model = "lenet5"
+  config.dataset = "digits"
+  config.input.size = 32
+  config.input.resize = 28
+  config.batch_size = 64
+  config.num_epochs = 30.0
+  config.optimizer.name = "adamw"
+  config.optimizer.weight_decay = 1e-4
+  config.schedule.name = "cosine"
+  config.schedule.learning_rate = 2e-3
+  config.schedule.warmup_steps = 50
+  config.log_every = 50
+  config.eval_every = 225
+  config.checkpoint_every = 225
+  config.best_metric = "accuracy"
+  return config

@@ -74,7 +74,8 @@ class Adapter:
       return self._voc(image, example)
     out = {'image': image, 'label': np.int32(self.label(example))}
     if self.kind == 'pet':
-      out['mask'] = PET_TRIMAP[np.asarray(example['segmentation_mask'])[..., 0]]
+      trimap = np.asarray(example['segmentation_mask'])[..., 0]
+      out['mask'] = np.take(PET_TRIMAP, trimap, mode='clip')
     if self.image_size is not None:
       out['image'] = _resize_crop(out['image'], self.image_size, PIL.Image.BILINEAR)
       if 'mask' in out:
@@ -86,8 +87,10 @@ class Adapter:
     height, width = image.shape[:2]
     # TFDS boxes are normalised (ymin, xmin, ymax, xmax).
     bbox = np.asarray(objects['bbox'], np.float32).reshape(-1, 4)
-    boxes = bbox[:, [1, 0, 3, 2]] * np.array([width, height, width, height], np.float32)
     labels = np.asarray(objects['label'], np.int32).reshape(-1)
+    # Real VOC has one label per box; tfds.testing.mock_data draws their counts separately.
+    bbox, labels = bbox[:len(labels)], labels[:len(bbox)]
+    boxes = bbox[:, [1, 0, 3, 2]] * np.array([width, height, width, height], np.float32)
     if self.image_size is not None:
       scale, left, top = _resize_crop_geometry(height, width, self.image_size)
       boxes = boxes * scale - np.array([left, top, left, top], np.float32)

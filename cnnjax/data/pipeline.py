@@ -28,6 +28,7 @@ from cnnjax.errors import UsageError
 
 DEFAULT_DATA_DIR = '~/tensorflow_datasets'
 Batch = dict[str, np.ndarray]
+_LABEL_NAMES: dict[tuple[str, str, int], tuple[str, ...]] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,9 +283,16 @@ def _adapter(builder: tfds.core.DatasetBuilder, image_size: int | None) -> adapt
 
 
 def _label_names(builder: tfds.core.DatasetBuilder) -> tuple[str, ...]:
-  """Sorted distinct string labels over all splits (lfw names people, not class ids)."""
-  splits = list(builder.info.splits) or ['train']
-  source = builder.as_data_source(split='+'.join(splits),
-                                  decoders={'image': tfds.decode.SkipDecoding()})
-  names = {source[i]['label'] for i in range(len(source))}
-  return tuple(sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names))
+  """Sorted distinct string labels over all splits (lfw names people, not class ids).
+
+  Reading them decodes every example once (lfw: about 13k images), so they are cached per
+  dataset directory and size.
+  """
+  splits = '+'.join(builder.info.splits) or 'train'
+  source = builder.as_data_source(split=splits)
+  key = (str(builder.data_dir), splits, len(source))
+  if key not in _LABEL_NAMES:
+    names = {source[i]['label'] for i in range(len(source))}
+    _LABEL_NAMES[key] = tuple(
+        sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names))
+  return _LABEL_NAMES[key]

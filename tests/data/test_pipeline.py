@@ -8,6 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cnnjax import data
+from cnnjax.data import adapters
 from cnnjax.errors import UsageError
 
 
@@ -161,3 +162,52 @@ def test_unprepared_dataset_names_dataset_dir_and_remedy(tmp_path):
   assert '\n' not in message
   with pytest.raises(UsageError, match='unknown dataset'):
     data.dataset_info('no_such_dataset', str(tmp_path))
+
+
+@pytest.mark.parametrize('name, image_shape, features', [
+    ('mnist', (28, 28, 1), ('image', 'label')),
+    ('cifar100', (32, 32, 3), ('image', 'label')),
+    ('lfw', (250, 250, 3), ('image', 'label')),
+    ('imagenet2012', (256, 256, 3), ('image', 'label')),
+    ('oxford_iiit_pet', (256, 256, 3), ('image', 'label', 'mask')),
+    ('voc', (384, 384, 3), ('image', 'label', 'boxes', 'box_labels', 'box_valid')),
+])
+def test_tfds_datasets_through_the_same_pipeline(name, image_shape, features):
+  # mock_data backs tfds.data_source with random examples of the dataset's real features.
+  with tfds.testing.mock_data(num_examples=6):
+    info = data.dataset_info(name)
+    assert (info.image_shape, info.features) == (image_shape, features)
+    batch = next(data.train_iterator(name, split='train', batch_size=4, seed=0))
+    evaluated = list(data.eval_iterator(name, split='train', batch_size=4))
+  assert set(batch) == set(features)
+  assert batch['image'].shape == (4, *image_shape) and batch['image'].dtype == np.uint8
+  assert batch['label'].dtype == np.int32
+  assert ((0 <= batch['label']) & (batch['label'] < info.num_classes)).all()
+  assert [int(b['valid'].sum()) for b in evaluated] == [4, 2]
+  if 'mask' in batch:
+    assert batch['mask'].shape == (4, *image_shape[:2]) and batch['mask'].max() <= 2
+  if 'boxes' in batch:
+    boxes = batch['boxes'][batch['box_valid']]
+    assert (boxes[:, 2:] > boxes[:, :2]).all() and (boxes >= 0).all()
+    assert (boxes <= image_shape[0]).all()
+
+
+def test_voc_boxes_follow_the_resize_and_centre_crop():
+  adapter = adapters.Adapter(kind='voc', image_size=50, max_objects=3)
+  example = {'image': np.zeros((100, 200, 3), np.uint8),
+             'objects': {'bbox': np.array([[0.1, 0.5, 0.9, 1.0], [0.0, 0.0, 1.0, 0.1]]),
+                         'label': np.array([7, 3])}}
+  out = adapter(example)
+  # Shorter side 100 -> 50 (scale 0.5), width 200 -> 100, centre crop from x = 25.
+  np.testing.assert_allclose(out['boxes'][0], [25, 5, 50, 45])
+  # The second box falls outside the crop and is dropped.
+  assert out['box_valid'].tolist() == [True, False, False] and out['label'] == 7
+  assert out['image'].shape == (50, 50, 3)
+
+
+def test_pet_trimap_becomes_background_pet_border():
+  adapter = adapters.Adapter(kind='pet')
+  trimap = np.array([[1, 2, 3]], np.uint8)[..., None]
+  out = adapter({'image': np.zeros((1, 3, 3), np.uint8), 'label': 5,
+                 'segmentation_mask': trimap})
+  assert out['mask'].tolist() == [[1, 0, 2]] and out['label'] == 5

@@ -1,0 +1,233 @@
+"""Box operations on xyxy boxes with torchvision.ops semantics and static shapes.
+
+All functions are jit-compatible. Boxes are `[..., 4]` arrays `(x1, y1, x2, y2)`.
+
+Malformed boxes (x2 < x1 or y2 < y1): when the boxes are concrete arrays (not traced under
+jit) every function here raises `UsageError`. Under jit they cannot be inspected, so widths
+and heights are clamped at zero: such a box has area 0 and IoU 0 with everything. Where
+torchvision divides 0 by 0 (two zero-area boxes), these functions return 0, never NaN.
+"""
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnnjax.errors import UsageError
+
+# Fast R-CNN's box-regression weights (torchvision's RoIHeads BoxCoder).
+FAST_RCNN_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+# Largest log-scale change decode_boxes applies, as torchvision (a 1000/16 size ratio).
+_MAX_LOG_SCALE = math.log(1000.0 / 16)
+
+
+def is_concrete(x) -> bool:
+  """Whether x holds values now (so it can be checked), rather than being traced under jit."""
+  return not isinstance(x, jax.core.Tracer)
+
+
+def check_boxes(boxes, name: str = "boxes") -> None:
+  """Raises UsageError when concrete `boxes` [..., 4] have x2 < x1 or y2 < y1 or are not finite.
+
+  Traced boxes are not checked (see the module docstring for how they are handled).
+  """
+  if not is_concrete(boxes):
+    return
+  values = np.asarray(boxes)
+  if values.shape[-1:] != (4,):
+    raise UsageError(f"{name} must have shape [..., 4] (x1, y1, x2, y2), got {values.shape}.")
+  if not np.isfinite(values).all():
+    raise UsageError(f"{name} contain NaN or Inf coordinates; drop or fix those boxes first.")
+  if (values[..., 2] < values[..., 0]).any() or (values[..., 3] < values[..., 1]).any():
+    raise UsageError(f"{name} contain boxes with x2 < x1 or y2 < y1; pass (x1, y1, x2, y2) "
+                     "with x1 <= x2 and y1 <= y2.")
+
+
+def box_area(boxes: jnp.ndarray) -> jnp.ndarray:
+  """boxes: [..., 4] -> areas [...]; malformed boxes have area 0."""
+  widths = jnp.maximum(boxes[..., 2] - boxes[..., 0], 0)
+  heights = jnp.maximum(boxes[..., 3] - boxes[..., 1], 0)
+  return widths * heights
+
+
+def _safe_divide(numerator: jnp.ndarray, denominator: jnp.ndarray) -> jnp.ndarray:
+  """numerator / denominator, 0 where denominator <= 0 (with finite gradients there)."""
+  positive = denominator > 0
+  return jnp.where(positive, numerator / jnp.where(positive, denominator, 1), 0)
+
+
+def _intersection_union(boxes1: jnp.ndarray, boxes2: jnp.ndarray):
+  """[N, 4], [M, 4] -> intersection areas [N, M] and union areas [N, M]."""
+  top_left = jnp.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+  bottom_right = jnp.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+  wh = jnp.maximum(bottom_right - top_left, 0)
+  intersection = wh[..., 0] * wh[..., 1]
+  union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - intersection
+  return intersection, union
+
+
+def box_iou(boxes1: jnp.ndarray, boxes2: jnp.ndarray) -> jnp.ndarray:
+  """Pairwise intersection over union.
+
+  Args:
+    boxes1: [N, 4] xyxy.
+    boxes2: [M, 4] xyxy.
+
+  Returns:
+    [N, M] IoU in [0, 1]; 0 where the union is empty (torchvision gives NaN there).
+  """
+  check_boxes(boxes1, "boxes1")
+  check_boxes(boxes2, "boxes2")
+  intersection, union = _intersection_union(boxes1, boxes2)
+  return _safe_divide(intersection, union)
+
+
+def generalized_box_iou(boxes1: jnp.ndarray, boxes2: jnp.ndarray) -> jnp.ndarray:
+  """Pairwise generalised IoU (Rezatofighi et al., 2019): IoU - |C \\ (A u B)| / |C|.
+
+  Args:
+    boxes1: [N, 4] xyxy.
+    boxes2: [M, 4] xyxy.
+
+  Returns:
+    [N, M] GIoU in [-1, 1]; the enclosing-box term is 0 when the enclosing box is empty.
+  """
+  check_boxes(boxes1, "boxes1")
+  check_boxes(boxes2, "boxes2")
+  intersection, union = _intersection_union(boxes1, boxes2)
+  iou = _safe_divide(intersection, union)
+  top_left = jnp.minimum(boxes1[:, None, :2], boxes2[None, :, :2])
+  bottom_right = jnp.maximum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+  wh = jnp.maximum(bottom_right - top_left, 0)
+  enclosing = wh[..., 0] * wh[..., 1]
+  return iou - _safe_divide(enclosing - union, enclosing)
+
+
+def _centers_sizes(boxes: jnp.ndarray):
+  widths = boxes[..., 2] - boxes[..., 0]
+  heights = boxes[..., 3] - boxes[..., 1]
+  return boxes[..., 0] + 0.5 * widths, boxes[..., 1] + 0.5 * heights, widths, heights
+
+
+def encode_boxes(boxes: jnp.ndarray, references: jnp.ndarray,
+                 weights: Sequence[float] = FAST_RCNN_WEIGHTS) -> jnp.ndarray:
+  """Regression targets that move `references` onto `boxes` (R-CNN parametrisation).
+
+  dx = wx (x - xr) / wr, dy = wy (y - yr) / hr, dw = ww log(w / wr), dh = wh log(h / hr),
+  with centres (x, y) and sizes (w, h), as torchvision's BoxCoder.encode_single.
+
+  Args:
+    boxes: [..., 4] target boxes, xyxy.
+    references: [..., 4] proposals or anchors, xyxy, same shape.
+    weights: (wx, wy, ww, wh).
+
+  Returns:
+    [..., 4] deltas. Zero-size boxes or references give finite (clamped) deltas, not Inf.
+  """
+  wx, wy, ww, wh = weights
+  rx, ry, rw, rh = _centers_sizes(references)
+  bx, by, bw, bh = _centers_sizes(boxes)
+  tiny = jnp.finfo(jnp.result_type(boxes, jnp.float32)).tiny
+  rw, rh = jnp.maximum(rw, tiny), jnp.maximum(rh, tiny)
+  bw, bh = jnp.maximum(bw, tiny), jnp.maximum(bh, tiny)
+  return jnp.stack([wx * (bx - rx) / rw, wy * (by - ry) / rh,
+                    ww * jnp.log(bw / rw), wh * jnp.log(bh / rh)], axis=-1)
+
+
+def decode_boxes(deltas: jnp.ndarray, references: jnp.ndarray,
+                 weights: Sequence[float] = FAST_RCNN_WEIGHTS) -> jnp.ndarray:
+  """Inverse of `encode_boxes`: apply deltas [..., 4] to references [..., 4] -> boxes [..., 4].
+
+  Log-scale deltas are clamped at log(1000/16), as torchvision's BoxCoder.decode_single,
+  so that an untrained regressor cannot overflow exp().
+  """
+  wx, wy, ww, wh = weights
+  rx, ry, rw, rh = _centers_sizes(references)
+  dx, dy = deltas[..., 0] / wx, deltas[..., 1] / wy
+  dw = jnp.minimum(deltas[..., 2] / ww, _MAX_LOG_SCALE)
+  dh = jnp.minimum(deltas[..., 3] / wh, _MAX_LOG_SCALE)
+  cx, cy = dx * rw + rx, dy * rh + ry
+  w, h = jnp.exp(dw) * rw, jnp.exp(dh) * rh
+  return jnp.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
+
+
+def clip_boxes(boxes: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
+  """Clips boxes [..., 4] to the image [0, width] x [0, height]."""
+  x = jnp.clip(boxes[..., 0::2], 0, width)
+  y = jnp.clip(boxes[..., 1::2], 0, height)
+  return jnp.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], axis=-1)
+
+
+def nms(boxes: jnp.ndarray, scores: jnp.ndarray, iou_threshold: float,
+        max_output: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Greedy non-maximum suppression with torchvision's semantics and a static output size.
+
+  Repeatedly keeps the highest-scored remaining box and removes every remaining box whose
+  IoU with it is greater than `iou_threshold`. Runs `max_output` rounds of O(N) work each,
+  so memory stays O(N) (no N x N IoU matrix).
+
+  Args:
+    boxes: [N, 4] xyxy.
+    scores: [N].
+    iou_threshold: boxes with IoU > threshold against a kept box are dropped.
+    max_output: static length of the result.
+
+  Returns:
+    indices: [max_output] int32 indices into `boxes`, kept boxes in descending score order,
+      padded with 0 after the last kept box.
+    valid: [max_output] bool, True for the kept entries.
+  """
+  check_boxes(boxes)
+  boxes, scores = jnp.asarray(boxes), jnp.asarray(scores)
+  num_boxes = boxes.shape[0]
+  if num_boxes == 0:
+    return jnp.zeros((max_output,), jnp.int32), jnp.zeros((max_output,), bool)
+  # A stable descending sort: among equal scores the lower index wins, NaN scores come last.
+  order = jnp.argsort(-scores, stable=True).astype(jnp.int32)
+  sorted_boxes = boxes[order]
+  areas = box_area(sorted_boxes)
+
+  def keep_next(alive, _):
+    position = jnp.argmax(alive)  # the first alive box in score order
+    found = alive[position]
+    box = sorted_boxes[position]
+    top_left = jnp.maximum(box[:2], sorted_boxes[:, :2])
+    bottom_right = jnp.minimum(box[2:], sorted_boxes[:, 2:])
+    wh = jnp.maximum(bottom_right - top_left, 0)
+    intersection = wh[:, 0] * wh[:, 1]
+    iou = _safe_divide(intersection, areas[position] + areas - intersection)
+    alive = alive & (iou <= iou_threshold)
+    alive = alive.at[position].set(False)
+    return alive, (jnp.where(found, order[position], 0), found)
+
+  _, (indices, valid) = jax.lax.scan(keep_next, jnp.ones((num_boxes,), bool), None,
+                                     length=max_output)
+  return indices, valid
+
+
+def batched_nms(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndarray,
+                iou_threshold: float, max_output: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """NMS within each class: boxes of different classes never suppress each other.
+
+  Shifts each class's boxes by class * (coordinate range + 1) so that classes cannot
+  overlap, then runs one `nms`, as torchvision's batched_nms.
+
+  Args:
+    boxes: [N, 4] xyxy.
+    scores: [N].
+    classes: [N] int class of each box.
+    iou_threshold: as `nms`.
+    max_output: static length of the result.
+
+  Returns:
+    (indices [max_output], valid [max_output]) as `nms`, over all classes together.
+  """
+  check_boxes(boxes)
+  if boxes.shape[0] == 0:
+    return nms(boxes, scores, iou_threshold, max_output)
+  boxes, classes = jnp.asarray(boxes), jnp.asarray(classes)
+  span = jnp.max(boxes) - jnp.min(boxes) + 1
+  shifted = boxes + (classes.astype(boxes.dtype) * span)[:, None]
+  return nms(shifted, scores, iou_threshold, max_output)

@@ -1,0 +1,212 @@
+"""RoI pooling (Fast R-CNN) and RoI align (Mask R-CNN) with torchvision.ops semantics.
+
+Both take NHWC features, boxes [K, 4] xyxy in input-image coordinates (scaled to the
+feature map by `spatial_scale`) and the image index of each box, and return [K, oh, ow, C].
+Shapes are static, so both run under jit; gradients flow to the features, not the boxes
+(as in torchvision).
+
+Handling of unusual input, the same under jit as eagerly unless noted:
+- Boxes partly or wholly outside the feature map: bins (roi_pool) or sampling points
+  (roi_align) outside it contribute nothing, as torchvision; an all-outside box gives zeros.
+- Malformed boxes (x2 < x1 or y2 < y1): UsageError when the boxes are concrete. Traced, they
+  follow torchvision: roi_pool and roi_align(aligned=False) treat them as at least 1x1 feature
+  cells, roi_align(aligned=True) returns zeros.
+- batch_indices outside [0, N): UsageError when concrete; traced, those RoIs give zeros.
+- No boxes (K = 0): an empty [0, oh, ow, C] result.
+"""
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnnjax.errors import UsageError
+from cnnjax.ops.boxes import check_boxes, is_concrete
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+  if isinstance(size, int):
+    return size, size
+  height, width = size
+  return int(height), int(width)
+
+
+def _check_inputs(features, boxes, batch_indices) -> None:
+  if features.ndim != 4:
+    raise UsageError(f"features must be [N, H, W, C], got shape {features.shape}.")
+  if boxes.ndim != 2 or boxes.shape[1] != 4:
+    raise UsageError(f"boxes must be [K, 4] (x1, y1, x2, y2), got shape {boxes.shape}.")
+  if batch_indices.shape != boxes.shape[:1]:
+    raise UsageError(f"batch_indices must be [K] = [{boxes.shape[0]}], "
+                     f"got shape {batch_indices.shape}.")
+  check_boxes(boxes)
+  if is_concrete(batch_indices) and batch_indices.size:
+    values = np.asarray(batch_indices)
+    if values.min() < 0 or values.max() >= features.shape[0]:
+      raise UsageError(f"batch_indices must lie in [0, {features.shape[0]}), got values from "
+                       f"{values.min()} to {values.max()}; index the image each box belongs to.")
+
+
+def _round_half_away_from_zero(x: jnp.ndarray) -> jnp.ndarray:
+  """C's round(), which torchvision uses (jnp.round rounds half to even)."""
+  return jnp.sign(x) * jnp.floor(jnp.abs(x) + 0.5)
+
+
+def _pool_bins(start: jnp.ndarray, end: jnp.ndarray, bins: int, size: int) -> jnp.ndarray:
+  """[K] rounded RoI start/end cells -> [K, bins, size] bool membership of cells in bins."""
+  extent = jnp.maximum(end - start + 1, 1).astype(jnp.float32)
+  bin_size = extent / bins
+  index = jnp.arange(bins, dtype=jnp.float32)
+  lo = jnp.floor(index * bin_size[:, None]).astype(jnp.int32) + start[:, None].astype(jnp.int32)
+  hi = jnp.ceil((index + 1) * bin_size[:, None]).astype(jnp.int32) + start[:, None].astype(
+      jnp.int32)
+  lo, hi = jnp.clip(lo, 0, size), jnp.clip(hi, 0, size)
+  cells = jnp.arange(size)
+  return (cells >= lo[..., None]) & (cells < hi[..., None])
+
+
+def roi_pool(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndarray,
+             output_size: int | Sequence[int], spatial_scale: float = 1.0,
+             roi_batch_size: int = 16) -> jnp.ndarray:
+  """Max-pools each RoI into a fixed grid (torchvision.ops.roi_pool).
+
+  Box corners are scaled and rounded to feature cells; bin (i, j) spans cells
+  floor(i * bin_h) .. ceil((i + 1) * bin_h) (clipped to the map) and takes their maximum;
+  bins that are empty after clipping are 0.
+
+  Args:
+    features: [N, H, W, C].
+    boxes: [K, 4] xyxy in input coordinates.
+    batch_indices: [K] int, the image of each box.
+    output_size: oh or (oh, ow).
+    spatial_scale: feature cells per input pixel (1 / stride).
+    roi_batch_size: RoIs pooled at once; bounds memory at roi_batch_size * oh * H * W * C.
+
+  Returns:
+    [K, oh, ow, C] in the features' dtype.
+  """
+  _check_inputs(features, boxes, batch_indices)
+  features, boxes = jnp.asarray(features), jnp.asarray(boxes)
+  batch_indices = jnp.asarray(batch_indices)
+  out_h, out_w = _pair(output_size)
+  num_images, height, width, channels = features.shape
+  if boxes.shape[0] == 0:
+    return jnp.zeros((0, out_h, out_w, channels), features.dtype)
+  scaled = _round_half_away_from_zero(jax.lax.stop_gradient(boxes).astype(jnp.float32)
+                                      * spatial_scale).astype(jnp.int32)
+  rows = _pool_bins(scaled[:, 1], scaled[:, 3], out_h, height)
+  cols = _pool_bins(scaled[:, 0], scaled[:, 2], out_w, width)
+  lowest = jnp.array(-jnp.inf, features.dtype)
+
+  def pool_one(args):
+    image, row_mask, col_mask = args
+    image_features = features[jnp.clip(image, 0, num_images - 1)]
+    # A bin is a rectangle, so its max separates into a max over rows then over columns.
+    by_rows = jnp.max(jnp.where(row_mask[:, :, None, None], image_features[None], lowest), 1)
+    return jnp.max(jnp.where(col_mask[None, :, :, None], by_rows[:, None], lowest), 2)
+
+  pooled = jax.lax.map(pool_one, (batch_indices, rows, cols), batch_size=roi_batch_size)
+  empty = ~(rows.any(-1)[:, :, None] & cols.any(-1)[:, None, :])
+  in_range = (batch_indices >= 0) & (batch_indices < num_images)
+  zero = empty | ~in_range[:, None, None]
+  return jnp.where(zero[..., None], jnp.zeros((), features.dtype), pooled)
+
+
+def _sample_weights(start: jnp.ndarray, bin_size: jnp.ndarray, grid: jnp.ndarray, bins: int,
+                    size: int) -> jnp.ndarray:
+  """Summed bilinear weights of every bin's sampling points along one axis.
+
+  Args:
+    start: [K] RoI start in feature coordinates.
+    bin_size: [K] bin extent.
+    grid: [K] int sampling points per bin along this axis (may be <= 0: no points).
+    bins: output bins along this axis.
+    size: feature cells along this axis.
+
+  Returns:
+    [K, bins, size]: weight of each feature cell, summed over the bin's sampling points.
+  """
+  bin_index = jnp.arange(bins, dtype=jnp.float32)
+  cells = jnp.arange(size)
+  grid_float = jnp.maximum(grid, 1).astype(jnp.float32)
+
+  def add_point(point, weights):
+    # The same float order as torchvision: start + p * bin + (i + .5) * bin / grid.
+    coord = (start[:, None] + bin_index * bin_size[:, None]
+             + (point + 0.5) * bin_size[:, None] / grid_float[:, None])
+    inside = (coord >= -1.0) & (coord <= size) & (point < grid)[:, None]
+    coord = jnp.maximum(coord, 0.0)
+    low = jnp.floor(coord).astype(jnp.int32)
+    at_edge = low >= size - 1
+    low = jnp.where(at_edge, size - 1, low)
+    high = jnp.where(at_edge, size - 1, low + 1)
+    coord = jnp.where(at_edge, low.astype(jnp.float32), coord)
+    frac = coord - low
+    hat = ((1 - frac)[..., None] * (cells == low[..., None])
+           + frac[..., None] * (cells == high[..., None]))
+    return weights + jnp.where(inside[..., None], hat, 0.0)
+
+  initial = jnp.zeros((start.shape[0], bins, size), jnp.float32)
+  # The adaptive point count varies per RoI, so the loop runs to the largest one and masks
+  # the rest: exact for any box size, with static shapes.
+  num_points = jnp.max(grid)
+  return jax.lax.fori_loop(0, num_points, add_point, initial)
+
+
+def roi_align(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndarray,
+              output_size: int | Sequence[int], spatial_scale: float = 1.0,
+              sampling_ratio: int = -1, aligned: bool = False) -> jnp.ndarray:
+  """Averages bilinear samples in each bin of each RoI (torchvision.ops.roi_align).
+
+  Each bin averages a grid of sampling_ratio x sampling_ratio bilinear samples, or, when
+  sampling_ratio <= 0, ceil(roi_h / oh) x ceil(roi_w / ow) samples, a count that varies per
+  RoI. Bilinear interpolation is separable, so each RoI becomes a row-weight matrix [oh, H]
+  and a column-weight matrix [ow, W] (sums over its sampling points, built by a loop that
+  runs to the largest count and masks RoIs with fewer), and the output is two matrix
+  products with the features: exact for adaptive sampling with static shapes.
+
+  Args:
+    features: [N, H, W, C].
+    boxes: [K, 4] xyxy in input coordinates.
+    batch_indices: [K] int, the image of each box.
+    output_size: oh or (oh, ow).
+    spatial_scale: feature cells per input pixel (1 / stride).
+    sampling_ratio: sampling points per bin along each axis; <= 0 for adaptive.
+    aligned: shift box coordinates by -0.5 cell so that samples align with pixel centres.
+
+  Returns:
+    [K, oh, ow, C] in the features' dtype.
+  """
+  _check_inputs(features, boxes, batch_indices)
+  features, boxes = jnp.asarray(features), jnp.asarray(boxes)
+  batch_indices = jnp.asarray(batch_indices)
+  out_h, out_w = _pair(output_size)
+  num_images, height, width, channels = features.shape
+  if boxes.shape[0] == 0:
+    return jnp.zeros((0, out_h, out_w, channels), features.dtype)
+  offset = 0.5 if aligned else 0.0
+  scaled = jax.lax.stop_gradient(boxes).astype(jnp.float32) * spatial_scale - offset
+  roi_w = scaled[:, 2] - scaled[:, 0]
+  roi_h = scaled[:, 3] - scaled[:, 1]
+  if not aligned:
+    roi_w, roi_h = jnp.maximum(roi_w, 1.0), jnp.maximum(roi_h, 1.0)
+  bin_h, bin_w = roi_h / out_h, roi_w / out_w
+  if sampling_ratio > 0:
+    grid_h = jnp.full(roi_h.shape, sampling_ratio, jnp.int32)
+    grid_w = grid_h
+  else:
+    grid_h = jnp.ceil(bin_h).astype(jnp.int32)
+    grid_w = jnp.ceil(bin_w).astype(jnp.int32)
+  count = jnp.maximum(grid_h * grid_w, 1).astype(jnp.float32)
+  row_weights = _sample_weights(scaled[:, 1], bin_h, grid_h, out_h, height)
+  col_weights = _sample_weights(scaled[:, 0], bin_w, grid_w, out_w, width)
+  # Selecting each RoI's image with a one-hot matrix keeps the contraction a plain matmul
+  # (no [K, H, W, C] gather); out-of-range indices select nothing and give zeros.
+  image_one_hot = jax.nn.one_hot(batch_indices, num_images, dtype=jnp.float32)
+  row_selector = jnp.einsum("kn,kph->kpnh", image_one_hot, row_weights / count[:, None, None])
+  precision = jax.lax.Precision.HIGHEST
+  by_rows = jnp.einsum("kpnh,nhwc->kpwc", row_selector, features.astype(jnp.float32),
+                       precision=precision)
+  pooled = jnp.einsum("kpwc,kqw->kpqc", by_rows, col_weights, precision=precision)
+  return pooled.astype(features.dtype)

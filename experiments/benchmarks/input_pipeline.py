@@ -1,0 +1,111 @@
+"""Input pipeline throughput on this machine, printed as one markdown table.
+
+Host rows time `cnnjax.data.train_iterator` end to end (read array_record, decode, shuffle,
+batch) for digits, shapes and an ImageNet-shaped dataset: 224x224 JPEGs of 1,000 classes,
+written once by a throwaway TFDS builder into a temporary directory (real ImageNet cannot
+be downloaded here, and tfds.testing.mock_data bypasses reading and decoding).
+
+  python experiments/benchmarks/input_pipeline.py [--batch_size=256] [--batches=20]
+"""
+
+import argparse
+import tempfile
+import time
+from typing import Iterator
+
+import numpy as np
+import PIL.Image
+import tensorflow_datasets as tfds
+
+from cnnjax import data
+
+Row = dict[str, str]
+
+
+class ImagenetShaped(tfds.core.GeneratorBasedBuilder):
+  """Smooth random 224x224 RGB JPEGs (about ImageNet's size after its usual resize)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  NUM_EXAMPLES = 2_048
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(224, 224, 3), encoding_format='jpeg'),
+            'label': tfds.features.ClassLabel(num_classes=1000),
+        }))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Generated.
+    return {'train': self._generate_examples()}
+
+  def _generate_examples(self):
+    rng = np.random.default_rng(0)
+    for index in range(self.NUM_EXAMPLES):
+      coarse = rng.integers(0, 256, (14, 14, 3), dtype=np.uint8)
+      image = PIL.Image.fromarray(coarse).resize((224, 224), PIL.Image.BICUBIC)
+      noisy = np.asarray(image, np.int16) + rng.integers(-12, 13, (224, 224, 3))
+      yield index, {'image': PIL.Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)),
+                    'label': int(rng.integers(0, 1000))}
+
+
+def _examples_per_second(iterator: Iterator[dict], batch_size: int, batches: int) -> float:
+  for _ in range(2):  # Warm up: threads start, first files open.
+    next(iterator)
+  start = time.perf_counter()
+  for _ in range(batches):
+    next(iterator)
+  return batches * batch_size / (time.perf_counter() - start)
+
+
+def _host_row(dataset: str, label: str, args: argparse.Namespace,
+              data_dir: str | None) -> Row:
+  info = data.dataset_info(dataset, data_dir)
+  iterator = data.train_iterator(dataset, split='train', batch_size=args.batch_size, seed=0,
+                                 data_dir=data_dir, worker_count=args.worker_count,
+                                 read_threads=args.read_threads)
+  rate = _examples_per_second(iterator, args.batch_size, args.batches)
+  return {'input': label, 'image': 'x'.join(map(str, info.image_shape)),
+          'batch': str(args.batch_size), 'examples/s': f'{rate:,.0f}'}
+
+
+def digits_row(args: argparse.Namespace) -> Row:
+  """Host: digits (8x8x1 PNG)."""
+  return _host_row('digits', 'host: digits', args, args.data_dir)
+
+
+def shapes_row(args: argparse.Namespace) -> Row:
+  """Host: shapes default config (64x64x3 PNG + mask + boxes)."""
+  return _host_row('shapes', 'host: shapes (image, mask, boxes)', args, args.data_dir)
+
+
+def imagenet_shaped_row(args: argparse.Namespace) -> Row:
+  """Host: 224x224x3 JPEGs, as ImageNet is read after an offline resize."""
+  with tempfile.TemporaryDirectory() as data_dir:
+    ImagenetShaped(data_dir=data_dir).download_and_prepare(file_format='array_record')
+    return _host_row('imagenet_shaped', 'host: ImageNet-shaped JPEG', args, data_dir)
+
+
+def markdown_table(rows: list[Row]) -> str:
+  header = list(rows[0])
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
+  lines += ['| ' + ' | '.join(row[k] for k in header) + ' |' for row in rows]
+  return '\n'.join(lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--batch_size', type=int, default=256)
+  parser.add_argument('--batches', type=int, default=20)
+  parser.add_argument('--worker_count', type=int, default=0)
+  parser.add_argument('--read_threads', type=int, default=2)
+  parser.add_argument('--data_dir', default=None,
+                      help='where digits and shapes are prepared (default: TFDS default)')
+  args = parser.parse_args()
+  rows = [digits_row(args), shapes_row(args), imagenet_shaped_row(args)]
+  print(markdown_table(rows))
+
+
+if __name__ == '__main__':
+  main()

@@ -17,6 +17,7 @@ import os
 import re
 from typing import Any, Iterator
 
+from absl import flags
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
@@ -107,7 +108,9 @@ def train_iterator(dataset: str, *, split: str, batch_size: int, seed: int,
     classes_per_group, examples_per_class: P and K. When set, every consecutive P*K
       examples of a batch hold P distinct classes with K examples each (classes in blocks
       of K); B must be a multiple of P*K (pass P*K = the per-device batch).
-    worker_count: Grain worker processes (0 reads in this process with threads).
+    worker_count: Grain worker processes (0 reads in this process with threads). Workers
+      interleave their batches, so the batch order depends on it: resume with the same
+      worker_count.
     image_size: square side for datasets whose images vary in size (see `adapters`).
     read_threads: threads reading and decoding examples in each process.
 
@@ -119,9 +122,11 @@ def train_iterator(dataset: str, *, split: str, batch_size: int, seed: int,
   _check_process(process_index, process_count)
   if batch_size <= 0:
     raise UsageError(f'batch size must be positive, got {batch_size}')
+  data_dir = resolve_data_dir(data_dir)
   builder = _builder(dataset, data_dir)
   adapter = _adapter(builder, image_size)
-  examples = _shard(_source(builder, dataset, split), process_index, process_count, dataset)
+  examples = _shard(_source(builder, dataset, split, data_dir), process_index, process_count,
+                    dataset)
   if classes_per_group is None and examples_per_class is None:
     ds = examples.shuffle(seed=seed % 2**32).repeat().map(adapter)
   else:
@@ -148,9 +153,10 @@ def eval_iterator(dataset: str, *, split: str, batch_size: int, data_dir: str | 
   _check_process(process_index, process_count)
   if batch_size <= 0:
     raise UsageError(f'batch size must be positive, got {batch_size}')
+  data_dir = resolve_data_dir(data_dir)
   builder = _builder(dataset, data_dir)
   adapter = _adapter(builder, image_size)
-  source = _source(builder, dataset, split)
+  source = _source(builder, dataset, split, data_dir)
   examples = grain.MapDataset.source(source)[process_index::process_count].map(adapter)
   num_batches = math.ceil(math.ceil(len(source) / process_count) / batch_size)
   padding = _padding_example(adapter(source[0]))
@@ -192,6 +198,10 @@ def _batched_iterator(ds: grain.MapDataset, batch_size: int, worker_count: int,
                                    prefetch_buffer_size=max(2 * batch_size, 16))
   iter_ds = ds.to_iter_dataset(read_options).batch(batch_size, drop_remainder=True)
   if worker_count > 0:
+    # Grain's worker processes read an absl flag, which fails unless flags were parsed
+    # (google/grain#1355); scripts that do not use absl.app get the flags' defaults.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return iter(iter_ds)
 
@@ -225,7 +235,7 @@ def _shard(source: Any, process_index: int, process_count: int,
 
 def _builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   """The TFDS builder; cnnjax's own datasets are prepared on first use."""
-  data_dir = resolve_data_dir(data_dir)
+  data_dir = resolve_data_dir(data_dir)  # Idempotent.
   try:
     builder = tfds.builder(dataset, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
@@ -236,7 +246,8 @@ def _builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def _source(builder: tfds.core.DatasetBuilder, dataset: str, split: str) -> Any:
+def _source(builder: tfds.core.DatasetBuilder, dataset: str, split: str,
+            data_dir: str) -> Any:
   """The split as a random-access source; one-line errors for what the user can fix."""
   known = builder.info.splits
   if known:
@@ -250,7 +261,6 @@ def _source(builder: tfds.core.DatasetBuilder, dataset: str, split: str) -> Any:
     # once, elsewhere, with TensorFlow and a network.
     return builder.as_data_source(split=split)
   except (NotImplementedError, ValueError, AssertionError, FileNotFoundError) as error:
-    data_dir = os.path.dirname(os.path.dirname(builder.data_dir))
     if builder.is_prepared():
       raise UsageError(
           f'{dataset} in {data_dir} is stored as {builder.info.file_format.value}, but cnnjax '

@@ -16,7 +16,9 @@ redrawn, so every object stays visible. Features:
 Example i of a split is drawn from numpy's PCG64 seeded with (seed, split, i): the data
 depend only on the config, not on the machine or the order of generation. Configs:
 'default' (64x64, 10,000 / 2,000), 'small' (32x32, 2,000 / 500), 'tiny' (32x32, 64 / 32,
-for tests).
+for tests). `save_picture` draws a few examples (the README's picture):
+
+  python -c "from cnnjax.data.builders import shapes; shapes.save_picture('shapes.png')"
 """
 
 import dataclasses
@@ -144,3 +146,28 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
       # A PIL image, so that TFDS encodes the PNG without TensorFlow.
       example['image'] = PIL.Image.fromarray(example['image'])
       yield index, example
+
+
+def save_picture(path: str, num_examples: int = 6, image_size: int = 64, seed: int = 0) -> None:
+  """Writes a PNG of `num_examples` examples: images with boxes above, masks below."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  figure, axes = plt.subplots(2, num_examples, figsize=(1.6 * num_examples, 3.4))
+  for column in range(num_examples):
+    example = render(np.random.default_rng((seed, 0, column)), image_size, max_objects=4)
+    top, bottom = axes[0, column], axes[1, column]
+    top.imshow(example['image'])
+    top.set_title(CLASS_NAMES[example['label']], fontsize=9)
+    for (x1, y1, x2, y2), valid in zip(example['boxes'], example['box_valid']):
+      if valid:
+        top.add_patch(plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
+                                    edgecolor='yellow', linewidth=1))
+    bottom.imshow(example['mask'], cmap='viridis', vmin=0, vmax=3, interpolation='nearest')
+    for axis in (top, bottom):
+      axis.set_xticks([])
+      axis.set_yticks([])
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+

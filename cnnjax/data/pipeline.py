@@ -157,6 +157,8 @@ def eval_iterator(dataset: str, *, split: str, batch_size: int, data_dir: str | 
   builder = _builder(dataset, data_dir)
   adapter = _adapter(builder, image_size)
   source = _source(builder, dataset, split, data_dir)
+  if not len(source):
+    raise UsageError(f'split {split!r} of {dataset} is empty: evaluate on another split')
   examples = grain.MapDataset.source(source)[process_index::process_count].map(adapter)
   num_batches = math.ceil(math.ceil(len(source) / process_count) / batch_size)
   padding = _padding_example(adapter(source[0]))

@@ -157,7 +157,13 @@ def nt_xent_loss(z1: jax.Array, z2: jax.Array, temperature: float = 0.5,
   if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
     raise UsageError(f'nt_xent_loss: block_size={block_size!r} must be a positive int or None.')
   _common.check_reduction(reduction, 'nt_xent_loss')
+  return _nt_xent(z1, z2, temperature, axis_name=axis_name, block_size=block_size,
+                  reduction=reduction, return_metrics=return_metrics)
 
+
+@functools.partial(jax.jit,
+                   static_argnames=('axis_name', 'block_size', 'reduction', 'return_metrics'))
+def _nt_xent(z1, z2, temperature, *, axis_name, block_size, reduction, return_metrics):
   z1 = _common.l2_normalize(z1.astype(jnp.float32))
   z2 = _common.l2_normalize(z2.astype(jnp.float32))
   all_z1, first_row = _common.gather_global(z1, axis_name)

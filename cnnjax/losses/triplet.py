@@ -29,6 +29,7 @@ Distance = Literal['l2', 'squared_l2', 'cosine']
 DISTANCES = ('l2', 'squared_l2', 'cosine')
 # Elements of one [anchors, B, B] chunk of triplet_all_loss: bounds its working memory.
 _ALL_TRIPLETS_CHUNK_ELEMENTS = 1 << 22
+_STATIC_ARGUMENTS = ('distance', 'axis_name', 'reduction', 'return_metrics')
 
 
 def _check_distance(distance: str, loss_name: str) -> None:
@@ -70,9 +71,8 @@ def pairwise_distances(a: jax.Array, b: jax.Array, distance: Distance = 'l2') ->
   return _common.safe_sqrt(squared) * scale
 
 
-def _pair_masks(embeddings: jax.Array, labels: jax.Array, margin: float, distance: str,
-                reduction: str, axis_name: AxisName | None, loss_name: str):
-  """Checks arguments; returns distances [b, B], positive and negative masks [b, B]."""
+def _check_arguments(embeddings: jax.Array, labels: jax.Array, margin: float, distance: str,
+                     reduction: str, loss_name: str) -> None:
   _common.check_embeddings(embeddings, 'embeddings', loss_name)
   if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
     raise UsageError(f'{loss_name}: labels must be [{embeddings.shape[0]}] to match embeddings '
@@ -86,6 +86,10 @@ def _pair_masks(embeddings: jax.Array, labels: jax.Array, margin: float, distanc
   _check_distance(distance, loss_name)
   _common.check_reduction(reduction, loss_name)
 
+
+def _pair_masks(embeddings: jax.Array, labels: jax.Array, distance: str,
+                axis_name: AxisName | None):
+  """Distances [b, B] from local anchors to the global batch, positive and negative masks."""
   all_embeddings, first_row = _common.gather_global(embeddings, axis_name)
   all_labels, _ = _common.gather_global(labels, axis_name)
   distances = pairwise_distances(embeddings, all_embeddings, distance)
@@ -102,9 +106,11 @@ def triplet_semihard_loss(embeddings: jax.Array, labels: jax.Array, margin: floa
 
   For every anchor-positive pair (a, p) the negative is the one nearest to a among those
   strictly farther from a than p; if there is none, the farthest negative from a. The term
-  is max(d(a, p) - d(a, n) + margin, 0). Each anchor's negative distances are sorted once
-  and every pair binary-searches them: O(B^2) memory and O(B^2 log B) time. Gradients flow
-  through d(a, p) and the selected d(a, n); the selection itself is piecewise constant.
+  is max(d(a, p) - d(a, n) + margin, 0). Each anchor's row of distances is sorted once
+  (negatives first among equal distances) and a reverse cumulative minimum gives every
+  position its next negative: O(B^2) memory and O(B^2 log B) time, no B x B x B tensor.
+  Gradients flow through d(a, p) and the selected d(a, n); the selection is piecewise
+  constant.
 
   Args:
     embeddings: [B, D] float embeddings (this device's shard when axis_name is set).
@@ -121,24 +127,35 @@ def triplet_semihard_loss(embeddings: jax.Array, labels: jax.Array, margin: floa
   Returns:
     The loss (a scalar, or [B] for 'none'), and the metrics dict if requested.
   """
-  distances, positive, negative = _pair_masks(embeddings, labels, margin, distance, reduction,
-                                              axis_name, 'triplet_semihard_loss')
-  num_columns = distances.shape[1]
-  keys = jax.lax.stop_gradient(distances)
-  columns = jnp.broadcast_to(jnp.arange(num_columns, dtype=jnp.int32), keys.shape)
-  sorted_negatives, negative_order = jax.lax.sort(
-      (jnp.where(negative, keys, jnp.inf), columns), dimension=1, num_keys=1)
-  num_negatives = jnp.sum(negative, axis=1, keepdims=True)
-  # Index of the first negative strictly farther than each candidate positive.
-  first_farther = jax.vmap(functools.partial(jnp.searchsorted, side='right'))(
-      sorted_negatives, keys)
-  has_semihard = first_farther < num_negatives
-  rank = jnp.where(has_semihard, first_farther, num_negatives - 1)
-  negative_column = jnp.take_along_axis(negative_order, jnp.maximum(rank, 0), axis=1)
-  negative_distances = jnp.take_along_axis(distances, negative_column, axis=1)
+  _check_arguments(embeddings, labels, margin, distance, reduction, 'triplet_semihard_loss')
+  return _semihard(embeddings, labels, margin, distance=distance, axis_name=axis_name,
+                   reduction=reduction, return_metrics=return_metrics)
 
-  valid = positive & (num_negatives > 0)
-  gap = distances - negative_distances + margin
+
+@functools.partial(jax.jit, static_argnames=_STATIC_ARGUMENTS)
+def _semihard(embeddings, labels, margin, *, distance, axis_name, reduction, return_metrics):
+  distances, positive, negative = _pair_masks(embeddings, labels, distance, axis_name)
+  keys = jax.lax.stop_gradient(distances)
+  columns = jnp.broadcast_to(jnp.arange(keys.shape[1], dtype=jnp.int32), keys.shape)
+  # Sort each anchor's row by distance, negatives first among equal distances: then the
+  # first negative after a positive's position is the nearest one strictly farther.
+  _, sorted_category, order = jax.lax.sort(
+      (keys, jnp.where(negative, 0, 1), columns), dimension=1, num_keys=2)
+  sorted_negative = sorted_category == 0
+  positions = columns
+  next_negative = jax.lax.cummin(jnp.where(sorted_negative, positions, keys.shape[1]), axis=1,
+                                 reverse=True)
+  last_negative = jnp.max(jnp.where(sorted_negative, positions, -1), axis=1, keepdims=True)
+  has_semihard = next_negative < keys.shape[1]
+  chosen = jnp.where(has_semihard, next_negative, jnp.maximum(last_negative, 0))
+  # Pairs are indexed by (anchor, sorted position); gradients reach the original columns.
+  positive = jnp.take_along_axis(positive, order, axis=1)
+  positive_distances = jnp.take_along_axis(distances, order, axis=1)
+  negative_distances = jnp.take_along_axis(
+      distances, jnp.take_along_axis(order, chosen, axis=1), axis=1)
+
+  valid = positive & (last_negative >= 0)
+  gap = positive_distances - negative_distances + margin
   pair_losses = jnp.where(valid, jax.nn.relu(gap), 0.0)
   num_pairs = jnp.sum(valid)
   loss = _common.reduce_terms(jnp.sum(pair_losses, axis=1), num_pairs, reduction, axis_name)
@@ -153,7 +170,7 @@ def triplet_semihard_loss(embeddings: jax.Array, labels: jax.Array, margin: floa
       'num_pairs': total_pairs,
       'fallback_fraction': pair_mean(valid & ~has_semihard),
       'active_fraction': pair_mean(valid & (gap > 0)),
-      'mean_positive_distance': pair_mean(jnp.where(valid, distances, 0.0)),
+      'mean_positive_distance': pair_mean(jnp.where(valid, positive_distances, 0.0)),
       'mean_negative_distance': pair_mean(jnp.where(valid, negative_distances, 0.0)),
   }
   return loss, metrics
@@ -182,8 +199,14 @@ def triplet_hard_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 
   Returns:
     The loss (a scalar, or [B] for 'none'), and the metrics dict if requested.
   """
-  distances, positive, negative = _pair_masks(embeddings, labels, margin, distance, reduction,
-                                              axis_name, 'triplet_hard_loss')
+  _check_arguments(embeddings, labels, margin, distance, reduction, 'triplet_hard_loss')
+  return _hard(embeddings, labels, margin, distance=distance, axis_name=axis_name,
+               reduction=reduction, return_metrics=return_metrics)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC_ARGUMENTS)
+def _hard(embeddings, labels, margin, *, distance, axis_name, reduction, return_metrics):
+  distances, positive, negative = _pair_masks(embeddings, labels, distance, axis_name)
   keys = jax.lax.stop_gradient(distances)
   hardest_positive = jnp.argmax(jnp.where(positive, keys, -jnp.inf), axis=1)[:, None]
   hardest_negative = jnp.argmin(jnp.where(negative, keys, jnp.inf), axis=1)[:, None]
@@ -234,8 +257,14 @@ def triplet_all_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 1
   Returns:
     The loss (a scalar, or [B] for 'none'), and the metrics dict if requested.
   """
-  distances, positive, negative = _pair_masks(embeddings, labels, margin, distance, reduction,
-                                              axis_name, 'triplet_all_loss')
+  _check_arguments(embeddings, labels, margin, distance, reduction, 'triplet_all_loss')
+  return _all(embeddings, labels, margin, distance=distance, axis_name=axis_name,
+              reduction=reduction, return_metrics=return_metrics)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC_ARGUMENTS)
+def _all(embeddings, labels, margin, *, distance, axis_name, reduction, return_metrics):
+  distances, positive, negative = _pair_masks(embeddings, labels, distance, axis_name)
   num_columns = distances.shape[1]
 
   @jax.checkpoint

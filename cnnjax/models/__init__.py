@@ -6,6 +6,8 @@ Each family lives in its own module and registers its variants on import.
 from cnnjax.models.registry import create, names, register
 
 import cnnjax.models.unet  # noqa: F401,E402
+import cnnjax.models.yolo  # noqa: F401,E402
+import cnnjax.models.rcnn  # noqa: F401,E402
 import cnnjax.models.densenet  # noqa: F401
 import cnnjax.models.mobilenet  # noqa: F401
 import cnnjax.models.resnet  # noqa: F401

@@ -231,3 +231,30 @@ def batched_nms(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndarray,
   span = jnp.max(boxes) - jnp.min(boxes) + 1
   shifted = boxes + (classes.astype(boxes.dtype) * span)[:, None]
   return nms(shifted, scores, iou_threshold, max_output)
+
+
+def select_detections(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndarray,
+                      score_threshold: float, iou_threshold: float,
+                      max_detections: int) -> tuple[jnp.ndarray, ...]:
+  """Score threshold then per-class NMS over a batch of candidate detections.
+
+  Args:
+    boxes: [N, P, 4] xyxy; scores: [N, P]; classes: [N, P] int.
+    score_threshold: candidates scoring below it are dropped.
+    iou_threshold: as `nms`.
+    max_detections: D, the static number of detections per image.
+
+  Returns:
+    boxes [N, D, 4], scores [N, D] (0 where invalid), classes [N, D] int32, valid [N, D]
+    bool, in descending score order.
+  """
+  def one_image(image_boxes, image_scores, image_classes):
+    candidate = image_scores >= score_threshold
+    # Dropped candidates sort after every kept one, so they never suppress a real box.
+    masked = jnp.where(candidate, image_scores, -jnp.inf)
+    keep, valid = batched_nms(image_boxes, masked, image_classes, iou_threshold, max_detections)
+    valid = valid & candidate[keep]
+    return (image_boxes[keep], jnp.where(valid, image_scores[keep], 0.0),
+            image_classes[keep].astype(jnp.int32), valid)
+
+  return jax.vmap(one_image)(boxes, scores, classes)

@@ -1,4 +1,24 @@
-"""Losses as pure array functions: jit- and grad-safe, NaN-free on legal batches, multi-device."""
+"""Losses as pure array functions: jit- and grad-safe, NaN-free on legal batches, multi-device.
+
+Cross-device convention (every loss with `axis_name` and reduction 'mean' or 'sum'):
+each device computes the terms of its own anchors against the gathered global batch, and
+the returned value is the loss of the whole global batch, identical on every device.
+Gradients are exact under the usual data-parallel step, `grads = jax.lax.pmean(grads,
+axis_name)` of the per-device gradients, in every mode:
+
+- `jax.pmap` and `jax.shard_map(..., check_vma=False)` (pmap semantics, as
+  `cnnjax.train.parallel` runs): the value's gradient on each device is `num_devices`
+  times the gradient of this device's share. The share of every device reaches the
+  embeddings of every other device through the transpose of `all_gather` (a
+  `psum_scatter`), so the gradient with respect to a device's embedding shard is
+  `num_devices` times the global loss's gradient for that shard, and the pmean of the
+  parameter gradients is exactly the single-device gradient.
+- `jax.shard_map` with `check_vma=True` (its default), where JAX tracks which values vary
+  over the axis: the value is a plain `psum` of the shares, whose transpose JAX derives
+  exactly; the gradient with respect to a device's embedding shard is exactly the global
+  loss's gradient for that shard, replicated parameters get the exact global gradient, and
+  a further pmean leaves it unchanged.
+"""
 
 from cnnjax.losses.contrastive import nt_xent_loss
 from cnnjax.losses.triplet import pairwise_distances

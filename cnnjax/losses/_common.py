@@ -1,14 +1,4 @@
-"""Pieces shared by the losses: argument checks, safe maths and the cross-device convention.
-
-Cross-device convention (every loss with `axis_name` and reduction 'mean' or 'sum'):
-each device computes the terms of its own anchors against the gathered global batch.
-The returned value is the loss of the whole global batch, identical on every device, and
-its gradient on each device is `num_devices` times the gradient of this device's share.
-The standard data-parallel step, `grads = jax.lax.pmean(grads, axis_name)`, therefore
-gives exactly the single-device gradient of the global loss: the share of every device
-reaches the embeddings of every other device through the transpose of `all_gather`
-(a `psum_scatter`), and the pmean divides the `num_devices` factor back out.
-"""
+"""Pieces shared by the losses: argument checks, safe maths, the cross-device convention."""
 
 from typing import Any
 
@@ -80,13 +70,26 @@ def global_sum(x: jax.Array, axis_name: AxisName | None) -> jax.Array:
   return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
+def _tracks_varying_axes(x: jax.Array, axis_name: AxisName) -> bool:
+  """True inside shard_map with check_vma=True, where x's type records the axes it varies over."""
+  aval = jax.typeof(x)
+  manual_axis_type = getattr(aval, 'manual_axis_type', None)
+  varying = (manual_axis_type.varying if manual_axis_type is not None
+             else getattr(aval, 'vma', frozenset()))
+  names = axis_name if isinstance(axis_name, (tuple, list)) else (axis_name,)
+  return any(name in varying for name in names)
+
+
 def global_value(local_share: jax.Array, axis_name: AxisName | None) -> jax.Array:
-  """Global loss from this device's share, with the gradient convention of the module doc."""
+  """Global loss from this device's share, with the convention in the `cnnjax.losses` doc."""
   if axis_name is None:
     return local_share
+  total = jax.lax.psum(local_share, axis_name)
+  if _tracks_varying_axes(local_share, axis_name):
+    return total
   num_devices = jax.lax.psum(1, axis_name)
   scaled = local_share * num_devices
-  return scaled + jax.lax.stop_gradient(jax.lax.psum(local_share, axis_name) - scaled)
+  return scaled + jax.lax.stop_gradient(total - scaled)
 
 
 def reduce_terms(per_anchor: jax.Array, num_terms: jax.Array, reduction: str,

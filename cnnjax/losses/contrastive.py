@@ -5,12 +5,12 @@ Every anchor's softmax runs over the other 2N - 1 views (self excluded by a mask
 large constant), and the loss is averaged over all 2N anchors as in the SimCLR paper.
 
 With `axis_name` set (inside `jax.shard_map` or `jax.pmap`), z1 and z2 are this device's
-[n, D] shards: its 2n views are the anchors and all 2N gathered views are the candidates.
-For reduction 'mean' and 'sum' the value returned is the loss of the global batch,
-identical on every device; its gradient on each device is `num_devices` times the gradient
-of the device's own share, so that `jax.lax.pmean(grads, axis_name)` in the train step
-equals the single-device gradient on the global batch exactly (the transpose of the
-all_gather delivers each device's contribution to the owner of every negative).
+[n, D] shards: its 2n views are the anchors and all 2N gathered views are the candidates,
+so gradients reach the device that owns each negative. For reduction 'mean' and 'sum' the
+value returned is the loss of the global batch, identical on every device, and
+`jax.lax.pmean(grads, axis_name)` of the per-device gradients in the train step equals
+the single-device gradient on the global batch exactly, under pmap and shard_map alike
+(the exact convention is in the `cnnjax.losses` package doc).
 
 With `block_size` set, the [2n, 2N] similarity matrix is never formed: an online
 log-sum-exp runs over column blocks, and a custom VJP recomputes each block in the backward
@@ -48,7 +48,6 @@ def _blockwise_forward(anchors, columns, self_column, positive_column, block_siz
   """Online log-sum-exp over column blocks: (lse [R], row max [R], positive logit [R])."""
   blocks = _padded_blocks(columns, block_size)
   block_ids = jnp.arange(block_size)
-  rows = anchors.shape[0]
 
   def step(carry, inputs):
     running_max, running_sum, positive_logit = carry
@@ -66,8 +65,9 @@ def _blockwise_forward(anchors, columns, self_column, positive_column, block_siz
         positive_logit, jnp.max(jnp.where(is_positive, logits, -jnp.inf), axis=1))
     return (new_max, running_sum, positive_logit), None
 
-  minus_inf = jnp.full((rows,), -jnp.inf, jnp.float32)
-  init = (minus_inf, jnp.zeros((rows,), jnp.float32), minus_inf)
+  # *_like keeps the anchors' type, including the device axes they vary over in shard_map.
+  minus_inf = jnp.full_like(anchors[:, 0], -jnp.inf)
+  init = (minus_inf, jnp.zeros_like(anchors[:, 0]), minus_inf)
   starts = jnp.arange(blocks.shape[0]) * block_size
   (row_max, row_sum, positive_logit), _ = jax.lax.scan(step, init, (blocks, starts))
   return row_max + jnp.log(row_sum), row_max, positive_logit

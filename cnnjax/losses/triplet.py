@@ -9,10 +9,11 @@ any positive pair or without any negative gives loss 0 and zero gradients.
 With `axis_name` set (inside `jax.shard_map` or `jax.pmap`), `embeddings` and `labels` are
 this device's shard: its rows are the anchors, and positives and negatives come from the
 global batch gathered with `jax.lax.all_gather`. For reduction 'mean' and 'sum' the value
-returned is the loss of the global batch, identical on every device; its gradient on each
-device is `num_devices` times the gradient of the device's own share, so that
-`jax.lax.pmean(grads, axis_name)` in the train step equals the single-device gradient on
-the concatenated batch exactly. 'none' returns this device's per-anchor values.
+returned is the loss of the global batch, identical on every device, and
+`jax.lax.pmean(grads, axis_name)` of the per-device gradients in the train step equals
+the single-device gradient on the concatenated batch exactly, under pmap and shard_map
+alike (the exact convention is in the `cnnjax.losses` package doc). 'none' returns this
+device's per-anchor values.
 """
 
 import functools
@@ -117,7 +118,7 @@ def triplet_semihard_loss(embeddings: jax.Array, labels: jax.Array, margin: floa
     labels: [B] integer class ids.
     margin: non-negative margin.
     distance: 'l2' (default, as in TFA), 'squared_l2' or 'cosine'.
-    axis_name: named device axis to mine across (see the module doc for the convention).
+    axis_name: named device axis to mine across (see the module doc).
     reduction: 'mean' (over all anchor-positive pairs of the global batch), 'sum', or
       'none' ([B] per-anchor sums over that anchor's pairs, so 'none' sums to 'sum').
     return_metrics: also return a dict of global diagnostics: num_pairs, fallback_fraction
@@ -190,7 +191,7 @@ def triplet_hard_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 
     labels: [B] integer class ids.
     margin: non-negative margin.
     distance: 'l2', 'squared_l2' or 'cosine'.
-    axis_name: named device axis to mine across (see the module doc for the convention).
+    axis_name: named device axis to mine across (see the module doc).
     reduction: 'mean' (over valid anchors of the global batch), 'sum', or 'none' ([B],
       0 for anchors without a positive or a negative).
     return_metrics: also return num_anchors, active_fraction, mean_positive_distance and
@@ -248,7 +249,7 @@ def triplet_all_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 1
     labels: [B] integer class ids.
     margin: non-negative margin.
     distance: 'l2', 'squared_l2' or 'cosine'.
-    axis_name: named device axis to mine across (see the module doc for the convention).
+    axis_name: named device axis to mine across (see the module doc).
     reduction: 'mean' (over active triplets of the global batch), 'sum', or 'none' ([B]
       per-anchor sums over that anchor's triplets).
     return_metrics: also return num_triplets, num_active and active_fraction (global),

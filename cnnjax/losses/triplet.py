@@ -136,18 +136,21 @@ def triplet_semihard_loss(embeddings: jax.Array, labels: jax.Array, margin: floa
 @functools.partial(jax.jit, static_argnames=_STATIC_ARGUMENTS)
 def _semihard(embeddings, labels, margin, *, distance, axis_name, reduction, return_metrics):
   distances, positive, negative = _pair_masks(embeddings, labels, distance, axis_name)
-  keys = jax.lax.stop_gradient(distances)
-  columns = jnp.broadcast_to(jnp.arange(keys.shape[1], dtype=jnp.int32), keys.shape)
-  # Sort each anchor's row by distance, negatives first among equal distances: then the
-  # first negative after a positive's position is the nearest one strictly farther.
-  _, sorted_category, order = jax.lax.sort(
-      (keys, jnp.where(negative, 0, 1), columns), dimension=1, num_keys=2)
-  sorted_negative = sorted_category == 0
+  num_columns = distances.shape[1]
+  columns = jnp.broadcast_to(jnp.arange(num_columns, dtype=jnp.int32), distances.shape)
+  # Sort each anchor's row by distance, negatives first among equal distances, so that the
+  # first negative after a positive's position is the nearest one strictly farther. The
+  # tie-break key also carries the column: c for a negative, num_columns + c otherwise.
+  _, sorted_code = jax.lax.sort(
+      (jax.lax.stop_gradient(distances), jnp.where(negative, columns, num_columns + columns)),
+      dimension=1, num_keys=2)
+  sorted_negative = sorted_code < num_columns
+  order = jnp.where(sorted_negative, sorted_code, sorted_code - num_columns)
   positions = columns
-  next_negative = jax.lax.cummin(jnp.where(sorted_negative, positions, keys.shape[1]), axis=1,
+  next_negative = jax.lax.cummin(jnp.where(sorted_negative, positions, num_columns), axis=1,
                                  reverse=True)
   last_negative = jnp.max(jnp.where(sorted_negative, positions, -1), axis=1, keepdims=True)
-  has_semihard = next_negative < keys.shape[1]
+  has_semihard = next_negative < num_columns
   chosen = jnp.where(has_semihard, next_negative, jnp.maximum(last_negative, 0))
   # Pairs are indexed by (anchor, sorted position); gradients reach the original columns.
   positive = jnp.take_along_axis(positive, order, axis=1)

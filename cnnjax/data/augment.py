@@ -219,10 +219,22 @@ def color_jitter(key: jax.Array, image: jnp.ndarray, strength: float,
     hsv = hsv.at[..., 0].set(jnp.mod(hsv[..., 0] + hue_shift, 1.0))
     return jnp.clip(hsv_to_rgb(hsv), 0.0, 1.0)
 
-  steps = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
-  jittered = image
-  for index in jax.random.permutation(key_order, len(steps)):
-    jittered = jax.lax.switch(index, steps, jittered)
+  # A random order of the four steps. Under vmap a switch on the step would compute every
+  # step in every slot; hue (an HSV round trip) costs most, so it runs once, with the cheap
+  # steps drawn before it in the slots before its slot and after it in the slots after.
+  cheap_steps = (adjust_brightness, adjust_contrast, adjust_saturation)
+  order = jax.random.permutation(key_order, len(cheap_steps) + 1)
+  hue_slot = jnp.argmax(order == len(cheap_steps))
+
+  def cheap_slots(x, slots, before_hue):
+    for slot in slots:
+      active = slot < hue_slot if before_hue else slot > hue_slot
+      for index, step in enumerate(cheap_steps):
+        x = jnp.where(active & (order[slot] == index), step(x), x)
+    return x
+
+  jittered = cheap_slots(image, range(3), before_hue=True)
+  jittered = cheap_slots(adjust_hue(jittered), range(1, 4), before_hue=False)
   return jnp.where(jax.random.uniform(key_apply) < prob, jittered, image)
 
 
@@ -243,7 +255,7 @@ def gaussian_blur(key: jax.Array, image: jnp.ndarray, sigma: tuple[float, float]
 
   image: [H, W, C] -> [H, W, C].
   """
-  h, _, c = image.shape
+  h, w, _ = image.shape
   radius = int(h * kernel_fraction) // 2
   if radius == 0:
     return image
@@ -253,14 +265,11 @@ def gaussian_blur(key: jax.Array, image: jnp.ndarray, sigma: tuple[float, float]
   kernel = jnp.exp(-0.5 * (taps / std) ** 2)
   kernel = kernel / jnp.sum(kernel)
   padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
-  # Depthwise: each channel convolved with the same 1-D kernel, first along H, then along W.
-  blurred = padded[None]
-  for kernel_shape in ((2 * radius + 1, 1, 1, 1), (1, 2 * radius + 1, 1, 1)):
-    depthwise = jnp.broadcast_to(kernel.reshape(kernel_shape), (*kernel_shape[:3], c))
-    blurred = jax.lax.conv_general_dilated(
-        blurred, depthwise, window_strides=(1, 1), padding="VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
-  return jnp.where(jax.random.uniform(key_apply) < prob, blurred[0], image)
+  # Separable, as a weighted sum of shifted copies: XLA fuses it into one loop per axis, far
+  # faster on CPU than the grouped convolution that vmap makes of a per-example kernel.
+  rows = sum(kernel[t] * padded[t:t + h] for t in range(2 * radius + 1))
+  blurred = sum(kernel[t] * rows[:, t:t + w] for t in range(2 * radius + 1))
+  return jnp.where(jax.random.uniform(key_apply) < prob, blurred, image)
 
 
 def normalize(images: jnp.ndarray, mean: Sequence[float], std: Sequence[float]) -> jnp.ndarray:
@@ -280,10 +289,13 @@ def _to_unit(images: jnp.ndarray) -> jnp.ndarray:
   return images.astype(jnp.float32)
 
 
-def _finish(images: jnp.ndarray, mean: Sequence[float] | None,
-            std: Sequence[float] | None) -> jnp.ndarray:
+def _check_stats(mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
   if (mean is None) != (std is None):
     raise UsageError("pass both mean and std to normalise, or neither to keep [0, 1].")
+
+
+def _finish(images: jnp.ndarray, mean: Sequence[float] | None,
+            std: Sequence[float] | None) -> jnp.ndarray:
   return images if mean is None else normalize(images, mean, std)
 
 
@@ -304,6 +316,7 @@ def simclr_views(key: jax.Array, images: jnp.ndarray, size: Size, strength: floa
   images: [B, H, W, C] uint8 or float in [0, 1] -> two [B, size_h, size_w, C] float32 arrays,
   in [0, 1] or normalised by mean/std when given.
   """
+  _check_stats(mean, std)
 
   def view(example_key, image):
     keys = jax.random.split(example_key, 5)
@@ -327,6 +340,7 @@ def cifar_train(key: jax.Array, images: jnp.ndarray, pad: int = 4,
 
   images: [B, H, W, C] uint8 or float in [0, 1] -> [B, H, W, C] float32 ([0, 1] or normalised).
   """
+  _check_stats(mean, std)
 
   def augment(example_key, image):
     key_crop, key_flip = jax.random.split(example_key)
@@ -343,6 +357,7 @@ def inception_train(key: jax.Array, images: jnp.ndarray, size: Size,
 
   images: [B, H, W, C] uint8 or float in [0, 1] -> [B, size_h, size_w, C] float32.
   """
+  _check_stats(mean, std)
 
   def augment(example_key, image):
     key_crop, key_flip = jax.random.split(example_key)
@@ -358,5 +373,6 @@ def eval_resize_center_crop(images: jnp.ndarray, size: Size, crop_fraction: floa
 
   images: [B, H, W, C] uint8 or float in [0, 1] -> [B, size_h, size_w, C] float32.
   """
+  _check_stats(mean, std)
   cropped = jax.vmap(lambda image: center_crop(image, size, crop_fraction))(_to_unit(images))
   return _finish(cropped, mean, std)

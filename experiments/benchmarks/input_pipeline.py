@@ -3,21 +3,26 @@
 Host rows time `cnnjax.data.train_iterator` end to end (read array_record, decode, shuffle,
 batch) for digits, shapes and an ImageNet-shaped dataset: 224x224 JPEGs of 1,000 classes,
 written once by a throwaway TFDS builder into a temporary directory (real ImageNet cannot
-be downloaded here, and tfds.testing.mock_data bypasses reading and decoding).
+be downloaded here, and tfds.testing.mock_data bypasses reading and decoding). The device
+row times `cnnjax.data.augment.simclr_views` (both views of each image) on the default backend.
 
   python experiments/benchmarks/input_pipeline.py [--batch_size=256] [--batches=20]
 """
 
 import argparse
+import functools
 import tempfile
 import time
 from typing import Iterator
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
 
 from cnnjax import data
+from cnnjax.data import augment
 
 Row = dict[str, str]
 
@@ -87,6 +92,21 @@ def imagenet_shaped_row(args: argparse.Namespace) -> Row:
     return _host_row('imagenet_shaped', 'host: ImageNet-shaped JPEG', args, data_dir)
 
 
+def simclr_augment_row(args: argparse.Namespace) -> Row:
+  """Device: SimCLR's two-view recipe at 224x224, jit-compiled and vmapped over the batch."""
+  images = jax.random.randint(jax.random.key(0), (args.augment_batch_size, 224, 224, 3), 0, 256)
+  images = images.astype(jnp.uint8)
+  views = jax.jit(functools.partial(augment.simclr_views, size=224))
+  jax.block_until_ready(views(jax.random.key(1), images))  # Compile.
+  start = time.perf_counter()
+  for step in range(args.augment_batches):
+    jax.block_until_ready(views(jax.random.key(2 + step), images))
+  rate = args.augment_batches * args.augment_batch_size / (time.perf_counter() - start)
+  return {'input': f'device ({jax.default_backend()}): SimCLR two views, jit + vmap',
+          'image': '224x224x3', 'batch': str(args.augment_batch_size),
+          'examples/s': f'{rate:,.0f}'}
+
+
 def markdown_table(rows: list[Row]) -> str:
   header = list(rows[0])
   lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
@@ -102,8 +122,10 @@ def main() -> None:
   parser.add_argument('--read_threads', type=int, default=2)
   parser.add_argument('--data_dir', default=None,
                       help='where digits and shapes are prepared (default: TFDS default)')
+  parser.add_argument('--augment_batch_size', type=int, default=64)
+  parser.add_argument('--augment_batches', type=int, default=5)
   args = parser.parse_args()
-  rows = [digits_row(args), shapes_row(args), imagenet_shaped_row(args)]
+  rows = [digits_row(args), shapes_row(args), imagenet_shaped_row(args), simclr_augment_row(args)]
   print(markdown_table(rows))
 
 

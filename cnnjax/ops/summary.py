@@ -372,20 +372,19 @@ def _adaptive_pool_field(output_size: int, in_shape: Sequence[int]):
   return override
 
 
-def _window(module: nn.Module, own: Mapping[str, Any]) -> str:
+def _window(module: nn.Module) -> str:
+  """"KHxKW/stride" (and " gN" for N groups) for convolutions and pools, else ""."""
   if isinstance(module, (nn.Conv, nn.ConvTranspose)):
-    kernel = tuple(module.kernel_size) if not isinstance(module.kernel_size, int) else (
-        module.kernel_size,) * 2
+    kernel = module.kernel_size
+    kernel = (kernel,) * 2 if isinstance(kernel, int) else tuple(kernel)
     strides = module.strides or 1
-    strides = strides if isinstance(strides, int) else strides[0]
+    stride = strides if isinstance(strides, int) else strides[0]
     groups = getattr(module, "feature_group_count", 1)
-    text = "x".join(map(str, kernel)) + f"/{strides}"
-    return text + (f" g{groups}" if groups > 1 else "")
+    return "x".join(map(str, kernel)) + f"/{stride}" + (f" g{groups}" if groups > 1 else "")
   if isinstance(module, (layers.MaxPool, layers.AvgPool)):
     return f"{module.window}x{module.window}/{module.stride}"
   if isinstance(module, layers.AdaptiveAvgPool):
     return f"->{module.output_size}x{module.output_size}"
-  del own
   return ""
 
 
@@ -431,7 +430,7 @@ class _Recorder:
         "name": "/".join(module.path),
         "kind": type(module).__name__,
         "output_shape": tuple(out.shape[1:]),
-        "kernel": _window(module, own),
+        "kernel": _window(module),
         "params": sum(v.size for v in own.values()) if first_call else 0,
         "macs": _macs(module, own, x.shape, out.shape),
     }

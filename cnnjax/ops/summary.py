@@ -1,7 +1,9 @@
 """`cnnjax summary`: per-layer output shapes, parameters, MACs and receptive fields.
 
-  summary = summarize("resnet50", input_shape=(224, 224, 3))
+  summary = summarize("resnet50", input_shape=(224, 224, 3), num_classes=1000)
   print(format_summary(summary))
+
+The command line's `cnnjax summary NAME [--input=H,W,C] [--num-classes=N]` prints the same.
 
 One trace of the model's `init` (`jax.make_jaxpr`, no real compute) does everything:
 
@@ -19,7 +21,10 @@ One trace of the model's `init` (`jax.make_jaxpr`, no real compute) does everyth
   an array computed from several arrays takes, per axis, the largest r among them. A
   window of k taps with stride s and dilation d gives r + (k - 1) d j and j s (pooling
   too). Reducing or flattening a spatial axis of n units (global pooling, the flatten
-  before a dense layer) leaves the whole extent r + (n - 1) j and no jump. These are the
+  before a dense layer) leaves the whole extent r + (n - 1) j and no jump. AdaptiveAvgPool
+  (a matrix product in the jaxpr) is handled at the layer: its longest bin and the mean
+  spacing of its bins. Operations the walk does not know (gather, scatter, control flow)
+  treat every spatial axis as reduced, which can only overstate a field. These are the
   theoretical receptive fields: padding is ignored and r can exceed the input size.
 
 Each layer's output is tagged in the jaxpr with `jax.ad_checkpoint.checkpoint_name` (an
@@ -28,6 +33,7 @@ identity), which is how receptive fields computed on the jaxpr are matched to la
 
 import dataclasses
 import math
+import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -356,7 +362,11 @@ class _FieldTracer:
 
 
 def _adaptive_pool_field(output_size: int, in_shape: Sequence[int]):
-  """AdaptiveAvgPool's field: bins of varying length (the longest counts), mean spacing."""
+  """AdaptiveAvgPool's field: bin i spans [floor(i n / m), ceil((i + 1) n / m)) of n units.
+
+  The longest bin sets the size; the jump is the mean spacing of the bins' starts, so that
+  reducing all m outputs covers exactly the n inputs (0 when upsampling from one unit).
+  """
 
   def override(field: _Field) -> _Field:
     axes = list(field.axes)
@@ -364,9 +374,11 @@ def _adaptive_pool_field(output_size: int, in_shape: Sequence[int]):
       n = in_shape[a]
       longest = max(-((-(i + 1) * n) // output_size) - (i * n) // output_size
                     for i in range(output_size))
+      last_start = ((output_size - 1) * n) // output_size
+      spacing = last_start / (output_size - 1) if output_size > 1 else n
       axes[a] = _grow(axes[a], longest, 1)
       if axes[a] is not None:
-        axes[a] = (axes[a][0], axes[a][1], axes[a][2] * n / output_size)
+        axes[a] = (axes[a][0], axes[a][1], axes[a][2] * spacing)
     return _Field(tuple(axes), dict(field.reduced))
 
   return override
@@ -449,15 +461,16 @@ def _rf_pair(field: _Field | None) -> tuple[tuple[float, float] | None,
   return None, None
 
 
-def summarize(name_or_model: str | nn.Module,
-              input_shape: Sequence[int] = (224, 224, 3), **model_kwargs) -> Summary:
+def summarize(name_or_model: str | nn.Module, input_shape: Sequence[int] | None = None,
+              num_classes: int | None | types.EllipsisType = ..., **model_kwargs) -> Summary:
   """Per-layer summary of a model on one [H, W, C] input, without running it.
 
   Args:
     name_or_model: a registered model name (`cnnjax.models.names()`) or a Flax Module
       called as `model.init(rngs, x, train=False)` with x [N, H, W, C].
-    input_shape: (H, W, C) of one image.
-    **model_kwargs: fields for `cnnjax.models.create` (e.g. num_classes=10); only with a name.
+    input_shape: (H, W, C) of one image; None means 224x224x3.
+    num_classes: classes of the classifier (None: pooled features); `...` keeps the model's
+      default. Only with a name, as are further `**model_kwargs` for `cnnjax.models.create`.
 
   Returns:
     A Summary: one row per layer call in call order, total parameters and MACs.
@@ -465,14 +478,16 @@ def summarize(name_or_model: str | nn.Module,
   Raises:
     UsageError: unknown model, a malformed input shape, or an input too small for the model.
   """
-  input_shape = tuple(int(d) for d in input_shape)
+  input_shape = (224, 224, 3) if input_shape is None else tuple(int(d) for d in input_shape)
   if len(input_shape) != 3 or min(input_shape) < 1:
     raise UsageError(f"input shape must be three positive sizes H,W,C, got {input_shape}.")
+  if num_classes is not ...:
+    model_kwargs["num_classes"] = num_classes
   if isinstance(name_or_model, str):
     model, model_name = models.create(name_or_model, **model_kwargs), name_or_model
   else:
     if model_kwargs:
-      raise UsageError("pass model fields to the module itself, not to summarize().")
+      raise UsageError("set num_classes and other fields on the module itself, not in summarize().")
     model, model_name = name_or_model, type(name_or_model).__name__
 
   recorder = _Recorder()

@@ -108,11 +108,11 @@ def test_receptive_fields_follow_branches_dilation_and_pools():
               "dilated": 19, "after_add": 19}
   for name, size in expected.items():
     assert fields[name] == ((size, size), (2, 2)), name
-  # Adaptive 7 -> 3: the longest bin has 3 units (19 + 2 * 2 = 23), mean spacing 2 * 7 / 3.
-  assert fields["adaptive"][0] == (23, 23)
-  assert fields["adaptive"][1] == pytest.approx((14 / 3, 14 / 3))
-  # Global pooling over 3 units: 23 + 2 * 14 / 3, no jump from there on.
-  assert fields["gap"][0] == pytest.approx((23 + 28 / 3,) * 2) and fields["gap"][1] is None
+  # Adaptive 7 -> 3: bins [0, 3), [2, 5), [4, 7) of units 2 pixels apart: 19 + 2 * 2 = 23,
+  # jump 2 * 2 = 4.
+  assert fields["adaptive"] == ((23, 23), (4, 4))
+  # Global pooling over the 3 bins covers all 7 units: 23 + 2 * 4 = 19 + 6 * 2 = 31.
+  assert fields["gap"] == ((31, 31), None)
   assert fields["head"][1] is None
   head = summary.rows[-1]
   assert head.params == 8 * 5 + 5 and head.macs == 8 * 5
@@ -140,6 +140,14 @@ def test_format_summary_lists_layers_and_totals():
   assert "deep_b" in text and "3x3/2" in text
   assert f"{summary.total_params:,} parameters" in text
   assert f"{summary.total_macs:,} MACs" in text
+
+
+def test_num_classes_and_default_input():
+  _require("resnet18")
+  summary = summarize("resnet18", None, 10)
+  assert summary.input_shape == (224, 224, 3)
+  assert summary.rows[-1].output_shape == (10,)
+  assert summary.total_params == TORCHVISION_ANCHORS["resnet18"][0] - 513 * 990
 
 
 def test_bad_input_raises_usage_errors():

@@ -23,8 +23,9 @@ One trace of the model's `init` (`jax.make_jaxpr`, no real compute) does everyth
   too). Reducing or flattening a spatial axis of n units (global pooling, the flatten
   before a dense layer) leaves the whole extent r + (n - 1) j and no jump. AdaptiveAvgPool
   (a matrix product in the jaxpr) is handled at the layer: its longest bin and the mean
-  spacing of its bins. Operations the walk does not know (gather, scatter, control flow)
-  treat every spatial axis as reduced, which can only overstate a field. These are the
+  spacing of its bins. Any other operation is treated as elementwise: inputs of the output's
+  shape align axis by axis and other inputs count as reduced (gather, scatter and control
+  flow are never in these models). These are the
   theoretical receptive fields: padding is ignored and r can exceed the input size.
 
 Each layer's output is tagged in the jaxpr with `jax.ad_checkpoint.checkpoint_name` (an

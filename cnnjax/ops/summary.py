@@ -25,8 +25,8 @@ One trace of the model's `init` (`jax.make_jaxpr`, no real compute) does everyth
   (a matrix product in the jaxpr) is handled at the layer: its longest bin and the mean
   spacing of its bins. Any other operation is treated as elementwise: inputs of the output's
   shape align axis by axis and other inputs count as reduced (gather, scatter and control
-  flow are never in these models). These are the
-  theoretical receptive fields: padding is ignored and r can exceed the input size.
+  flow are never in these models). These are the theoretical receptive fields: padding is
+  ignored and r can exceed the input size.
 
 Each layer's output is tagged in the jaxpr with `jax.ad_checkpoint.checkpoint_name` (an
 identity), which is how receptive fields computed on the jaxpr are matched to layers.

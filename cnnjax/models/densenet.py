@@ -105,8 +105,12 @@ class DenseNet(nn.Module):
                     name="classifier")(x)
 
 
-register("densenet121", functools.partial(DenseNet, block_config=(6, 12, 24, 16)))
-register("densenet161", functools.partial(DenseNet, block_config=(6, 12, 36, 24), growth_rate=48,
-                                          num_init_features=96))
-register("densenet169", functools.partial(DenseNet, block_config=(6, 12, 32, 32)))
-register("densenet201", functools.partial(DenseNet, block_config=(6, 12, 48, 32)))
+VARIANTS = {
+    "densenet121": dict(block_config=(6, 12, 24, 16)),
+    "densenet161": dict(block_config=(6, 12, 36, 24), growth_rate=48, num_init_features=96),
+    "densenet169": dict(block_config=(6, 12, 32, 32)),
+    "densenet201": dict(block_config=(6, 12, 48, 32)),
+}
+
+for _name, _fields in VARIANTS.items():
+  register(_name, functools.partial(DenseNet, **_fields))

@@ -9,7 +9,7 @@ names follow torchvision's state-dict prefixes ("features_1/conv_0/conv" is
 """
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -67,9 +67,13 @@ class ConvBN(nn.Module):
 
 
 class MobileNetV1(nn.Module):
-  """MobileNet v1 with width multiplier `alpha` (channels int(c * alpha), as Keras)."""
+  """MobileNet v1 with width multiplier `alpha` (channels int(c * alpha), as Keras).
+
+  `blocks` lists (output channels, stride) of each depthwise-separable block.
+  """
   num_classes: int | None = 1000
   alpha: float = 1.0
+  blocks: Sequence[tuple[int, int]] = V1_BLOCKS
   dtype: Dtype = jnp.float32
   axis_name: str | None = None
 
@@ -85,7 +89,7 @@ class MobileNetV1(nn.Module):
       return max(1, int(channels * self.alpha))
 
     x = conv_bn(width(32), 3, stride=2, name="conv1")(x)
-    for i, (channels, stride) in enumerate(V1_BLOCKS):
+    for i, (channels, stride) in enumerate(self.blocks):
       x = conv_bn(x.shape[-1], 3, stride=stride, groups=x.shape[-1], name=f"block{i + 1}_dw")(x)
       x = conv_bn(width(channels), 1, name=f"block{i + 1}_pw")(x)
     x = layers.GlobalAvgPool(name="avgpool")(x)
@@ -123,9 +127,14 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-  """torchvision's MobileNet v2; `alpha` scales channels, rounded by `make_divisible`."""
+  """torchvision's MobileNet v2; `alpha` scales channels, rounded by `make_divisible`.
+
+  `blocks` lists (expansion, output channels, repeats, first stride) of each stage,
+  as torchvision's `inverted_residual_setting`.
+  """
   num_classes: int | None = 1000
   alpha: float = 1.0
+  blocks: Sequence[tuple[int, int, int, int]] = V2_BLOCKS
   last_channel: int = 1280
   dropout_rate: float = 0.2
   dtype: Dtype = jnp.float32
@@ -142,7 +151,7 @@ class MobileNetV2(nn.Module):
     x = conv_bn(make_divisible(32 * self.alpha), 3, stride=2, activation=nn.relu6,
                 name="features_0")(x)
     index = 1
-    for expansion, channels, repeats, first_stride in V2_BLOCKS:
+    for expansion, channels, repeats, first_stride in self.blocks:
       for j in range(repeats):
         x = InvertedResidual(make_divisible(channels * self.alpha), first_stride if j == 0 else 1,
                              expansion, conv_bn, name=f"features_{index}")(x)

@@ -11,5 +11,10 @@ import cnnjax.models.rcnn  # noqa: F401,E402
 import cnnjax.models.densenet  # noqa: F401
 import cnnjax.models.mobilenet  # noqa: F401
 import cnnjax.models.resnet  # noqa: F401
+import cnnjax.models.lenet  # noqa: F401
+import cnnjax.models.alexnet  # noqa: F401
+import cnnjax.models.vgg  # noqa: F401
+import cnnjax.models.nin  # noqa: F401
+import cnnjax.models.googlenet  # noqa: F401
 
 __all__ = ["create", "names", "register"]

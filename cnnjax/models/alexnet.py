@@ -15,7 +15,6 @@ import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from cnnjax.models import layers
@@ -36,10 +35,10 @@ def local_response_norm(x: jnp.ndarray, size: int = 5, alpha: float = 1e-4, beta
 
   x: [N, H, W, C] -> [N, H, W, C].
   """
-  squares = jax.lax.reduce_window(
-      jnp.square(x), jnp.array(0, x.dtype), jax.lax.add, (1, 1, 1, size), (1, 1, 1, 1),
-      ((0, 0), (0, 0), (0, 0), (size // 2, (size - 1) // 2)))
-  return x / (k + alpha * squares) ** beta
+  channels = x.shape[-1]
+  squares = jnp.pad(jnp.square(x), ((0, 0), (0, 0), (0, 0), (size // 2, (size - 1) // 2)))
+  window_sums = sum(squares[..., i:i + channels] for i in range(size))
+  return x / (k + alpha * window_sums) ** beta
 
 
 def flatten_nchw(x: jnp.ndarray) -> jnp.ndarray:

@@ -1,0 +1,114 @@
+"""GoogLeNet: torchvision and paper counts, auxiliary heads, minimum size, training.
+
+The whole network's backward pass takes half a minute of CPU to compile, so training is
+checked on one Inception block and one auxiliary head wired as the model wires them;
+the full network runs forward in tests/convert/test_torchvision_classic.py.
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cnnjax import models
+from cnnjax.errors import UsageError
+from cnnjax.models import googlenet, layers
+
+IMAGES = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
+
+
+def _param_count(variables) -> int:
+  return sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
+
+
+@pytest.mark.parametrize("name,aux_logits,count", [
+    ("googlenet", False, 6_624_904),
+    ("googlenet", True, 13_004_888),
+    ("googlenet_paper", False, 6_998_552),
+    ("googlenet_paper", True, 13_378_280),
+])
+def test_parameter_counts_include_aux_heads_built_at_eval_init(name, aux_logits, count):
+  model = models.create(name, aux_logits=aux_logits)
+  variables = jax.eval_shape(model.init, jax.random.key(0), IMAGES)  # train=False
+  assert _param_count(variables) == count
+  assert ("aux1" in variables["params"]) == aux_logits
+
+
+def test_aux_logits_only_in_training():
+  model = models.create("googlenet", aux_logits=True, num_classes=7)
+  variables = jax.eval_shape(model.init, jax.random.key(0), IMAGES)
+  train_apply = functools.partial(model.apply, train=True, mutable=["batch_stats"],
+                                  rngs={"dropout": jax.random.key(1)})
+  (logits, aux1, aux2), _ = jax.eval_shape(train_apply, variables, IMAGES)
+  assert logits.shape == aux1.shape == aux2.shape == (2, 7)
+  assert jax.eval_shape(model.apply, variables, IMAGES).shape == (2, 7)
+
+
+def test_paper_form_has_true_5x5_convs_with_biases_and_no_batch_norm():
+  model = models.create("googlenet_paper")
+  variables = jax.eval_shape(model.init, jax.random.key(0), IMAGES)
+  assert "batch_stats" not in variables
+  branch3 = variables["params"]["inception3a"]["branch3_1"]["conv"]
+  assert branch3["kernel"].shape == (5, 5, 16, 32) and branch3["bias"].shape == (32,)
+  torchvision_form = jax.eval_shape(models.create("googlenet").init, jax.random.key(0), IMAGES)
+  assert torchvision_form["params"]["inception3a"]["branch3_1"]["conv"]["kernel"].shape == (
+      3, 3, 16, 32)
+
+
+def test_minimum_input_size():
+  model = models.create("googlenet", aux_logits=True)
+  smallest = jax.ShapeDtypeStruct((1, 15, 15, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), smallest)
+  assert jax.eval_shape(model.apply, variables, smallest).shape == (1, 1000)
+  with pytest.raises(UsageError, match="15x15"):
+    jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((1, 14, 40, 3), jnp.float32))
+  with pytest.raises(UsageError, match="15x15"):
+    jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32))
+
+
+def test_features_without_classifier():
+  model = models.create("googlenet", num_classes=None)
+  variables = jax.eval_shape(model.init, jax.random.key(0), IMAGES)
+  assert jax.eval_shape(model.apply, variables, IMAGES).shape == (2, 1024)
+  with pytest.raises(UsageError, match="aux_logits"):
+    jax.eval_shape(models.create("googlenet", num_classes=None, aux_logits=True).init,
+                   jax.random.key(0), IMAGES)
+
+
+class _BlockWithAuxHead(nn.Module):
+  """inception3a followed by an auxiliary head, with torchvision's conv and BatchNorm."""
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
+    conv = functools.partial(nn.Conv, use_bias=False)
+    basic_conv = functools.partial(googlenet.BasicConv, conv=conv,
+                                   norm=layers.batch_norm(train, epsilon=1e-3))
+    features = googlenet.Inception(googlenet.INCEPTION_WIDTHS["3a"], basic_conv, 3)(x)
+    return features, googlenet.InceptionAux(5, basic_conv, nn.Dense)(features, train)
+
+
+def test_inception_block_and_aux_head_train():
+  module = _BlockWithAuxHead()
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 6, 8)), jnp.float32)
+  variables = jax.jit(module.init, static_argnames="train")(
+      jax.random.key(1, impl="rbg"), x, train=False)
+
+  def loss(params, rng):
+    (features, aux), updates = module.apply({**variables, "params": params}, x, train=True,
+                                            rngs={"dropout": rng}, mutable=["batch_stats"])
+    aux_loss = optax.softmax_cross_entropy_with_integer_labels(aux, jnp.array([1, 4])).mean()
+    return aux_loss + jnp.mean(features ** 2), (features.shape, updates)
+
+  grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
+  (loss_a, (shape, updates)), grads = grad_fn(variables["params"], jax.random.key(2, impl="rbg"))
+  (loss_b, _), _ = grad_fn(variables["params"], jax.random.key(3, impl="rbg"))
+  assert shape == (2, 6, 6, 64 + 128 + 32 + 32)
+  assert loss_a != loss_b  # The aux head's dropout 0.7 is active.
+  for grad in jax.tree.leaves(grads):
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
+  old = variables["batch_stats"]["Inception_0"]["branch1"]["bn"]["mean"]
+  assert not np.allclose(old, updates["batch_stats"]["Inception_0"]["branch1"]["bn"]["mean"])

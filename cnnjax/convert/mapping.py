@@ -54,6 +54,14 @@ def _to_numpy(tensor: Any) -> np.ndarray:
   return np.asarray(tensor, dtype=np.float32)
 
 
+def _missing_tensors(prefix: str, tensors: dict[str, np.ndarray]) -> list[str]:
+  """Keys one layer lacks: every layer needs a weight, BatchNorm also its bias and statistics."""
+  needed = {"weight"}
+  if {"running_mean", "running_var"} & set(tensors):
+    needed |= {"bias", "running_mean", "running_var"}
+  return [f"{prefix}.{leaf}" for leaf in sorted(needed - set(tensors))]
+
+
 def _layer_variables(tensors: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
   """Torch tensors of one layer -> {"params": {...}, "batch_stats": {...}} for its Flax module."""
   if "running_mean" in tensors:
@@ -89,9 +97,10 @@ def map_state_dict(state_dict: Mapping[str, Any], prefixes: dict[str, str]) -> d
       continue
     grouped.setdefault(prefix, {})[leaf] = _to_numpy(tensor)
   missing = [p for p in prefixes if p not in grouped]
-  if unexpected or missing:
+  missing_keys = [k for p, tensors in grouped.items() for k in _missing_tensors(p, tensors)]
+  if unexpected or missing or missing_keys:
     raise UsageError(f"state dict does not match: unexpected keys {sorted(unexpected)[:10]}, "
-                     f"missing layers {missing[:10]}")
+                     f"missing layers {missing[:10]}, missing keys {missing_keys[:10]}")
   flat: dict[tuple[str, ...], np.ndarray] = {}
   for prefix, tensors in grouped.items():
     path = tuple(prefixes[prefix].split("/"))

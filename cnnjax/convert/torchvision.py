@@ -12,6 +12,9 @@ import jax.numpy as jnp
 from cnnjax import models
 from cnnjax.convert import mapping
 # Each family module registers its torchvision mappings on import.
+import cnnjax.convert.densenet  # noqa: F401
+import cnnjax.convert.mobilenet  # noqa: F401
+import cnnjax.convert.resnet  # noqa: F401
 
 __all__ = ["convert", "convertible_names"]
 

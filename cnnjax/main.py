@@ -49,6 +49,7 @@ def _parse(argv: list[str]) -> tuple[str, list[str]]:
   if command not in COMMANDS:
     raise UsageError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}.")
   rest = [a.replace("--num-classes", "--num_classes", 1) for a in argv[2:]]
+  FLAGS.unparse_flags()  # A fresh parse, also when `main` runs twice in one process.
   try:
     positional = FLAGS([argv[0], *rest])[1:]
   except flags.Error as error:

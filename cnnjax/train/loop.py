@@ -8,6 +8,7 @@ experiment. Everything task-specific is delegated to the `Task` named by `config
 import copy
 import math
 import os
+import queue
 import signal
 import threading
 from typing import Any
@@ -59,6 +60,46 @@ class _Preemption:
     if jax.process_count() == 1:
       return self.requested
     return bool(multihost_utils.process_allgather(np.array(self.requested)).any())
+
+
+class _Prefetch:
+  """Reads the next batches in a background thread, each with the iterator state after it.
+
+  The state saved with a checkpoint is the one recorded right after the last batch the
+  loop consumed, so resuming replays exactly the batches an uninterrupted run would see.
+  """
+
+  def __init__(self, iterator, depth: int = 2):
+    self._iterator = iterator
+    self._queue: queue.Queue = queue.Queue(maxsize=depth)
+    self._stop = threading.Event()
+    self.state = iterator.get_state()
+    self._thread = threading.Thread(target=self._fill, daemon=True)
+    self._thread.start()
+
+  def _fill(self):
+    try:
+      while not self._stop.is_set():
+        item = (next(self._iterator), self._iterator.get_state())
+        while not self._stop.is_set():
+          try:
+            self._queue.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            continue
+    except Exception as error:  # noqa: BLE001 -- re-raised in the consuming thread.
+      self._queue.put(error)
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    item = self._queue.get()
+    if isinstance(item, Exception):
+      raise item
+    batch, self.state = item
+    return batch
+
+  def close(self):
+    self._stop.set()
+    self._thread.join()
 
 
 class Experiment:
@@ -146,7 +187,7 @@ class Experiment:
         **self.task.sampler_kwargs_for(self.runner.num_devices))
     if data_state is not None:
       iterator.set_state(data_state["iterator"])
-    return iterator
+    return _Prefetch(iterator)
 
   def extractor(self, eval_step, state):
     """`extract(split)` -> (summed sums, concatenated valid outputs) of a whole split."""
@@ -222,6 +263,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, train: bool = True) -> 
 
   eval_metrics: dict[str, float] | None = None
   last_saved = step if restored is not None else None
+  iterator = None
   try:
     with _Preemption() as preemption:
       iterator = experiment.train_iterator(data_state) if train else None
@@ -243,7 +285,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, train: bool = True) -> 
         if evaluate_now or stop or step % config.checkpoint_every == 0:
           check_finite(state, last_saved)
           checkpointer.save(step, runner.unreplicate(state),
-                            {"iterator": iterator.get_state()},
+                            {"iterator": iterator.state},
                             _checkpoint_metrics(config, eval_metrics))
           last_saved = step
         if stop and not last:
@@ -266,6 +308,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, train: bool = True) -> 
                                         if k != "count"))
     return summary
   finally:
+    if train and iterator is not None:
+      iterator.close()
     checkpointer.close()
     writer.close()
 

@@ -219,5 +219,7 @@ def create(config: ml_collections.ConfigDict, data: DataInfo) -> Task:
 
 # Each task module registers itself on import; add one line per task module.
 from cnnjax.train.tasks import classification  # noqa: E402,F401
+from cnnjax.train.tasks import metric_learning  # noqa: E402,F401
+from cnnjax.train.tasks import simclr  # noqa: E402,F401
 from cnnjax.train.tasks import segmentation  # noqa: E402,F401
 from cnnjax.train.tasks import detection  # noqa: E402,F401

@@ -4,8 +4,10 @@
   size: side of the square model input; default the stored image side.
   resize: side the stored image is resized to before zero-padding to `size` (LeNet-5
     reads 8x8 digits as 28x28 digits centred in 32x32, like MNIST); default `size`.
-  augment: training augmentation, "none", "cifar" (pad 4, crop, flip) or "inception"
-    (random resized crop and flip); from `cnnjax.data.augment`.
+  augment: training augmentation from `cnnjax.data.augment`: "none", "cifar" (pad 4,
+    crop, flip; applied to the resized and padded model input) or "inception" (random
+    resized crop and flip of the stored image), or "shift" (pad and crop, no flip: digits).
+  pad: zero padding of "cifar" and "shift" before the random crop; default 4.
   center_crop: evaluate on a resize + central crop (ImageNet protocol) instead of a resize.
   mean, std: per-channel normalisation in [0, 1] units; default the dataset's statistics
     from `cnnjax.data.augment.DATASET_STATS`, else 0.5 and 0.5.
@@ -19,7 +21,7 @@ import jax.numpy as jnp
 from cnnjax.errors import UsageError
 from cnnjax.train import tasks
 
-AUGMENTATIONS = ("none", "cifar", "inception")
+AUGMENTATIONS = ("none", "shift", "cifar", "inception")
 
 
 def _augment_module():
@@ -59,14 +61,18 @@ def prepare_images(images: jax.Array, rng: jax.Array, train: bool, config: Any,
   augment = input_config.get("augment", "none") if train else "none"
   if augment not in AUGMENTATIONS:
     raise UsageError(f"unknown input.augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}.")
+  pad = input_config.get("pad", 4)
   x = images.astype(jnp.float32) / 255.0
-  if augment == "cifar":
-    x = tasks.per_example(_augment_module().cifar_train, rng, x)
-  elif augment == "inception":
+  if augment == "inception":
     x = tasks.per_example(_augment_module().inception_train, rng, x, size)
   elif not train and input_config.get("center_crop", False):
     x = _augment_module().eval_resize_center_crop(x, size)
   x = resize_and_pad(x, input_config.get("resize") or size, size)
+  if augment == "cifar":  # On the model input, so the shift is `pad` of its pixels.
+    x = tasks.per_example(_augment_module().cifar_train, rng, x, pad)
+  elif augment == "shift":
+    crop = _augment_module().pad_and_random_crop
+    x = jax.vmap(lambda key, image: crop(key, image, pad))(tasks.example_keys(rng, len(x)), x)
   mean, std = normalization(config)
   x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
   return x.astype(dtype)

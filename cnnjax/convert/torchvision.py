@@ -15,6 +15,9 @@ from cnnjax.convert import mapping
 import cnnjax.convert.densenet  # noqa: F401
 import cnnjax.convert.mobilenet  # noqa: F401
 import cnnjax.convert.resnet  # noqa: F401
+import cnnjax.convert.alexnet  # noqa: F401
+import cnnjax.convert.vgg  # noqa: F401
+import cnnjax.convert.googlenet  # noqa: F401
 
 __all__ = ["convert", "convertible_names"]
 

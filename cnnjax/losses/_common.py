@@ -39,7 +39,7 @@ def safe_sqrt(x: jax.Array) -> jax.Array:
 
 
 def l2_normalize(x: jax.Array, epsilon: float = 1e-12) -> jax.Array:
-  """x / max(||x||, epsilon) along the last axis: a zero vector stays zero, gradients stay finite."""
+  """x / max(||x||, epsilon) along the last axis: zero stays zero, gradients stay finite."""
   norm = safe_sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
   return x / jnp.where(norm > epsilon, norm, epsilon)
 

@@ -1,4 +1,4 @@
-"""Triplet losses with online mining: semi-hard (TensorFlow Addons semantics), batch-hard, batch-all.
+"""Triplet losses with online mining: semi-hard (as TensorFlow Addons), batch-hard, batch-all.
 
 All three take embeddings [B, D] and integer labels [B]. An anchor-positive pair is two
 different samples with the same label; a negative has another label. Distances are

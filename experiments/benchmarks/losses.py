@@ -14,7 +14,7 @@ column is the compiled program's own need, from `compiled.memory_analysis()`: te
 plus argument plus output buffers. A configuration whose XLA need exceeds `--max_gb` is
 compiled but not run, and its row shows that need.
 
-  python experiments/benchmarks/losses.py [--quick] [--repeats=2] [--max_gb=6]
+  python experiments/benchmarks/losses.py [--quick] [--repeats=2] [--max_gb=10]
 """
 
 import argparse
@@ -114,7 +114,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--quick', action='store_true', help='small sizes only (a smoke test)')
   parser.add_argument('--repeats', type=int, default=2)
-  parser.add_argument('--max_gb', type=float, default=6.0,
+  parser.add_argument('--max_gb', type=float, default=10.0,
                       help='do not run a configuration whose XLA buffers need more')
   parser.add_argument('--one', help=argparse.SUPPRESS)
   args = parser.parse_args()

@@ -60,7 +60,7 @@ class DenseNet(nn.Module):
   """DenseNet-BC for [N, H, W, 3] images, H and W >= `min_size` (29 for four blocks).
 
   `memory_efficient` recomputes each dense layer in the backward pass (nn.remat) instead
-  of storing its activations, as torchvision's option of the same name.
+  of storing its activations, trading compute for memory that grows with depth.
   """
   block_config: Sequence[int]
   growth_rate: int = 32

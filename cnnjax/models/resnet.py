@@ -118,7 +118,11 @@ class ResNet(nn.Module):
   """ResNet for [N, H, W, 3] images; any H, W >= 1 works (every downsampling op is padded).
 
   Stage i has `stage_sizes[i]` blocks of width `width * 2**i`; all stages after the
-  first halve H and W.
+  first halve H and W. `stem`: "imagenet" (7x7/2 conv, 3x3/2 max pool) or "cifar"
+  (3x3/1 conv). `shortcut`: "projection" (option B) or "zero_pad" (option A).
+  `stride_in_1x1` strides the first 1x1 conv of bottlenecks (ResNet v1) instead of the
+  3x3 (v1.5); `zero_init_residual` zeroes the scale of each block's last BN, so every
+  residual branch starts at zero.
   """
   stage_sizes: Sequence[int]
   block: type[nn.Module]

@@ -90,6 +90,13 @@ def test_v2_dropout_needs_a_key_only_in_training():
                    variables, x)
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
+def test_any_input_size_works_because_every_strided_conv_is_padded(name):
+  model = models.create(name, alpha=0.25, num_classes=3)
+  logits, _ = jax.eval_shape(model.init_with_output, jax.random.key(0), jnp.zeros((2, 1, 1, 3)))
+  assert logits.shape == (2, 3)
+
+
 def test_nonpositive_alpha_is_a_usage_error():
   with pytest.raises(UsageError, match="alpha"):
     jax.eval_shape(models.create("mobilenet_v1", alpha=0.0).init, jax.random.key(0),

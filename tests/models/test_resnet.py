@@ -135,6 +135,13 @@ def test_zero_init_residual_zeroes_every_residual_branch_at_init():
                                 outputs["maxpool"]["__call__"][0])
 
 
+@pytest.mark.parametrize("name", ["resnet18", "resnet20"])
+def test_any_input_size_works_because_every_downsampling_is_padded(name):
+  model = models.create(name, width=4, num_classes=3)
+  logits, _ = jax.eval_shape(model.init_with_output, jax.random.key(0), jnp.zeros((2, 1, 1, 3)))
+  assert logits.shape == (2, 3)
+
+
 def test_unknown_stem_is_a_usage_error():
   model = models.create("resnet18", stem="tiny")
   with pytest.raises(UsageError, match="stem"):

@@ -1,5 +1,7 @@
 """torchvision ResNet, DenseNet and MobileNet v2 weights give the same logits in cnnjax."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -59,6 +61,21 @@ def test_converted_weights_give_torchvision_logits(name):
 def test_every_variant_maps_every_key(name, classifier):
   variables = tv_convert.convert(name, _zeros_state_dict(name, num_classes=7))
   assert variables["params"][classifier]["bias"].shape == (7,)
+
+
+def test_densenet_released_checkpoint_key_names_convert():
+  # A distinct constant per tensor, so a tensor landing in the wrong place shows.
+  state_dict = {key: np.full(value.shape, i, np.float32)
+                for i, (key, value) in enumerate(_zeros_state_dict("densenet121").items())}
+  # torchvision's downloadable files spell "denselayer1.norm1" as "denselayer1.norm.1".
+  released = {re.sub(r"(denselayer\d+)\.(norm|conv)(\d)", r"\1.\2.\3", key): value
+              for key, value in state_dict.items()}
+  assert "features.denseblock1.denselayer1.norm.1.weight" in released
+  converted = tv_convert.convert("densenet121", released)
+  expected = tv_convert.convert("densenet121", state_dict)
+  assert jax.tree.structure(converted) == jax.tree.structure(expected)
+  for got, want in zip(jax.tree.leaves(converted), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("alpha", [0.35, 0.5, 0.75, 1.4])

@@ -34,7 +34,7 @@ class VGG(nn.Module):
   """VGG for [N, H, W, C] images, H and W >= 32.
 
   Stage i has `stage_sizes[i]` convs of width `widths[i]`. num_classes=None returns the
-  fc7 activations [N, hidden] (after ReLU) instead of logits.
+  fc7 activations [N, hidden] (after ReLU, and dropout when training) instead of logits.
   """
   stage_sizes: Sequence[int]
   num_classes: int | None = 1000

@@ -56,7 +56,8 @@ def test_bn_variant_trains_updates_batch_stats_and_drops_out():
   def loss(params, rng):
     logits, updates = model.apply({**variables, "params": params}, x, train=True,
                                   rngs={"dropout": rng}, mutable=["batch_stats"])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.array([1, 4])).mean(), updates
+    labels = jnp.array([1, 4])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
 
   grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
   (loss_a, updates), grads = grad_fn(variables["params"], _key(2))

@@ -23,38 +23,47 @@ COMMANDS = ("train", "eval", "models", "summary")
 USAGE = ("usage: cnnjax {train,eval} --config=FILE[:ARG] --workdir=DIR [--config.KEY=VALUE ...]"
          " | cnnjax models | cnnjax summary NAME [--input=H,W,C] [--num-classes=N]")
 
-FLAGS = flags.FlagValues()
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file[:arg]",
-                                          flag_values=FLAGS, lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints and logs",
-                               flag_values=FLAGS)
-_INPUT = flags.DEFINE_string("input", None, "H,W,C input shape for `summary`", flag_values=FLAGS)
-_NUM_CLASSES = flags.DEFINE_integer("num_classes", 1000, "classes for `summary`",
-                                    flag_values=FLAGS)
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize()",
-                                 flag_values=FLAGS)
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "multi-host coordinator",
-                                   flag_values=FLAGS)
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host process count",
-                                      flag_values=FLAGS)
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index",
-                                   flag_values=FLAGS)
 
 
-def _parse(argv: list[str]) -> tuple[str, list[str]]:
-  """(command, positional arguments) after parsing the flags in `argv`."""
+def _define_flags(argv: list[str]) -> flags.FlagValues:
+  """A fresh set of the command's flags for `argv` (so `main` can run more than once)."""
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "experiment config file[:arg]",
+                                  flag_values=values, lock_config=True, sys_argv=argv)
+  flags.DEFINE_string("workdir", None, "directory for checkpoints and logs", flag_values=values)
+  flags.DEFINE_string("input", None, "H,W,C input shape for `summary`", flag_values=values)
+  flags.DEFINE_integer("num_classes", None, "classes for `summary` (default: the model's)",
+                       flag_values=values)
+  flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize()",
+                    flag_values=values)
+  flags.DEFINE_string("coordinator_address", None, "multi-host coordinator HOST:PORT",
+                      flag_values=values)
+  flags.DEFINE_integer("num_processes", None, "multi-host process count", flag_values=values)
+  flags.DEFINE_integer("process_id", None, "this process's index", flag_values=values)
+  return values
+
+
+def _parse(argv: list[str]) -> tuple[str, list[str], flags.FlagValues]:
+  """(command, positional arguments, parsed flags) of `argv`."""
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
     raise UsageError(USAGE)
   command = argv[1]
   if command not in COMMANDS:
     raise UsageError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}.")
   rest = [a.replace("--num-classes", "--num_classes", 1) for a in argv[2:]]
-  FLAGS.unparse_flags()  # A fresh parse, also when `main` runs twice in one process.
+  values = _define_flags([argv[0], *rest])
   try:
-    positional = FLAGS([argv[0], *rest])[1:]
+    positional = values([argv[0], *rest])[1:]
   except flags.Error as error:
     raise UsageError(_one_line(error)) from None
-  return command, positional
+  except (KeyError, AttributeError) as error:  # config_flags: an override of no such key.
+    raise UsageError(f"unknown config key {_one_line(error)} in a --config.KEY override; "
+                     "check its spelling.") from None
+  except OSError as error:  # config_flags: the config file cannot be read.
+    raise UsageError(f"cannot read the --config file: {_one_line(error)}") from None
+  except (TypeError, ValueError) as error:  # config_flags: a value of the wrong type.
+    raise UsageError(f"bad --config value: {_one_line(error)}") from None
+  return command, positional, values
 
 
 def _one_line(error: Exception) -> str:
@@ -62,37 +71,58 @@ def _one_line(error: Exception) -> str:
   return " ".join(lines[:2]) if lines else type(error).__name__
 
 
-def _experiment_flags() -> tuple:
-  if _CONFIG.value is None:
+def _experiment_flags(values: flags.FlagValues) -> tuple:
+  if values.config is None:
     raise UsageError("--config=FILE is required; e.g. --config=experiments/configs/"
                      "lenet_digits.py")
-  if not _WORKDIR.value:
+  if not values.workdir:
     raise UsageError("--workdir=DIR is required.")
-  return _CONFIG.value, _WORKDIR.value
+  config = values.config
+  try:
+    config.keys()  # config_flags defers a file that failed to load until first use.
+  except OSError as error:
+    reason = str(error).strip().splitlines()[-1].strip()
+    raise UsageError(f"cannot load the --config file: {reason}") from None
+  return config, values.workdir
 
 
-def _initialize_distributed() -> None:
+def _enable_compilation_cache() -> None:
+  """Reuses compiled steps across runs (a resumed or repeated run starts faster).
+
+  $CNNJAX_COMPILATION_CACHE names the directory; an empty value turns the cache off.
+  """
+  import os
   import jax
-  if _COORDINATOR.value:
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
-  elif _DISTRIBUTED.value:
+  directory = os.environ.get("CNNJAX_COMPILATION_CACHE",
+                             os.path.join(os.path.expanduser("~"), ".cache", "cnnjax", "xla"))
+  if directory and not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _initialize_distributed(values: flags.FlagValues) -> None:
+  import jax
+  if values.coordinator_address:
+    jax.distributed.initialize(coordinator_address=values.coordinator_address,
+                               num_processes=values.num_processes, process_id=values.process_id)
+  elif values.distributed:
     jax.distributed.initialize()
 
 
 def main(argv: list[str]) -> int:
   """Runs one command; returns the exit status."""
-  command, positional = _parse(argv)
+  command, positional, values = _parse(argv)
   if command == "models":
     from cnnjax import models
     print("\n".join(models.names()))
     return 0
   if command == "summary":
-    return _summary(positional)
+    return _summary(positional, values)
   if positional:
     raise UsageError(f"unexpected arguments {' '.join(positional)}; {USAGE}")
-  config, workdir = _experiment_flags()
-  _initialize_distributed()
+  config, workdir = _experiment_flags(values)
+  _enable_compilation_cache()
+  _initialize_distributed(values)
   from cnnjax.train import loop
   result = loop.run(config, workdir, train=command == "train")
   if command == "eval":
@@ -100,19 +130,20 @@ def main(argv: list[str]) -> int:
   return 0
 
 
-def _summary(positional: list[str]) -> int:
+def _summary(positional: list[str], values: flags.FlagValues) -> int:
   if len(positional) != 1:
     raise UsageError("usage: cnnjax summary NAME [--input=H,W,C] [--num-classes=N]")
   from cnnjax.ops import summary
   input_shape = None
-  if _INPUT.value:
+  if values.input:
     try:
-      input_shape = tuple(int(v) for v in _INPUT.value.split(","))
+      input_shape = tuple(int(v) for v in values.input.split(","))
     except ValueError:
-      raise UsageError(f"--input={_INPUT.value} is not H,W,C integers, e.g. 224,224,3.") from None
+      raise UsageError(f"--input={values.input} is not H,W,C integers, e.g. 224,224,3.") from None
     if len(input_shape) != 3:
-      raise UsageError(f"--input={_INPUT.value} needs three numbers H,W,C, e.g. 224,224,3.")
-  result = summary.summarize(positional[0], input_shape, _NUM_CLASSES.value)
+      raise UsageError(f"--input={values.input} needs three numbers H,W,C, e.g. 224,224,3.")
+  num_classes = ... if values.num_classes is None else values.num_classes
+  result = summary.summarize(positional[0], input_shape, num_classes)
   print(summary.format_summary(result))
   return 0
 

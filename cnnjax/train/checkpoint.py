@@ -56,8 +56,10 @@ class Checkpointer:
         enable_async_checkpointing=async_save, create=True,
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies))
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=("state", "data"))
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": ocp.JsonCheckpointHandler()})
 
   def all_steps(self) -> list[int]:
     """Steps with a finished checkpoint, oldest first."""

@@ -10,7 +10,11 @@ from typing import Any
 import ml_collections
 
 from cnnjax.errors import UsageError
+from cnnjax.train import optim
+from cnnjax.train import parallel
 from cnnjax.train import tasks
+from cnnjax.train import transfer
+from cnnjax.train.tasks import inputs
 
 
 def defaults(task: str = "classification") -> ml_collections.ConfigDict:
@@ -94,11 +98,26 @@ def defaults(task: str = "classification") -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """UsageError naming the first key that neither the defaults nor the task know."""
+  """UsageError for the first unknown key or unknown name, before any work is done."""
   _check_keys(config, defaults(config.get("task", "classification")), "")
+  choices = (("optimizer.name", config.optimizer.name, optim.OPTIMIZERS),
+             ("schedule.name", config.schedule.name, optim.SCHEDULES),
+             ("parallel", config.parallel, parallel.KINDS),
+             ("input.augment", config.input.augment, inputs.AUGMENTATIONS),
+             ("transfer.mode", config.transfer.mode, transfer.MODES),
+             ("best_mode", config.best_mode, ("max", "min")),
+             ("progress", config.progress, ("auto", "bar", "lines")),
+             ("dtype", config.dtype, ("float32", "bfloat16", "float16")))
+  for key, value, allowed in choices:
+    if value not in allowed:
+      raise UsageError(f"unknown {key} {value!r}; choose one of {', '.join(allowed)}.")
+  for key in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+    if config[key] <= 0:
+      raise UsageError(f"config.{key} must be positive, got {config[key]}.")
 
 
 def _check_keys(config: Any, known: Any, prefix: str) -> None:
+  """Recursively compares the keys of `config` with those of `known`."""
   for key in config.keys():
     if key not in known:
       raise UsageError(f"unknown config key {prefix + key!r}; check its spelling in the config "

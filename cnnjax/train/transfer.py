@@ -38,7 +38,7 @@ def load_source(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The pretrained {"params", "batch_stats"} as numpy trees."""
   transfer = config.transfer
   if transfer.get("init_from"):
-    variables = _from_workdir(transfer.init_from)
+    variables = load_source_workdir(transfer.init_from)
   else:
     variables = _from_torchvision(transfer.torchvision, transfer.get("torchvision_weights"))
   prefix = transfer.get("prefix")
@@ -51,30 +51,24 @@ def load_source(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return variables
 
 
-def _from_workdir(path: str) -> dict[str, Any]:
+def load_source_workdir(path: str) -> dict[str, Any]:
+  """{"params", "batch_stats"} (numpy) of the newest checkpoint of a cnnjax workdir."""
   directory = os.path.join(path, "checkpoints") if os.path.isdir(
       os.path.join(path, "checkpoints")) else path
   if not os.path.isdir(directory):
     raise UsageError(f"transfer.init_from {path!r} is not a cnnjax workdir; pass one that "
                      "holds checkpoints/.")
-  manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "data"))
+  manager = ocp.CheckpointManager(
+      os.path.abspath(directory),
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "data": ocp.JsonCheckpointHandler()})
   step = manager.latest_step()
   if step is None:
     raise UsageError(f"transfer.init_from {path!r} holds no checkpoint; train it first.")
-  metadata = manager.item_metadata(step)["state"]
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
-                                                       sharding=_host_sharding()),
-                        {"params": metadata["params"], "batch_stats": metadata["batch_stats"]})
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.PyTreeRestore(item=target, partial_restore=True)))
+  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
   manager.close()
-  state = restored["state"]
   return jax.tree.map(np.asarray, {"params": state["params"],
                                    "batch_stats": state.get("batch_stats", {})})
-
-
-def _host_sharding() -> jax.sharding.Sharding:
-  return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
 
 def _from_torchvision(name: str, weights: str | None) -> dict[str, Any]:

@@ -1,0 +1,64 @@
+"""SIGTERM mid-run saves and exits cleanly; the restarted run ends bit-identical."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from cnnjax.train import transfer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ARGS = ["--config=experiments/configs/lenet_digits.py", "--config.num_epochs=0",
+        "--config.num_steps=40", "--config.batch_size=32", "--config.log_every=2",
+        "--config.eval_every=0", "--config.checkpoint_every=10", "--config.progress=lines",
+        "--config.schedule.warmup_steps=5"]
+
+
+def _train(workdir: str) -> subprocess.Popen:
+  command = [sys.executable, "-m", "cnnjax.main", "train", f"--workdir={workdir}", *ARGS]
+  return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+
+
+def _train_steps(workdir: str) -> list[int]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [r["step"] for r in map(json.loads, filter(str.strip, f)) if r["split"] == "train"]
+
+
+def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
+  straight_dir, stopped_dir = str(tmp_path / "straight"), str(tmp_path / "stopped")
+  straight = _train(straight_dir)
+  stopped = _train(stopped_dir)
+  deadline = time.time() + 300
+  while not any(s >= 6 for s in _train_steps(stopped_dir)):
+    assert stopped.poll() is None and time.time() < deadline, stopped.communicate()[1][-2000:]
+    time.sleep(0.2)
+  stopped.send_signal(signal.SIGTERM)
+  _, stderr = stopped.communicate(timeout=300)
+  assert stopped.returncode == 0, stderr[-2000:]
+  assert "stopped by SIGTERM at step" in stderr
+  assert not os.path.exists(os.path.join(stopped_dir, "summary.json"))
+  interrupted_at = max(_train_steps(stopped_dir))
+  assert interrupted_at < 40
+
+  resumed = _train(stopped_dir)
+  _, stderr = resumed.communicate(timeout=300)
+  assert resumed.returncode == 0, stderr[-2000:]
+  assert "resumed from step" in stderr
+  _, stderr = straight.communicate(timeout=300)
+  assert straight.returncode == 0, stderr[-2000:]
+
+  final_straight = transfer.load_source_workdir(straight_dir)
+  final_resumed = transfer.load_source_workdir(stopped_dir)
+  for a, b in zip(jax.tree.leaves(final_straight), jax.tree.leaves(final_resumed)):
+    np.testing.assert_array_equal(a, b)
+  with open(os.path.join(stopped_dir, "summary.json")) as f:
+    assert json.load(f)["step"] == 40

@@ -70,7 +70,7 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: opta
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     updates = optim.scale_updates(updates, state.plateau.scale)
     params = optax.apply_updates(state.params, updates)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["learning_rate"] = schedule(state.step) * state.plateau.scale
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
     ok = finite & (state.nonfinite_step < 0)

@@ -57,6 +57,11 @@ def pairwise_distances(a: jax.Array, b: jax.Array, distance: Distance = 'l2') ->
   if a.shape[1] != b.shape[1]:
     raise UsageError(f'pairwise_distances: a is {tuple(a.shape)} and b is {tuple(b.shape)}; '
                      'their embedding sizes must match.')
+  return _pairwise_distances(a, b, distance=distance)
+
+
+@functools.partial(jax.jit, static_argnames=('distance',))
+def _pairwise_distances(a, b, *, distance):
   a, b = a.astype(jnp.float32), b.astype(jnp.float32)
   scale = _common.power_of_two_scale(a, b)
   a, b = a / scale, b / scale
@@ -93,7 +98,7 @@ def _pair_masks(embeddings: jax.Array, labels: jax.Array, distance: str,
   """Distances [b, B] from local anchors to the global batch, positive and negative masks."""
   all_embeddings, first_row = _common.gather_global(embeddings, axis_name)
   all_labels, _ = _common.gather_global(labels, axis_name)
-  distances = pairwise_distances(embeddings, all_embeddings, distance)
+  distances = _pairwise_distances(embeddings, all_embeddings, distance=distance)
   row_ids = first_row + jnp.arange(embeddings.shape[0])
   same_label = labels[:, None] == all_labels[None, :]
   not_self = row_ids[:, None] != jnp.arange(all_labels.shape[0])[None, :]

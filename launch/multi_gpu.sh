@@ -1,20 +1,19 @@
 #!/usr/bin/env bash
-# One machine, all its GPUs: JAX sees every local GPU as a device and the trainer shards
-# the global batch over them. Install first with `pip install -e '.[cuda]'`.
+# Train on the GPUs of one machine, or of several machines (one process per machine).
+# One process drives all local GPUs; with NUM_NODES > 1 every machine runs this script with
+# its own NODE_RANK and the same COORDINATOR (host:port of node 0).
 #
-#   CONFIG=experiments/configs/resnet_cifar10.py WORKDIR=runs/resnet56 bash launch/multi_gpu.sh
-#
-# Several machines: run this on each with COORDINATOR=host0:1234 NUM_NODES=N NODE_RANK=i.
+#   CONFIG=experiments/configs/resnet_cifar10.py WORKDIR=runs/rn20 launch/multi_gpu.sh
+#   NUM_NODES=2 NODE_RANK=0 COORDINATOR=10.0.0.1:1234 CONFIG=... WORKDIR=... launch/multi_gpu.sh
 set -euo pipefail
-: "${CONFIG:?set CONFIG}" "${WORKDIR:?set WORKDIR}"
-CNNJAX=${CNNJAX:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/cnnjax}
-# Let XLA take what it needs instead of preallocating 75% of each GPU.
-export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
 
-distributed=()
-if [ -n "${COORDINATOR:-}" ]; then
-  distributed=(--coordinator_address="$COORDINATOR" --num_processes="${NUM_NODES:?}" \
-               --process_id="${NODE_RANK:?}")
+: "${CONFIG:?set CONFIG}" "${WORKDIR:?set WORKDIR}"
+BIN="${BIN:-.venv/bin}"
+export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}"
+
+if [ "${NUM_NODES:-1}" -gt 1 ]; then
+  : "${NODE_RANK:?set NODE_RANK}" "${COORDINATOR:?set COORDINATOR}"
+  exec "$BIN/cnnjax" train --coordinator_address="$COORDINATOR" --num_processes="$NUM_NODES" \
+    --process_id="$NODE_RANK" --config="$CONFIG" --workdir="$WORKDIR" "$@"
 fi
-exec "$CNNJAX" train "${distributed[@]}" --config="$CONFIG" --workdir="$WORKDIR" \
-  --config.dtype=bfloat16 "$@"
+exec "$BIN/cnnjax" train --config="$CONFIG" --workdir="$WORKDIR" "$@"

@@ -1,34 +1,30 @@
 #!/usr/bin/env bash
-# Train one experiment on a Cloud TPU VM slice (v4-8 .. v5p pods), every host running the
-# same command. Spot/preemptible slices are fine: cnnjax saves on SIGTERM and resumes from
-# the workdir, so re-running this script after a preemption continues the run.
+# Train on a Cloud TPU VM slice: creates the VM (unless it exists), installs cnnjax on every
+# worker and starts the same `cnnjax train` on all of them; JAX finds its peers itself.
+# Preemptible (spot) slices send SIGTERM: cnnjax saves a checkpoint and exits; rerunning this
+# script resumes from WORKDIR.
 #
-#   TPU_NAME=cnnjax-v4 ZONE=us-central2-b ACCELERATOR=v4-8 \
-#   CONFIG=experiments/configs/resnet50_imagenet.py \
-#   WORKDIR=gs://my-bucket/runs/resnet50 DATA_DIR=gs://my-bucket/tensorflow_datasets \
-#   bash launch/tpu_vm.sh [--config.batch_size=1024 ...]
+#   ZONE=us-central2-b TPU_TYPE=v4-32 NAME=cnnjax-rn50 \
+#     CONFIG=experiments/configs/resnet50_imagenet.py WORKDIR=gs://BUCKET/rn50 \
+#     DATA_DIR=gs://BUCKET/tensorflow_datasets launch/tpu_vm.sh [--config.KEY=VALUE ...]
 set -euo pipefail
-: "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}" "${CONFIG:?set CONFIG}" "${WORKDIR:?set WORKDIR}"
-: "${DATA_DIR:?set DATA_DIR (a gs:// bucket holding prepared TFDS datasets)}"
-ACCELERATOR=${ACCELERATOR:-v4-8}
-RUNTIME=${RUNTIME:-tpu-ubuntu2204-base}
-SPOT=${SPOT:-1}
-REPO_DIR=${REPO_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
 
-spot_flag=()
-if [ "$SPOT" = 1 ]; then spot_flag=(--spot); fi
-if ! gcloud compute tpus tpu-vm describe "$TPU_NAME" --zone="$ZONE" >/dev/null 2>&1; then
-  gcloud compute tpus tpu-vm create "$TPU_NAME" --zone="$ZONE" \
-    --accelerator-type="$ACCELERATOR" --version="$RUNTIME" "${spot_flag[@]}"
+: "${NAME:?set NAME}" "${ZONE:?set ZONE}" "${CONFIG:?set CONFIG}" "${WORKDIR:?set WORKDIR}"
+TPU_TYPE="${TPU_TYPE:-v4-8}"
+RUNTIME="${RUNTIME:-tpu-ubuntu2204-base}"
+REPO_URL="${REPO_URL:-$(git config --get remote.origin.url)}"
+SPOT="${SPOT:-1}"
+
+if ! gcloud compute tpus tpu-vm describe "$NAME" --zone="$ZONE" >/dev/null 2>&1; then
+  gcloud compute tpus tpu-vm create "$NAME" --zone="$ZONE" --accelerator-type="$TPU_TYPE" \
+    --version="$RUNTIME" $([ "$SPOT" = 1 ] && echo --spot)
 fi
 
-# Same code on every host: copy the checkout, then install with the TPU extra.
-gcloud compute tpus tpu-vm scp --recurse --zone="$ZONE" --worker=all \
-  "$REPO_DIR" "$TPU_NAME":~/cnnjax-src
-gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="
-  set -e
-  cd ~/cnnjax-src
-  python3 -m venv .venv && .venv/bin/pip install -q -U pip && .venv/bin/pip install -q -e '.[tpu]'
-  .venv/bin/cnnjax train --distributed --config='$CONFIG' --workdir='$WORKDIR' \
-    --config.data_dir='$DATA_DIR' --config.dtype=bfloat16 $*
-"
+run_all() {
+  gcloud compute tpus tpu-vm ssh "$NAME" --zone="$ZONE" --worker=all --command="$1"
+}
+
+run_all "test -d cnnjax || git clone $REPO_URL cnnjax; cd cnnjax && git pull --ff-only && \
+  python3 -m venv .venv && .venv/bin/pip install -q -e '.[tpu]'"
+run_all "cd cnnjax && TFDS_DATA_DIR=${DATA_DIR:-} .venv/bin/cnnjax train --distributed \
+  --config=$CONFIG --workdir=$WORKDIR $*"

@@ -298,7 +298,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, train: bool = True) -> 
       writer.write(step, "eval", eval_metrics)
     checkpointer.wait()
     summary = {**eval_metrics, "step": step}
-    writer_lib.write_summary(workdir, summary)
+    if train:
+      writer_lib.write_summary(workdir, summary)
     if jax.process_index() == 0 and train:
       writer_lib.plot_curves(workdir)
       outputs = getattr(task, "last_outputs", {})

@@ -38,6 +38,12 @@ the number of devices) and per-device keys (dropout) with `device_key(rng)`.
 Tasks that evaluate with more than one pass over data (a linear probe needs train
 features too) override `evaluate(extract, variables)`, where `extract(split)` runs
 the compiled `eval_step` over a whole split and returns `(sums, outputs)`.
+
+Optional hooks: `config_defaults()` adds the task's own config sections (so that
+`cnnjax.train.config.defaults(task)` knows them and the CLI can override them),
+`sampler_kwargs_for(num_devices)` asks the input pipeline for e.g. P x K batches,
+`has_embeddings` plus outputs "embedding" and "label" draw a 2-D projection at the end,
+and `apply(...)` runs the model with the dropout key and mutable batch_stats handled.
 """
 
 import abc

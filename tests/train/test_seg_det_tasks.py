@@ -11,6 +11,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cnnjax import train
+from cnnjax.data import adapters
+from cnnjax.data.builders import shapes
 from cnnjax.train import tasks
 from cnnjax.train.tasks import detection as det_task
 
@@ -34,6 +36,7 @@ def _two_steps(config, workdir):
   return train.run(config, str(workdir))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,metric", [("unet_pets", "miou"), ("yolo_voc", "map50"),
                                          ("fast_rcnn_voc", "map50")])
 def test_real_dataset_configs_run_two_steps_on_mock_data(name, metric, tmp_path):
@@ -43,29 +46,50 @@ def test_real_dataset_configs_run_two_steps_on_mock_data(name, metric, tmp_path)
   assert summary["step"] == 2 and 0.0 <= summary[metric] <= 1.0
 
 
-@pytest.mark.parametrize("name,model_kwargs", [
-    ("unet_shapes", {"depth": 1, "base_width": 4}),
-    ("yolo_shapes", {"backbone_widths": (4, 8), "head_width": 8, "hidden": 16}),
-    ("fast_rcnn_shapes", {"backbone_widths": (4, 8), "hidden": 16}),
-    ("rcnn_shapes", {"backbone_widths": (4, 8), "hidden": 16, "crop_size": 8}),
-])
-def test_shapes_configs_train_and_evaluate(name, model_kwargs, tmp_path):
+def _shapes_batch(n: int = 2, size: int = 32):
+  rng = np.random.default_rng(0)
+  examples = [shapes.render(rng, size, 4) for _ in range(n)]
+  batch = {k: np.stack([e[k] for e in examples]) for k in adapters.SEGMENTATION_AND_DETECTION}
+  batch["label"] = np.asarray(batch["label"], np.int32)
+  batch["valid"] = np.ones(n, bool)
+  return jax.tree.map(lambda x: x[None], batch)  # a leading device axis of 1
+
+
+@pytest.mark.parametrize("name", ["unet_shapes", "yolo_shapes", "fast_rcnn_shapes",
+                                  "rcnn_shapes"])
+def test_shapes_configs_trace_train_and_eval_steps(name):
   config = _config(name)
-  config.model_kwargs.update(model_kwargs)
-  config.dataset = "shapes/tiny"
-  config.data_dir = str(tmp_path / "data")
-  config.batch_size = 8
-  config.eval_split = "test[:8]"
-  summary = _two_steps(config, tmp_path / "work")
-  assert summary["step"] == 2
-  assert np.isfinite([v for k, v in summary.items() if k != "step"]).all()
+  data = tasks.DataInfo(3, (32, 32, 3), {"train": 2000, "test": 500},
+                        adapters.SEGMENTATION_AND_DETECTION)
+  task = tasks.create(config, data)
+  variables = jax.eval_shape(task.init_variables, jax.random.key(0))
+  rng = jax.random.key(1)
+
+  def train_step(variables, batch):
+    batch = task.preprocess(batch, rng, train=True)
+    loss, (metrics, _) = task.loss_fn(variables["params"], variables["batch_stats"], batch, rng,
+                                      train=True)
+    return loss, metrics
+
+  def eval_step(variables, batch):
+    return task.eval_step(variables, task.preprocess(batch, rng, train=False))
+
+  batch = _shapes_batch()
+  per_device = lambda step: jax.vmap(step, in_axes=(None, 0), axis_name=tasks.AXIS)
+  loss, metrics = jax.eval_shape(per_device(train_step), variables, batch)
+  assert loss.shape == (1,) and "loss" in metrics
+  sums, outputs = jax.eval_shape(per_device(eval_step), variables, batch)
+  if name == "unet_shapes":
+    assert sums["confusion"].shape == (1, 4, 4)
+  else:
+    assert outputs["det_boxes"].shape[:2] == (1, 2) and outputs["gt_boxes"].shape == (1, 2, 4, 4)
 
 
 def test_jittered_proposals_cover_objects_and_stay_in_the_image():
   boxes = jnp.array([[2.0, 3.0, 12.0, 9.0], [0, 0, 0, 0]])
   valid = jnp.array([True, False])
-  proposals, proposal_valid = det_task.jittered_proposals(jax.random.key(0), boxes, valid, 32,
-                                                          8, 4)
+  jitter = jax.jit(det_task.jittered_proposals, static_argnums=(3, 4, 5))
+  proposals, proposal_valid = jitter(jax.random.key(0), boxes, valid, 32, 8, 4)
   assert proposals.shape == (20, 4) and proposal_valid.shape == (20,)
   assert not np.asarray(proposal_valid[8:16]).any()  # copies of the padded box
   assert (np.asarray(proposals) >= 0).all() and (np.asarray(proposals) <= 32).all()

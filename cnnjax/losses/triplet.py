@@ -116,7 +116,8 @@ def triplet_semihard_loss(embeddings: jax.Array, labels: jax.Array, margin: floa
   (negatives first among equal distances) and a reverse cumulative minimum gives every
   position its next negative: O(B^2) memory and O(B^2 log B) time, no B x B x B tensor.
   Gradients flow through d(a, p) and the selected d(a, n); the selection is piecewise
-  constant.
+  constant. One deliberate difference from TFA: a batch of a single class (no negative at
+  all) gives 0, where TFA takes 0 as the "farthest negative" distance.
 
   Args:
     embeddings: [B, D] float embeddings (this device's shard when axis_name is set).

@@ -1,5 +1,7 @@
 """NT-Xent against a NumPy reference written with explicit loops; dense versus blockwise."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +38,14 @@ def finite_difference_grad(fn, x, eps=1e-6):
   return grad
 
 
+@functools.cache
+def loss_and_grads(block_size):
+  """Jitted (z1, z2, temperature) -> (loss, (d/dz1, d/dz2)), shared by tests of equal shapes."""
+  return jax.jit(jax.value_and_grad(
+      lambda a, b, temperature: nt_xent_loss(a, b, temperature, block_size=block_size),
+      argnums=(0, 1)))
+
+
 def views(seed, n, dim, noise=0.5):
   rng = np.random.default_rng(seed)
   z1 = rng.normal(size=(n, dim)).astype(np.float32)
@@ -55,8 +65,7 @@ def test_value_and_accuracy_match_reference(block_size, temperature):
 @pytest.mark.parametrize('block_size', [None, 3])
 def test_gradients_match_finite_differences_of_reference(block_size):
   z1, z2 = views(1, 4, 3)
-  got = jax.grad(lambda a, b: nt_xent_loss(a, b, 0.2, block_size=block_size),
-                 argnums=(0, 1))(z1, z2)
+  _, got = loss_and_grads(block_size)(z1, z2, 0.2)
   want1 = finite_difference_grad(lambda v: reference_nt_xent(v, z2, 0.2)[0], z1)
   want2 = finite_difference_grad(lambda v: reference_nt_xent(z1, v, 0.2)[0], z2)
   np.testing.assert_allclose(got[0], want1, rtol=1e-4, atol=1e-6)
@@ -65,12 +74,9 @@ def test_gradients_match_finite_differences_of_reference(block_size):
 
 def test_blockwise_equals_dense_values_and_gradients():
   z1, z2 = views(2, 12, 16)
-  dense = jax.value_and_grad(lambda a, b: nt_xent_loss(a, b, 0.1), argnums=(0, 1))
-  dense_loss, dense_grads = dense(z1, z2)
+  dense_loss, dense_grads = loss_and_grads(None)(z1, z2, 0.1)
   # 24 views in blocks of 5: four full blocks and one padded.
-  blockwise = jax.value_and_grad(lambda a, b: nt_xent_loss(a, b, 0.1, block_size=5),
-                                 argnums=(0, 1))
-  loss, grads = blockwise(z1, z2)
+  loss, grads = loss_and_grads(5)(z1, z2, 0.1)
   np.testing.assert_allclose(loss, dense_loss, rtol=1e-6)
   for got, want in zip(grads, dense_grads):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
@@ -90,8 +96,7 @@ def test_reductions():
 def test_low_precision_inputs_stay_finite(dtype, block_size):
   z1, z2 = views(4, 8, 8, noise=3.0)
   z1, z2 = jnp.asarray(z1 * 300, dtype), jnp.asarray(z2 * 300, dtype)
-  loss, grads = jax.value_and_grad(
-      lambda a, b: nt_xent_loss(a, b, 0.01, block_size=block_size), argnums=(0, 1))(z1, z2)
+  loss, grads = loss_and_grads(block_size)(z1, z2, 0.01)
   assert loss.dtype == jnp.float32 and np.isfinite(float(loss))
   np.testing.assert_allclose(loss, nt_xent_loss(z1.astype(jnp.float32), z2.astype(jnp.float32),
                                                 0.01), rtol=1e-5, atol=1e-5)
@@ -101,8 +106,7 @@ def test_low_precision_inputs_stay_finite(dtype, block_size):
 def test_identical_and_zero_views_are_finite():
   z = np.ones((8, 8), np.float32)
   z[4:] = 0.0
-  loss, grads = jax.value_and_grad(
-      lambda a, b: nt_xent_loss(a, b, 0.01, block_size=4), argnums=(0, 1))(z, z)
+  loss, grads = loss_and_grads(4)(z, z, 0.01)
   assert np.isfinite(float(loss))
   assert all(np.isfinite(np.asarray(g)).all() for g in grads)
 

@@ -1,5 +1,7 @@
 """Triplet losses against brute-force NumPy references written with explicit loops."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,6 +97,14 @@ LOSSES = {
 }
 
 
+@functools.cache
+def loss_and_grad(name, distance='l2'):
+  """Jitted (x, labels, margin) -> (loss, d loss / d x), shared by tests of equal shapes."""
+  loss_fn = LOSSES[name][0]
+  return jax.jit(jax.value_and_grad(
+      lambda x, labels, margin: loss_fn(x, labels, margin=margin, distance=distance)))
+
+
 def random_batch(seed, batch, dim, num_classes):
   rng = np.random.default_rng(seed)
   return (rng.normal(size=(batch, dim)).astype(np.float32),
@@ -116,7 +126,7 @@ def test_random_batch_value(name, distance):
 def test_gradient_matches_finite_differences_of_reference(name, distance):
   loss_fn, reference = LOSSES[name]
   x, labels = random_batch(1, 10, 3, 3)
-  got = jax.grad(lambda x: loss_fn(x, labels, margin=0.7, distance=distance))(x)
+  _, got = loss_and_grad(name, distance)(x, labels, 0.7)
   want = finite_difference_grad(lambda v: reference(v, labels, 0.7, distance), x)
   np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
 
@@ -160,9 +170,8 @@ def test_semihard_fallback_to_farthest_negative():
 @pytest.mark.parametrize('labels', [np.zeros(16, np.int32), np.arange(16, dtype=np.int32)],
                          ids=['single_class', 'all_distinct'])
 def test_degenerate_batches_give_zero_loss_and_zero_gradient(name, labels):
-  loss_fn, _ = LOSSES[name]
   x, _ = random_batch(3, 16, 4, 1)
-  loss, grad = jax.value_and_grad(lambda x: loss_fn(x, labels))(x)
+  loss, grad = loss_and_grad(name)(x, labels, 1.0)
   assert float(loss) == 0.0
   np.testing.assert_array_equal(grad, np.zeros_like(x))
 
@@ -176,7 +185,7 @@ def test_singleton_classes_and_exact_duplicates(name):
   x[7] = x[6]  # duplicate, different label
   # Classes 3, 4, 5 and 6 have one sample each.
   labels = np.array([0, 0, 1, 1, 2, 2, 3, 4, 5, 6, 7, 7, 7, 1, 0, 2], np.int32)
-  loss, grad = jax.value_and_grad(lambda x: loss_fn(x, labels, margin=1.0))(x)
+  loss, grad = loss_and_grad(name)(x, labels, 1.0)
   np.testing.assert_allclose(loss, reference(x, labels, 1.0), rtol=1e-5, atol=1e-6)
   assert np.isfinite(np.asarray(grad)).all()
 
@@ -184,11 +193,10 @@ def test_singleton_classes_and_exact_duplicates(name):
 @pytest.mark.parametrize('name, distance', [
     ('semihard', 'l2'), ('semihard', 'cosine'), ('hard', 'l2'), ('all', 'l2')])
 def test_identical_and_zero_embeddings_have_finite_gradients(name, distance):
-  loss_fn, _ = LOSSES[name]
   x = np.ones((16, 4), np.float32)
   x[8:] = 0.0
   labels = np.arange(16, dtype=np.int32) % 3
-  loss, grad = jax.value_and_grad(lambda x: loss_fn(x, labels, distance=distance))(x)
+  loss, grad = loss_and_grad(name, distance)(x, labels, 1.0)
   assert np.isfinite(float(loss)) and np.isfinite(np.asarray(grad)).all()
 
 
@@ -205,17 +213,17 @@ def test_large_magnitude_embeddings(name):
   scale = 1e4
   got = loss_fn(x * scale, labels, margin=0.5 * scale)
   np.testing.assert_allclose(got, reference(x * scale, labels, 0.5 * scale), rtol=1e-4)
-  huge, grad = jax.value_and_grad(lambda x: loss_fn(x, labels, margin=1.0))(x * 1e20)
+  huge, grad = loss_and_grad(name)(x * 1e20, labels, 1.0)
   assert np.isfinite(float(huge)) and np.isfinite(np.asarray(grad)).all()
 
 
 def test_bfloat16_inputs_are_computed_in_float32():
-  loss_fn = triplet_semihard_loss
   x, labels = random_batch(6, 16, 4, 3)
   x16 = jnp.asarray(x, jnp.bfloat16)
-  loss, grad = jax.value_and_grad(lambda x: loss_fn(x, labels))(x16)
+  loss, grad = loss_and_grad('semihard')(x16, labels, 1.0)
   assert loss.dtype == jnp.float32 and grad.dtype == jnp.bfloat16
-  np.testing.assert_allclose(loss, loss_fn(x16.astype(jnp.float32), labels), rtol=1e-6)
+  want, _ = loss_and_grad('semihard')(x16.astype(jnp.float32), labels, 1.0)
+  np.testing.assert_allclose(loss, want, rtol=1e-6)
   assert np.isfinite(np.asarray(grad, np.float32)).all()
 
 

@@ -10,7 +10,8 @@ import numpy as np
 
 
 def confusion_matrix(predictions: jax.Array, labels: jax.Array, num_classes: int,
-                     ignore_index: int | None = None, weights: jax.Array | None = None) -> jax.Array:
+                     ignore_index: int | None = None,
+                     weights: jax.Array | None = None) -> jax.Array:
   """Counts [K, K] (rows: true class, columns: predicted class) of labelled pixels.
 
   Args:

@@ -17,7 +17,6 @@ import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from cnnjax.errors import UsageError

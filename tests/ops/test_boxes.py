@@ -1,7 +1,6 @@
 """Box IoU, GIoU, box coding and NMS against NumPy loops and torchvision.ops."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -1,8 +1,13 @@
-"""SimCLR on digits: a narrow CIFAR ResNet-20, two views per image, global BatchNorm.
+"""SimCLR on digits: LeNet-5 features, two random views per image, NT-Xent over the batch.
 
-Views are random resized crops of the 8x8 digits at 16x16 with colour (brightness and
-contrast) jitter of strength 0.5 and no blur, the CIFAR recipe at a digits scale. LARS,
-temperature 0.5. Evaluated by a linear probe on frozen features and kNN accuracy.
+Views are random resized crops of the 8x8 digits at 16x16 (LeNet-5 pads them to 32x32)
+with colour (brightness and contrast) jitter of strength 0.5 and no blur: the CIFAR
+recipe at a digits scale. Temperature 0.5, 2-layer projection head to 32-d. At this
+scale AdamW trains LeNet-5 more reliably than the paper's LARS (select it with
+`--config.optimizer.name=lars --config.schedule.learning_rate=0.3
+--config.schedule.scale_with_batch=linear`); `global_bn` matters for backbones with
+BatchNorm (e.g. `--config.model=resnet20 --config.model_kwargs.width=8`). Evaluated by a
+linear probe on frozen features and kNN accuracy; a few minutes on two CPU cores.
 
     cnnjax train --config=experiments/configs/simclr_digits.py --workdir=workdirs/simclr_digits
 """
@@ -16,8 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """`arg` is unused: the experiment is already small."""
   del arg
   config = config_lib.defaults("simclr")
-  config.model = "resnet20"
-  config.model_kwargs = {"width": 8}
+  config.model = "lenet5"
   config.dataset = "digits"
   config.input.size = 16
   config.global_bn = True
@@ -27,13 +31,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.simclr.projection_dim = 32
   config.simclr.strength = 0.5
   config.simclr.blur = False
-  config.optimizer.name = "lars"
-  config.optimizer.weight_decay = 1e-6
+  config.optimizer.name = "adamw"
+  config.optimizer.weight_decay = 1e-4
   config.schedule.name = "cosine"
-  config.schedule.learning_rate = 0.3
-  config.schedule.scale_with_batch = "linear"
+  config.schedule.learning_rate = 2e-3
   config.schedule.warmup_steps = 30
-  config.log_every = 50
+  config.log_every = 25
   config.eval_every = 300
   config.checkpoint_every = 150
   config.best_metric = "linear_probe_accuracy"

@@ -18,7 +18,8 @@ Config section `detection`:
       background RoIs at no host cost). Evaluation always uses selective search;
     rois_per_image, foreground_fraction, foreground_iou, background_iou_low: RoI sampling.
 
-Selective search runs in `jax.pure_callback` from the compiled step, on the raw uint8 image.
+Selective search runs in `jax.pure_callback` from the compiled step, on the uint8 image at the
+model input size.
 """
 
 import hashlib
@@ -238,9 +239,13 @@ class RegionCNN(_Detection):
       return jax.vmap(jittered_proposals, in_axes=(0, 0, 0, None, None, None))(
           keys, batch["boxes"], batch["box_valid"], size, section.jitter_per_object,
           section.jitter_random)
-    proposals, valid = selective_search_proposals(batch["raw_image"], section.num_proposals,
-                                                  tuple(section.proposal_scales))
-    return proposals * (size / batch["raw_image"].shape[2]), valid
+    raw = batch["raw_image"]
+    if raw.shape[1:3] != (size, size):
+      # Search the image the model sees, so proposals are in its pixels (and cheaper).
+      resized = jax.image.resize(raw.astype(jnp.float32), (raw.shape[0], size, size, raw.shape[3]),
+                                 method="bilinear")
+      raw = jnp.clip(jnp.round(resized), 0, 255).astype(jnp.uint8)
+    return selective_search_proposals(raw, section.num_proposals, tuple(section.proposal_scales))
 
   def _forward(self, variables, images, rois, train, rng):
     if not train:

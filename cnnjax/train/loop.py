@@ -227,7 +227,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, train: bool = True) -> 
   Raises:
     UsageError: a bad config or workdir, or a loss that became NaN/Inf.
   """
-  config = copy.deepcopy(config)
+  # SIGTERM is caught from the start: one during start-up stops the run after its first step.
+  with _Preemption() as preemption:
+    return _run(copy.deepcopy(config), workdir, train, preemption)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, train: bool,
+         preemption: _Preemption) -> dict[str, Any]:
+  """`run` with the SIGTERM handler installed."""
   experiment = Experiment(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   checkpoint.check_fingerprint(workdir, experiment.fingerprint())
@@ -265,34 +272,33 @@ def run(config: ml_collections.ConfigDict, workdir: str, train: bool = True) -> 
   last_saved = step if restored is not None else None
   iterator = None
   try:
-    with _Preemption() as preemption:
-      iterator = experiment.train_iterator(data_state) if train else None
-      while train and step < experiment.num_steps:
-        batch = next(iterator)
-        state, metrics = train_step(state, runner.shard_batch(batch))
-        step += 1
-        last = step == experiment.num_steps
-        if step % config.log_every == 0 or last:
-          check_finite(state, last_saved)
-          writer.write(step, "train", runner.to_host(metrics, REPLICATED))
-        evaluate_now = last or (config.eval_every and step % config.eval_every == 0)
-        eval_metrics = None
-        if evaluate_now:
-          eval_metrics = evaluate(state)
-          writer.write(step, "eval", eval_metrics)
-          state = _step_plateau(experiment, state, eval_metrics)
-        stop = preemption.any_process()
-        if evaluate_now or stop or step % config.checkpoint_every == 0:
-          check_finite(state, last_saved)
-          checkpointer.save(step, runner.unreplicate(state),
-                            {"iterator": iterator.state},
-                            _checkpoint_metrics(config, eval_metrics))
-          last_saved = step
-        if stop and not last:
-          checkpointer.wait()
-          writer.message(f"stopped by SIGTERM at step {step}; checkpoint saved; run the same "
-                         "command again to resume.")
-          return {"preempted": True, "step": step}
+    iterator = experiment.train_iterator(data_state) if train else None
+    while train and step < experiment.num_steps:
+      batch = next(iterator)
+      state, metrics = train_step(state, runner.shard_batch(batch))
+      step += 1
+      last = step == experiment.num_steps
+      if step % config.log_every == 0 or last:
+        check_finite(state, last_saved)
+        writer.write(step, "train", runner.to_host(metrics, REPLICATED))
+      evaluate_now = last or (config.eval_every and step % config.eval_every == 0)
+      eval_metrics = None
+      if evaluate_now:
+        eval_metrics = evaluate(state)
+        writer.write(step, "eval", eval_metrics)
+        state = _step_plateau(experiment, state, eval_metrics)
+      stop = preemption.any_process()
+      if evaluate_now or stop or step % config.checkpoint_every == 0:
+        check_finite(state, last_saved)
+        checkpointer.save(step, runner.unreplicate(state),
+                          {"iterator": iterator.state},
+                          _checkpoint_metrics(config, eval_metrics))
+        last_saved = step
+      if stop and not last:
+        checkpointer.wait()
+        writer.message(f"stopped by SIGTERM at step {step}; checkpoint saved; run the same "
+                       "command again to resume.")
+        return {"preempted": True, "step": step}
     if eval_metrics is None:
       eval_metrics = evaluate(state)
       writer.write(step, "eval", eval_metrics)

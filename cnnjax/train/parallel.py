@@ -91,8 +91,9 @@ class Runner:
               donate_argnums: tuple[int, ...] = ()) -> Callable:
     """`fn` per device over all devices; specs are REPLICATED or SHARDED pytree prefixes."""
     if self.kind == "pmap":
-      return jax.pmap(fn, axis_name=AXIS, donate_argnums=donate_argnums,
-                      devices=self.local_devices)
+      # pmap over a subset names its devices; over all of them (multi-host too) it needs none.
+      devices = None if self.num_devices == len(jax.devices()) else self.local_devices
+      return jax.pmap(fn, axis_name=AXIS, donate_argnums=donate_argnums, devices=devices)
     # check_vma=False keeps pmap's semantics: the gradient of a replicated parameter is
     # this device's gradient, and the step averages it with an explicit pmean.
     mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,

@@ -8,6 +8,8 @@ from cnnjax.errors import UsageError
 from cnnjax.train import parallel
 import train_helpers as helpers
 
+pytestmark = pytest.mark.slow
+
 CASES = {
     "classification": helpers.tiny_config("classification"),
     "simclr": helpers.tiny_config("simclr", **{"simclr.projection_dim": 8,

@@ -9,8 +9,11 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from cnnjax.train import transfer
+
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = ["--config=experiments/configs/lenet_digits.py", "--config.num_epochs=0",

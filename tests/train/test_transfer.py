@@ -6,6 +6,7 @@ import sys
 import jax
 import numpy as np
 import optax
+import pytest
 
 from cnnjax import models
 from cnnjax.train import checkpoint
@@ -16,6 +17,8 @@ from cnnjax.train import transfer
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs"))
 import lenet_digits  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 
 def _source_workdir(path: str) -> dict:
@@ -74,3 +77,25 @@ def test_merge_keeps_matching_leaves_and_reports_the_head():
   np.testing.assert_array_equal(merged["params"]["a"], np.ones((2, 3)))
   np.testing.assert_array_equal(merged["params"]["head"], np.zeros((3, 10)))
   assert head == ["head"]
+
+
+def test_torchvision_weights_initialise_all_but_the_head(tmp_path):
+  torch = pytest.importorskip("torch")
+  torchvision = pytest.importorskip("torchvision")
+  weights = str(tmp_path / "resnet18.pth")
+  torch.save(torchvision.models.resnet18(num_classes=5).state_dict(), weights)
+  config = lenet_digits.get_config()
+  config.transfer.torchvision = "resnet18"
+  config.transfer.torchvision_weights = weights
+  source = transfer.load_source(config)
+  shapes = jax.eval_shape(lambda: models.create("resnet18", num_classes=10).init(
+      jax.random.key(0), np.zeros((1, 32, 32, 3)), train=False))
+  fresh = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  merged, head = transfer.merge({"params": fresh["params"], "batch_stats": fresh["batch_stats"]},
+                                source)
+  assert sorted(head) == ["fc/bias", "fc/kernel"]
+  assert merged["params"]["fc"]["kernel"].shape == (512, 10)
+  np.testing.assert_array_equal(merged["params"]["conv1"]["kernel"],
+                                source["params"]["conv1"]["kernel"])
+  np.testing.assert_array_equal(merged["batch_stats"]["bn1"]["mean"],
+                                source["batch_stats"]["bn1"]["mean"])

@@ -66,4 +66,5 @@ def test_summary_prints_lenet(capsys):
   with pytest.raises(SystemExit) as exit_info:
     main.run_cli(["cnnjax", "summary", "lenet5", "--input=32,32,1", "--num-classes=10"])
   assert exit_info.value.code == 0
-  assert "61,706" in capsys.readouterr().out or "61706" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "61,706" in out or "61706" in out

@@ -21,15 +21,25 @@ axis_name)` of the per-device gradients, in every mode:
 """
 
 from cnnjax.losses.contrastive import nt_xent_loss
+from cnnjax.losses.detection import fast_rcnn_loss
+from cnnjax.losses.detection import smooth_l1
+from cnnjax.losses.detection import yolo_v1_loss
+from cnnjax.losses.segmentation import pixel_cross_entropy
+from cnnjax.losses.segmentation import soft_dice_loss
 from cnnjax.losses.triplet import pairwise_distances
 from cnnjax.losses.triplet import triplet_all_loss
 from cnnjax.losses.triplet import triplet_hard_loss
 from cnnjax.losses.triplet import triplet_semihard_loss
 
 __all__ = [
+    'fast_rcnn_loss',
     'nt_xent_loss',
     'pairwise_distances',
+    'pixel_cross_entropy',
+    'smooth_l1',
+    'soft_dice_loss',
     'triplet_all_loss',
     'triplet_hard_loss',
     'triplet_semihard_loss',
+    'yolo_v1_loss',
 ]

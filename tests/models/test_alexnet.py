@@ -9,21 +9,9 @@ import pytest
 from cnnjax import models
 from cnnjax.errors import UsageError
 from cnnjax.models import alexnet
+import model_helpers
 
 TINY = dict(widths=(8, 8, 8, 8, 8), hidden=16, num_classes=5)
-
-
-def _key(seed: int) -> jax.Array:
-  # RBG keys: threefry's initialisers take seconds to compile on CPU.
-  return jax.random.key(seed, impl="rbg")
-
-
-def _normal(shape: tuple[int, ...]) -> jnp.ndarray:
-  return jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-
-
-def _param_count(variables) -> int:
-  return sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
 
 
 @pytest.mark.parametrize("name,kwargs,count", [
@@ -35,7 +23,7 @@ def test_parameter_counts(name, kwargs, count):
   model = models.create(name, **kwargs)
   x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
-  assert _param_count(variables) == count
+  assert model_helpers.param_count(variables) == count
   assert jax.eval_shape(model.apply, variables, x).shape == (1, 1000)
 
 
@@ -63,16 +51,16 @@ def test_local_response_norm_matches_the_paper_formula():
 @pytest.mark.parametrize("name", ["alexnet", "alexnet2012"])
 def test_forward_and_backward_with_dropout(name):
   model = models.create(name, **TINY)
-  x = _normal((2, 63, 63, 3))
-  variables = jax.jit(model.init)(_key(1), x)
+  x = model_helpers.normal((2, 63, 63, 3))
+  variables = jax.jit(model.init)(model_helpers.key(1), x)
 
   def loss(params, rng):
     logits = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
     return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.array([1, 4])).mean()
 
   grad_fn = jax.jit(jax.value_and_grad(loss))
-  loss_a, grads = grad_fn(variables["params"], _key(2))
-  loss_b, _ = grad_fn(variables["params"], _key(3))
+  loss_a, grads = grad_fn(variables["params"], model_helpers.key(2))
+  loss_b, _ = grad_fn(variables["params"], model_helpers.key(3))
   assert loss_a != loss_b  # Dropout is active in training.
   for grad in jax.tree.leaves(grads):
     assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
@@ -80,8 +68,8 @@ def test_forward_and_backward_with_dropout(name):
 
 def test_no_dropout_in_evaluation():
   model = models.create("alexnet", **TINY)
-  x = _normal((2, 63, 63, 3))
-  variables = jax.jit(model.init)(_key(1), x)
+  x = model_helpers.normal((2, 63, 63, 3))
+  variables = jax.jit(model.init)(model_helpers.key(1), x)
   apply = jax.jit(model.apply)
   np.testing.assert_array_equal(apply(variables, x), apply(variables, x))
 

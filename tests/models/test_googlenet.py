@@ -17,12 +17,9 @@ import pytest
 from cnnjax import models
 from cnnjax.errors import UsageError
 from cnnjax.models import googlenet, layers
+import model_helpers
 
 IMAGES = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
-
-
-def _param_count(variables) -> int:
-  return sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
 
 
 @pytest.mark.parametrize("name,aux_logits,count", [
@@ -34,7 +31,7 @@ def _param_count(variables) -> int:
 def test_parameter_counts_include_aux_heads_built_at_eval_init(name, aux_logits, count):
   model = models.create(name, aux_logits=aux_logits)
   variables = jax.eval_shape(model.init, jax.random.key(0), IMAGES)  # train=False
-  assert _param_count(variables) == count
+  assert model_helpers.param_count(variables) == count
   assert ("aux1" in variables["params"]) == aux_logits
 
 

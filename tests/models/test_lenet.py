@@ -9,19 +9,7 @@ import pytest
 
 from cnnjax import models
 from cnnjax.errors import UsageError
-
-
-def _key(seed: int) -> jax.Array:
-  # RBG keys: threefry's initialisers take seconds to compile on CPU.
-  return jax.random.key(seed, impl="rbg")
-
-
-def _normal(shape: tuple[int, ...]) -> jnp.ndarray:
-  return jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-
-
-def _param_count(variables) -> int:
-  return sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
+import model_helpers
 
 
 @pytest.mark.parametrize("side", [32, 28, 8])
@@ -29,14 +17,14 @@ def test_parameter_count_at_32_and_below(side):
   model = models.create("lenet5")
   x = jax.ShapeDtypeStruct((1, side, side, 1), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
-  assert _param_count(variables) == 61_706
+  assert model_helpers.param_count(variables) == 61_706
   assert jax.eval_shape(model.apply, variables, x).shape == (1, 10)
 
 
 def test_small_inputs_are_zero_padded_around_the_centre():
   model = models.create("lenet5")
-  x = _normal((2, 28, 28, 1))
-  variables = jax.jit(model.init)(_key(1), x)
+  x = model_helpers.normal((2, 28, 28, 1))
+  variables = jax.jit(model.init)(model_helpers.key(1), x)
   padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
   apply = jax.jit(model.apply)
   np.testing.assert_allclose(apply(variables, x), apply(variables, padded), atol=1e-6)
@@ -44,9 +32,9 @@ def test_small_inputs_are_zero_padded_around_the_centre():
 
 def test_relu_max_pool_option_forward_and_backward():
   model = models.create("lenet5", activation=nn.relu, pooling="max")
-  x = _normal((4, 8, 8, 1))
+  x = model_helpers.normal((4, 8, 8, 1))
   labels = jnp.array([0, 3, 7, 9])
-  variables = jax.jit(model.init)(_key(1), x)
+  variables = jax.jit(model.init)(model_helpers.key(1), x)
 
   def loss(params):
     logits = model.apply({"params": params}, x, train=True)
@@ -66,4 +54,4 @@ def test_features_without_classifier():
 
 def test_unknown_pooling_is_a_usage_error():
   with pytest.raises(UsageError, match="pooling"):
-    models.create("lenet5", pooling="median").init(_key(0), jnp.zeros((1, 32, 32, 1)))
+    models.create("lenet5", pooling="median").init(model_helpers.key(0), jnp.zeros((1, 32, 32, 1)))

@@ -8,21 +8,9 @@ import pytest
 
 from cnnjax import models
 from cnnjax.errors import UsageError
+import model_helpers
 
 TINY = dict(widths=((8, 6, 4), (8, 8, 8), (8, 8)), num_classes=5)
-
-
-def _key(seed: int) -> jax.Array:
-  # RBG keys: threefry's initialisers take seconds to compile on CPU.
-  return jax.random.key(seed, impl="rbg")
-
-
-def _normal(shape: tuple[int, ...]) -> jnp.ndarray:
-  return jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-
-
-def _param_count(variables) -> int:
-  return sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
 
 
 def test_cifar10_parameter_count_and_shapes():
@@ -33,7 +21,7 @@ def test_cifar10_parameter_count_and_shapes():
   model = models.create("nin")
   x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
-  assert _param_count(variables) == sum(k * k * cin * cout + cout for k, cin, cout in convs)
+  assert model_helpers.param_count(variables) == sum(k * k * cin * cout + cout for k, cin, cout in convs)
   assert jax.eval_shape(model.apply, variables, x).shape == (2, 10)
 
 
@@ -47,16 +35,16 @@ def test_features_without_class_maps():
 
 def test_forward_and_backward_with_dropout():
   model = models.create("nin", **TINY)
-  x = _normal((2, 32, 32, 3))
-  variables = jax.jit(model.init)(_key(1), x)
+  x = model_helpers.normal((2, 32, 32, 3))
+  variables = jax.jit(model.init)(model_helpers.key(1), x)
 
   def loss(params, rng):
     logits = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
     return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.array([1, 4])).mean()
 
   grad_fn = jax.jit(jax.value_and_grad(loss))
-  loss_a, grads = grad_fn(variables["params"], _key(2))
-  loss_b, _ = grad_fn(variables["params"], _key(3))
+  loss_a, grads = grad_fn(variables["params"], model_helpers.key(2))
+  loss_b, _ = grad_fn(variables["params"], model_helpers.key(3))
   assert loss_a != loss_b
   for grad in jax.tree.leaves(grads):
     assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
@@ -72,4 +60,4 @@ def test_minimum_input_size_and_bad_config():
   with pytest.raises(UsageError, match="4x4"):
     jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((1, 3, 3, 3), jnp.float32))
   with pytest.raises(UsageError, match="kernel size"):
-    models.create("nin", kernel_sizes=(5, 5)).init(_key(0), jnp.zeros((1, 8, 8, 3)))
+    models.create("nin", kernel_sizes=(5, 5)).init(model_helpers.key(0), jnp.zeros((1, 8, 8, 3)))

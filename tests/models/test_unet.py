@@ -8,17 +8,14 @@ import pytest
 from cnnjax import models
 from cnnjax.errors import UsageError
 from cnnjax.models import unet
-
-
-def _param_count(variables) -> int:
-  return sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
+import model_helpers
 
 
 def test_original_parameter_count_and_output_shape():
   model = models.create("unet")
   x = jax.ShapeDtypeStruct((1, 572, 572, 1), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
-  assert _param_count(variables) == 31_030_658
+  assert model_helpers.param_count(variables) == 31_030_658
   assert jax.eval_shape(model.apply, variables, x).shape == (1, 388, 388, 2)
 
 

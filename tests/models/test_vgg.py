@@ -8,6 +8,7 @@ import pytest
 
 from cnnjax import models
 from cnnjax.errors import UsageError
+import model_helpers
 
 TINY = dict(widths=(4, 8, 8, 8, 8), hidden=16, num_classes=5)
 COUNTS = {
@@ -17,25 +18,12 @@ COUNTS = {
 }
 
 
-def _key(seed: int) -> jax.Array:
-  # RBG keys: threefry's initialisers take seconds to compile on CPU.
-  return jax.random.key(seed, impl="rbg")
-
-
-def _normal(shape: tuple[int, ...]) -> jnp.ndarray:
-  return jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-
-
-def _param_count(variables) -> int:
-  return sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
-
-
 @pytest.mark.parametrize("name", sorted(COUNTS))
 def test_parameter_counts(name):
   model = models.create(name)
   x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
-  assert _param_count(variables) == COUNTS[name]
+  assert model_helpers.param_count(variables) == COUNTS[name]
   assert jax.eval_shape(model.apply, variables, x).shape == (1, 1000)
 
 
@@ -50,8 +38,8 @@ def test_minimum_input_size():
 
 def test_bn_variant_trains_updates_batch_stats_and_drops_out():
   model = models.create("vgg11_bn", **TINY)
-  x = _normal((2, 32, 32, 3))
-  variables = jax.jit(model.init)(_key(1), x)
+  x = model_helpers.normal((2, 32, 32, 3))
+  variables = jax.jit(model.init)(model_helpers.key(1), x)
 
   def loss(params, rng):
     logits, updates = model.apply({**variables, "params": params}, x, train=True,
@@ -60,8 +48,8 @@ def test_bn_variant_trains_updates_batch_stats_and_drops_out():
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
 
   grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
-  (loss_a, updates), grads = grad_fn(variables["params"], _key(2))
-  (loss_b, _), _ = grad_fn(variables["params"], _key(3))
+  (loss_a, updates), grads = grad_fn(variables["params"], model_helpers.key(2))
+  (loss_b, _), _ = grad_fn(variables["params"], model_helpers.key(3))
   assert loss_a != loss_b  # Dropout is active in training.
   for grad in jax.tree.leaves(grads):
     assert np.isfinite(grad).all() and np.abs(grad).sum() > 0

@@ -109,3 +109,24 @@ def test_inception_block_and_aux_head_train():
     assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
   old = variables["batch_stats"]["Inception_0"]["branch1"]["bn"]["mean"]
   assert not np.allclose(old, updates["batch_stats"]["Inception_0"]["branch1"]["bn"]["mean"])
+
+
+def test_whole_network_with_aux_heads_trains():
+  """The full GoogLeNet: a train-mode backward pass through the main and both aux heads."""
+  model = models.create("googlenet", num_classes=3, aux_logits=True)
+  x = model_helpers.normal((2, 32, 32, 3))
+  labels = jnp.array([0, 2])
+  variables = jax.jit(model.init, static_argnames="train")(model_helpers.key(0), x, train=False)
+
+  def loss(params):
+    (logits, aux1, aux2), _ = model.apply({**variables, "params": params}, x, train=True,
+                                          rngs={"dropout": model_helpers.key(1)},
+                                          mutable=["batch_stats"])
+    ce = lambda z: optax.softmax_cross_entropy_with_integer_labels(z, labels).mean()
+    return ce(logits) + 0.3 * (ce(aux1) + ce(aux2))
+
+  grads = jax.jit(jax.grad(loss))(variables["params"])
+  for head in ("fc", "aux1", "aux2", "conv1"):
+    leaves = jax.tree.leaves(grads[head])
+    assert all(np.isfinite(g).all() for g in leaves)
+    assert sum(np.abs(g).sum() for g in leaves) > 0, head

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = ["--config=experiments/configs/lenet_digits.py", "--config.num_epochs=0",
-        "--config.num_steps=24", "--config.batch_size=32", "--config.log_every=1",
+        "--config.num_steps=120", "--config.batch_size=32", "--config.log_every=1",
         "--config.eval_every=0", "--config.checkpoint_every=8", "--config.progress=lines",
         "--config.schedule.warmup_steps=5"]
 
@@ -43,21 +43,23 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
   straight = _train(straight_dir, cache)
   stopped = _train(stopped_dir, cache)
   deadline = time.time() + 300
-  # The SIGTERM handler is in place once the run has claimed its workdir.
-  while not os.path.exists(os.path.join(stopped_dir, "experiment.json")):
+  # Stop mid-run, past the periodic checkpoint at step 8, so the resumed run starts from
+  # the SIGTERM save with a data iterator part-way through its epoch.
+  while max(_train_steps(stopped_dir), default=0) < 10:
     assert stopped.poll() is None and time.time() < deadline, stopped.communicate()[1][-2000:]
-    time.sleep(0.2)
+    time.sleep(0.05)
   stopped.send_signal(signal.SIGTERM)
   _, stderr = stopped.communicate(timeout=300)
   assert stopped.returncode == 0, stderr[-2000:]
   assert "stopped by SIGTERM at step" in stderr
   assert not os.path.exists(os.path.join(stopped_dir, "summary.json"))
-  assert max(_train_steps(stopped_dir), default=0) < 24
+  stopped_at = max(_train_steps(stopped_dir))
+  assert 10 <= stopped_at < 120
 
   resumed = _train(stopped_dir, cache)
   _, stderr = resumed.communicate(timeout=300)
   assert resumed.returncode == 0, stderr[-2000:]
-  assert "resumed from step" in stderr
+  assert f"resumed from step {stopped_at}" in stderr
   _, stderr = straight.communicate(timeout=300)
   assert straight.returncode == 0, stderr[-2000:]
 
@@ -66,4 +68,4 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
   for a, b in zip(jax.tree.leaves(final_straight), jax.tree.leaves(final_resumed)):
     np.testing.assert_array_equal(a, b)
   with open(os.path.join(stopped_dir, "summary.json")) as f:
-    assert json.load(f)["step"] == 24
+    assert json.load(f)["step"] == 120

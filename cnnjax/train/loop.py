@@ -287,7 +287,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, train: bool,
         eval_metrics = evaluate(state)
         writer.write(step, "eval", eval_metrics)
         state = _step_plateau(experiment, state, eval_metrics)
-      stop = preemption.any_process()
+      # Agreeing on a stop across processes syncs every host with its device queue, so
+      # multi-host runs poll only at log steps; one process polls its flag every step.
+      poll = jax.process_count() == 1 or step % config.log_every == 0 or last
+      stop = poll and preemption.any_process()
       if evaluate_now or stop or step % config.checkpoint_every == 0:
         check_finite(state, last_saved)
         checkpointer.save(step, runner.unreplicate(state),

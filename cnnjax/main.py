@@ -102,6 +102,9 @@ def _enable_compilation_cache() -> None:
 
 def _initialize_distributed(values: flags.FlagValues) -> None:
   import jax
+  if values.coordinator_address or values.distributed:
+    # CPU devices need gloo for cross-process collectives; GPU and TPU ignore this setting.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if values.coordinator_address:
     jax.distributed.initialize(coordinator_address=values.coordinator_address,
                                num_processes=values.num_processes, process_id=values.process_id)

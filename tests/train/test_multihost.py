@@ -1,5 +1,6 @@
 """Two processes with two CPU devices each train like one process with four devices."""
 
+import json
 import os
 import socket
 import subprocess
@@ -39,3 +40,31 @@ def test_two_processes_match_one_process(tmp_path):
     np.testing.assert_array_equal(results["host0"][name], results["host1"][name])
     np.testing.assert_allclose(results["host0"][name], results["single"][name],
                                rtol=2e-5, atol=2e-6)
+
+
+def test_two_process_command_line_run_trains_evaluates_and_checkpoints(tmp_path):
+  """`cnnjax train` as two processes (gloo on 127.0.0.1): one workdir, one shared result."""
+  port, workdir = _free_port(), str(tmp_path / "run")
+  env = {**os.environ, "PYTHONPATH": REPO, "CNNJAX_COMPILATION_CACHE": "",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
+                      "--xla_backend_optimization_level=0"}
+  processes = [
+      subprocess.Popen([sys.executable, "-m", "cnnjax.main", "train",
+                        f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                        f"--process_id={i}", "--config=experiments/configs/lenet_digits.py",
+                        f"--workdir={workdir}", "--config.num_epochs=0", "--config.num_steps=20",
+                        "--config.log_every=10", "--config.eval_every=0",
+                        "--config.checkpoint_every=10", "--config.progress=lines"],
+                       env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  finals = []
+  for i, process in enumerate(processes):
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, f"process {i}: {stderr[-3000:]}"
+    finals.append([line for line in stderr.splitlines() if line.startswith("final ")])
+  # Process 0 alone logs; the evaluation covers every test example exactly once.
+  assert len(finals[0]) == 1 and not finals[1]
+  with open(os.path.join(workdir, "summary.json")) as f:
+    summary = json.load(f)
+  assert summary["step"] == 20 and summary["count"] == 359
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))

@@ -18,6 +18,7 @@ import re
 from typing import Any, Iterator
 
 from absl import flags
+import filelock
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
@@ -119,14 +120,9 @@ def train_iterator(dataset: str, *, split: str, batch_size: int, seed: int,
     dataset's extra features (`dataset_info(...).features`). `get_state()` and
     `set_state(state)` save and restore its position.
   """
-  _check_process(process_index, process_count)
-  if batch_size <= 0:
-    raise UsageError(f'batch size must be positive, got {batch_size}')
-  data_dir = resolve_data_dir(data_dir)
-  builder = _builder(dataset, data_dir)
-  adapter = _adapter(builder, image_size)
-  examples = _shard(_source(builder, dataset, split, data_dir), process_index, process_count,
-                    dataset)
+  source, adapter = _open(dataset, split, data_dir, batch_size, process_index, process_count,
+                          image_size)
+  examples = _shard(source, process_index, process_count, dataset)
   if classes_per_group is None and examples_per_class is None:
     ds = examples.shuffle(seed=seed % 2**32).repeat().map(adapter)
   else:
@@ -150,13 +146,8 @@ def eval_iterator(dataset: str, *, split: str, batch_size: int, data_dir: str | 
   Returns:
     An iterator of dicts like `train_iterator`'s plus 'valid': bool [B].
   """
-  _check_process(process_index, process_count)
-  if batch_size <= 0:
-    raise UsageError(f'batch size must be positive, got {batch_size}')
-  data_dir = resolve_data_dir(data_dir)
-  builder = _builder(dataset, data_dir)
-  adapter = _adapter(builder, image_size)
-  source = _source(builder, dataset, split, data_dir)
+  source, adapter = _open(dataset, split, data_dir, batch_size, process_index, process_count,
+                          image_size)
   if not len(source):
     raise UsageError(f'split {split!r} of {dataset} is empty: evaluate on another split')
   examples = grain.MapDataset.source(source)[process_index::process_count].map(adapter)
@@ -196,9 +187,11 @@ def _padding_example(example: Batch) -> Batch:
 
 def _batched_iterator(ds: grain.MapDataset, batch_size: int, worker_count: int,
                       read_threads: int) -> grain.DatasetIterator:
+  # Batching before the iterator makes a batch the unit of work of both read threads and
+  # worker processes, so batches (and saved states) do not depend on worker_count.
   read_options = grain.ReadOptions(num_threads=read_threads,
-                                   prefetch_buffer_size=max(2 * batch_size, 16))
-  iter_ds = ds.to_iter_dataset(read_options).batch(batch_size, drop_remainder=True)
+                                   prefetch_buffer_size=2 * max(read_threads, 1))
+  iter_ds = ds.batch(batch_size, drop_remainder=True).to_iter_dataset(read_options)
   if worker_count > 0:
     # Grain's worker processes read an absl flag, which fails unless flags were parsed
     # (google/grain#1355); scripts that do not use absl.app get the flags' defaults.
@@ -208,9 +201,16 @@ def _batched_iterator(ds: grain.MapDataset, batch_size: int, worker_count: int,
   return iter(iter_ds)
 
 
-def _check_process(process_index: int, process_count: int) -> None:
+def _open(dataset: str, split: str, data_dir: str | None, batch_size: int, process_index: int,
+          process_count: int, image_size: int | None) -> tuple[Any, adapters.Adapter]:
+  """Checks the arguments shared by both iterators; (the split's data source, its adapter)."""
   if not 0 <= process_index < process_count:
     raise UsageError(f'process_index {process_index} is not in [0, {process_count})')
+  if batch_size <= 0:
+    raise UsageError(f'batch size must be positive, got {batch_size}')
+  data_dir = resolve_data_dir(data_dir)
+  builder = _builder(dataset, data_dir)
+  return _source(builder, dataset, split, data_dir), _adapter(builder, image_size)
 
 
 def _check_pk(classes_per_group: int | None, examples_per_class: int | None,
@@ -244,7 +244,25 @@ def _builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     raise UsageError(f'unknown dataset {dataset!r}: use a TFDS name (mnist, cifar10, ...) or '
                      f"one of cnnjax's builders: {', '.join(builders.NAMES)}") from None
   if isinstance(builder, builders.BUILDERS) and not builder.is_prepared():
+    builder = _prepare_once(dataset, data_dir)
+  return builder
+
+
+def _prepare_once(dataset: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  """Prepares one of cnnjax's builders, once even when processes race to it.
+
+  Processes that share a local data dir (the processes of a multi-host run on one machine,
+  pytest-xdist workers) take a file lock; the ones that waited find the data prepared.
+  """
+  if '://' in data_dir:  # Remote storage has no file locks; prepare it from one process.
+    builder = tfds.builder(dataset, data_dir=data_dir)
     builder.download_and_prepare(file_format='array_record')
+    return builder
+  os.makedirs(data_dir, exist_ok=True)
+  with filelock.FileLock(os.path.join(data_dir, f'.{dataset.replace("/", "_")}.lock')):
+    builder = tfds.builder(dataset, data_dir=data_dir)
+    if not builder.is_prepared():
+      builder.download_and_prepare(file_format='array_record')
   return builder
 
 

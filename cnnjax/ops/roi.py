@@ -32,7 +32,8 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
   return int(height), int(width)
 
 
-def _check_inputs(features, boxes, batch_indices) -> None:
+def _checked_inputs(features, boxes, batch_indices) -> tuple[jnp.ndarray, ...]:
+  """Validates the shared arguments of the RoI ops; returns them as jax arrays."""
   if features.ndim != 4:
     raise UsageError(f"features must be [N, H, W, C], got shape {features.shape}.")
   if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -46,6 +47,7 @@ def _check_inputs(features, boxes, batch_indices) -> None:
     if values.min() < 0 or values.max() >= features.shape[0]:
       raise UsageError(f"batch_indices must lie in [0, {features.shape[0]}), got values from "
                        f"{values.min()} to {values.max()}; index the image each box belongs to.")
+  return jnp.asarray(features), jnp.asarray(boxes), jnp.asarray(batch_indices)
 
 
 def _round_half_away_from_zero(x: jnp.ndarray) -> jnp.ndarray:
@@ -86,9 +88,7 @@ def roi_pool(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndarr
   Returns:
     [K, oh, ow, C] in the features' dtype.
   """
-  _check_inputs(features, boxes, batch_indices)
-  features, boxes = jnp.asarray(features), jnp.asarray(boxes)
-  batch_indices = jnp.asarray(batch_indices)
+  features, boxes, batch_indices = _checked_inputs(features, boxes, batch_indices)
   out_h, out_w = _pair(output_size)
   num_images, height, width, channels = features.shape
   if boxes.shape[0] == 0:
@@ -178,9 +178,7 @@ def roi_align(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndar
   Returns:
     [K, oh, ow, C] in the features' dtype.
   """
-  _check_inputs(features, boxes, batch_indices)
-  features, boxes = jnp.asarray(features), jnp.asarray(boxes)
-  batch_indices = jnp.asarray(batch_indices)
+  features, boxes, batch_indices = _checked_inputs(features, boxes, batch_indices)
   out_h, out_w = _pair(output_size)
   num_images, height, width, channels = features.shape
   if boxes.shape[0] == 0:

@@ -1,5 +1,8 @@
 """The digits and shapes TFDS builders: sizes, ranges, a fixed split, consistent targets."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -104,3 +107,16 @@ def test_render_is_deterministic():
   second = shapes.render(np.random.default_rng((0, 1, 2)), 32, 4)
   for key in first:
     np.testing.assert_array_equal(first[key], second[key])
+
+
+def test_processes_racing_to_prepare_share_one_build(tmp_path):
+  # Without the pipeline's file lock the losers of this race fail renaming their build.
+  script = ('import sys; from cnnjax import data; '
+            "print(data.dataset_info('digits', sys.argv[1]).splits['test'])")
+  runs = [subprocess.Popen([sys.executable, '-c', script, str(tmp_path)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True) for _ in range(3)]
+  outputs = [run.communicate(timeout=300) for run in runs]
+  for run, (stdout, stderr) in zip(runs, outputs):
+    assert run.returncode == 0, stderr.splitlines()[-1]
+    assert stdout.split()[-1] == '359'
+  assert sorted(p.name for p in (tmp_path / 'digits').iterdir()) == ['1.0.0']

@@ -81,6 +81,17 @@ def test_resume_from_state_yields_the_same_batches(data_dir, pk):
   _assert_batches_equal(_take(restored, 3), expected)
 
 
+def test_worker_processes_yield_the_same_batches_and_resume(data_dir):
+  kwargs = dict(split='train', batch_size=100, seed=5, data_dir=data_dir)
+  expected = _take(data.train_iterator('digits', **kwargs), 5)
+  with_workers = data.train_iterator('digits', worker_count=2, **kwargs)
+  _assert_batches_equal(_take(with_workers, 3), expected[:3])
+  state = json.loads(json.dumps(with_workers.get_state()))
+  restored = data.train_iterator('digits', worker_count=2, **kwargs)
+  restored.set_state(state)
+  _assert_batches_equal(_take(restored, 2), expected[3:])
+
+
 def test_epochs_are_reshuffled_and_cover_the_split(data_dir):
   first, second = _take(data.train_iterator('digits', split='train', batch_size=719, seed=0,
                                             data_dir=data_dir), 2)  # batch 719 = half.

@@ -29,9 +29,7 @@ class Classification(tasks.Task):
     return models.create(self.config.model, **self.backbone_kwargs(self.data.num_classes))
 
   def preprocess(self, batch, rng, train):
-    images = inputs.prepare_images(batch["image"], rng, train, self.config,
-                                   self.input_shape[0], self.dtype)
-    return {**batch, "image": images}
+    return inputs.prepare_batch(self, batch, rng, train)
 
   def loss_fn(self, params, batch_stats, batch, rng, train):
     variables = {"params": params, "batch_stats": batch_stats}

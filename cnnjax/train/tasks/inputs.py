@@ -76,3 +76,11 @@ def prepare_images(images: jax.Array, rng: jax.Array, train: bool, config: Any,
   mean, std = normalization(config)
   x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
   return x.astype(dtype)
+
+
+def prepare_batch(task: tasks.Task, batch: tasks.Batch, rng: jax.Array,
+                  train: bool) -> tasks.Batch:
+  """`batch` with 'image' prepared for `task`'s model: uint8 [B, H, W, C] -> [B, h, w, c]."""
+  images = prepare_images(batch["image"], rng, train, task.config, task.input_shape[0],
+                          task.dtype)
+  return {**batch, "image": images}

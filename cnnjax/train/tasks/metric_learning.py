@@ -74,9 +74,7 @@ class MetricLearning(tasks.Task):
     return {"classes_per_group": per_device // k, "examples_per_class": k}
 
   def preprocess(self, batch, rng, train):
-    images = inputs.prepare_images(batch["image"], rng, train, self.config,
-                                   self.input_shape[0], self.dtype)
-    return {**batch, "image": images}
+    return inputs.prepare_batch(self, batch, rng, train)
 
   def loss_fn(self, params, batch_stats, batch, rng, train):
     variables = {"params": params, "batch_stats": batch_stats}

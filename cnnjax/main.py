@@ -8,6 +8,10 @@
 
 Multi-host runs add `--distributed` (Cloud TPU, SLURM: detected automatically) or
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`.
+`--config.model_kwargs.KEY=VALUE` sets any field of the model (e.g. `width=8`); other
+`--config.KEY` overrides must name keys the config has.
+SIGTERM saves a checkpoint and exits with status 0, or `--preempted_exit_code` (launchers
+use 75 to tell a stopped run, which must be started again, from a finished one).
 Mistakes a user can make print one line, `cnnjax: error: ...`, and exit with status 2.
 """
 
@@ -24,12 +28,14 @@ USAGE = ("usage: cnnjax {train,eval} --config=FILE[:ARG] --workdir=DIR [--config
          " | cnnjax models | cnnjax summary NAME [--input=H,W,C] [--num-classes=N]")
 
 
-
 def _define_flags(argv: list[str]) -> flags.FlagValues:
   """A fresh set of the command's flags for `argv` (so `main` can run more than once)."""
   values = flags.FlagValues()
+  # New keys are accepted so that `--config.model_kwargs.KEY=VALUE` can set any module
+  # field; `cnnjax.train.config.validate` rejects unknown keys everywhere else.
   config_flags.DEFINE_config_file("config", None, "experiment config file[:arg]",
-                                  flag_values=values, lock_config=True, sys_argv=argv)
+                                  flag_values=values, lock_config=False,
+                                  accept_new_attributes=True, sys_argv=argv)
   flags.DEFINE_string("workdir", None, "directory for checkpoints and logs", flag_values=values)
   flags.DEFINE_string("input", None, "H,W,C input shape for `summary`", flag_values=values)
   flags.DEFINE_integer("num_classes", None, "classes for `summary` (default: the model's)",
@@ -40,6 +46,10 @@ def _define_flags(argv: list[str]) -> flags.FlagValues:
                       flag_values=values)
   flags.DEFINE_integer("num_processes", None, "multi-host process count", flag_values=values)
   flags.DEFINE_integer("process_id", None, "this process's index", flag_values=values)
+  flags.DEFINE_integer("preempted_exit_code", 0,
+                       "exit status of a `train` that SIGTERM stopped before its last step "
+                       "(after saving a checkpoint); launchers that restart failed jobs set "
+                       "it non-zero", flag_values=values)
   return values
 
 
@@ -55,7 +65,7 @@ def _parse(argv: list[str]) -> tuple[str, list[str], flags.FlagValues]:
   try:
     positional = values([argv[0], *rest])[1:]
   except flags.Error as error:
-    raise UsageError(_one_line(error)) from None
+    raise UsageError(_one_line(_wrapped_usage_error(error) or error)) from None
   except (KeyError, AttributeError) as error:  # config_flags: an override of no such key.
     raise UsageError(f"unknown config key {_one_line(error)} in a --config.KEY override; "
                      "check its spelling.") from None
@@ -64,6 +74,20 @@ def _parse(argv: list[str]) -> tuple[str, list[str], flags.FlagValues]:
   except (TypeError, ValueError) as error:  # config_flags: a value of the wrong type.
     raise UsageError(f"bad --config value: {_one_line(error)}") from None
   return command, positional, values
+
+
+def _wrapped_usage_error(error: BaseException) -> UsageError | None:
+  """The first UsageError raised under `error`, e.g. by a config's `get_config(arg)`.
+
+  config_flags re-raises get_config's errors with their traceback as the message, and absl
+  wraps that again; the original holds the one line to print.
+  """
+  found = None
+  while error is not None:
+    if isinstance(error, UsageError):
+      found = error
+    error = error.__cause__ or error.__context__
+  return found
 
 
 def _one_line(error: Exception) -> str:
@@ -130,6 +154,8 @@ def main(argv: list[str]) -> int:
   result = loop.run(config, workdir, train=command == "train")
   if command == "eval":
     print(json.dumps(result, sort_keys=True))
+  if result.get("preempted"):
+    return values.preempted_exit_code
   return 0
 
 

@@ -4,8 +4,8 @@ A family supplies, for a model name and the torch module prefixes present in a s
 a dict from torch module prefixes ("features.0", "layer1.0.bn1") to Flax module paths
 ("features_0", "layer1_0/bn1"), plus any model keyword arguments the state dict implies
 (GoogLeNet's auxiliary heads). The tensors under each
-prefix say what the layer is: a `running_mean` makes it BatchNorm, a 4-D `weight` a
-convolution, a 2-D `weight` a dense layer.
+prefix say what the layer is: running statistics or a 1-D `weight` make it BatchNorm, a
+4-D `weight` a convolution, a 2-D `weight` a dense layer.
 """
 
 from typing import Any, Callable, Mapping
@@ -31,6 +31,7 @@ def register_mapping(names: list[str], mapping: Mapping_, classifier: str) -> No
 
 
 def convertible_names() -> list[str]:
+  """The torchvision model names that `cnnjax.convert.torchvision.convert` accepts, sorted."""
   return sorted(_MAPPINGS)
 
 
@@ -42,7 +43,8 @@ def prefix_mapping(name: str, state_dict: Mapping[str, Any]
                      f"{', '.join(convertible_names())}")
   mapping, classifier = _MAPPINGS[name]
   if f"{classifier}.weight" not in state_dict:
-    raise UsageError(f"state dict has no classifier {classifier}.weight; is it a {name} state dict?")
+    raise UsageError(f"state dict has no classifier {classifier}.weight; "
+                     f"is it a {name} state dict?")
   prefixes, model_kwargs = mapping(name, {k.rpartition(".")[0] for k in state_dict})
   num_classes = int(state_dict[f"{classifier}.weight"].shape[0])
   return prefixes, {**model_kwargs, "num_classes": num_classes}
@@ -50,30 +52,44 @@ def prefix_mapping(name: str, state_dict: Mapping[str, Any]
 
 def _to_numpy(tensor: Any) -> np.ndarray:
   if hasattr(tensor, "detach"):  # torch.Tensor, without importing torch here.
-    tensor = tensor.detach().cpu().numpy()
+    # numpy has no bfloat16 (nor torch's other low-precision floats): widen in torch first.
+    tensor = tensor.detach().cpu().float().numpy()
   return np.asarray(tensor, dtype=np.float32)
+
+
+def _is_norm(tensors: dict[str, np.ndarray]) -> bool:
+  """BatchNorm: running statistics, or a 1-D weight (a per-channel scale) without them."""
+  weight = tensors.get("weight")
+  return bool({"running_mean", "running_var"} & set(tensors)) or (
+      weight is not None and weight.ndim == 1)
 
 
 def _missing_tensors(prefix: str, tensors: dict[str, np.ndarray]) -> list[str]:
   """Keys one layer lacks: every layer needs a weight, BatchNorm also its bias and statistics."""
   needed = {"weight"}
-  if {"running_mean", "running_var"} & set(tensors):
+  if _is_norm(tensors):
     needed |= {"bias", "running_mean", "running_var"}
   return [f"{prefix}.{leaf}" for leaf in sorted(needed - set(tensors))]
 
 
+def _wrong_rank(prefix: str, tensors: dict[str, np.ndarray]) -> list[str]:
+  """The layer's weight key and shape when no layer has a weight of that rank."""
+  weight = tensors.get("weight")
+  if weight is None or weight.ndim in (1, 2, 4):
+    return []
+  return [f"{prefix}.weight {tuple(weight.shape)}"]
+
+
 def _layer_variables(tensors: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-  """Torch tensors of one layer -> {"params": {...}, "batch_stats": {...}} for its Flax module."""
-  if "running_mean" in tensors:
+  """Torch tensors of one checked layer -> {"params": ..., "batch_stats": ...} for its module."""
+  if _is_norm(tensors):
     return {"params": {"scale": tensors["weight"], "bias": tensors["bias"]},
             "batch_stats": {"mean": tensors["running_mean"], "var": tensors["running_var"]}}
   weight = tensors["weight"]
   if weight.ndim == 4:  # [out, in/groups, kh, kw] -> [kh, kw, in/groups, out]
     kernel = weight.transpose(2, 3, 1, 0)
-  elif weight.ndim == 2:  # [out, in] -> [in, out]
+  else:  # [out, in] -> [in, out]; map_state_dict has refused every other rank.
     kernel = weight.T
-  else:
-    raise ValueError(f"cannot map a weight of shape {weight.shape}")
   params = {"kernel": kernel}
   if "bias" in tensors:
     params["bias"] = tensors["bias"]
@@ -84,7 +100,8 @@ def map_state_dict(state_dict: Mapping[str, Any], prefixes: dict[str, str]) -> d
   """Builds Flax variables from a torch state dict through `prefixes`.
 
   Raises:
-    UsageError: naming the state-dict keys no prefix claims, and the prefixes with no tensors.
+    UsageError: naming the state-dict keys no prefix claims, the prefixes with no tensors,
+      the keys a layer lacks and the weights of a rank no layer has.
   """
   grouped: dict[str, dict[str, np.ndarray]] = {}
   unexpected = []
@@ -98,9 +115,13 @@ def map_state_dict(state_dict: Mapping[str, Any], prefixes: dict[str, str]) -> d
     grouped.setdefault(prefix, {})[leaf] = _to_numpy(tensor)
   missing = [p for p in prefixes if p not in grouped]
   missing_keys = [k for p, tensors in grouped.items() for k in _missing_tensors(p, tensors)]
-  if unexpected or missing or missing_keys:
-    raise UsageError(f"state dict does not match: unexpected keys {sorted(unexpected)[:10]}, "
-                     f"missing layers {missing[:10]}, missing keys {missing_keys[:10]}")
+  wrong_rank = [k for p, tensors in grouped.items() for k in _wrong_rank(p, tensors)]
+  if unexpected or missing or missing_keys or wrong_rank:
+    problems = {"unexpected keys": sorted(unexpected), "missing layers": missing,
+                "missing keys": missing_keys,
+                "weights not 1-D (BatchNorm), 2-D (dense) or 4-D (conv)": wrong_rank}
+    raise UsageError("state dict does not match: " + "; ".join(
+        f"{what} {found[:10]}" for what, found in problems.items() if found))
   flat: dict[tuple[str, ...], np.ndarray] = {}
   for prefix, tensors in grouped.items():
     path = tuple(prefixes[prefix].split("/"))
@@ -121,7 +142,9 @@ def check_against(variables: dict, expected: dict) -> None:
   extra = sorted(set(got) - set(want))
   wrong = sorted(k for k in set(got) & set(want) if tuple(got[k].shape) != tuple(want[k].shape))
   if missing or extra or wrong:
-    details = [f"missing {missing[:10]}" if missing else "", f"unexpected {extra[:10]}" if extra else "",
+    details = [f"missing {missing[:10]}" if missing else "",
+               f"unexpected {extra[:10]}" if extra else "",
                "shape mismatch " + ", ".join(f"{k}: {got[k].shape} vs {want[k].shape}"
                                              for k in wrong[:10]) if wrong else ""]
-    raise UsageError("converted weights do not fit the model: " + "; ".join(d for d in details if d))
+    raise UsageError("converted weights do not fit the model: "
+                     + "; ".join(d for d in details if d))

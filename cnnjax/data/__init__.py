@@ -1,6 +1,5 @@
 """Datasets (TFDS builders), the Grain host pipeline and samplers."""
 
-from cnnjax.data.pipeline import check_batch_size
 from cnnjax.data.pipeline import dataset_info
 from cnnjax.data.pipeline import DatasetInfo
 from cnnjax.data.pipeline import eval_iterator

@@ -57,14 +57,6 @@ def resolve_data_dir(data_dir: str | None = None) -> str:
   return data_dir if '://' in data_dir else os.path.expanduser(data_dir)
 
 
-def check_batch_size(global_batch: int, num_devices: int) -> int:
-  """Returns the per-device batch; raises UsageError unless it divides evenly."""
-  if global_batch <= 0 or global_batch % num_devices:
-    raise UsageError(f'batch size {global_batch} does not split over {num_devices} devices: '
-                     f'use a positive multiple of {num_devices}')
-  return global_batch // num_devices
-
-
 def dataset_info(dataset: str, data_dir: str | None = None, *,
                  image_size: int | None = None) -> DatasetInfo:
   """Describes `dataset` as the pipeline yields it; prepares cnnjax's own builders."""
@@ -109,9 +101,9 @@ def train_iterator(dataset: str, *, split: str, batch_size: int, seed: int,
     classes_per_group, examples_per_class: P and K. When set, every consecutive P*K
       examples of a batch hold P distinct classes with K examples each (classes in blocks
       of K); B must be a multiple of P*K (pass P*K = the per-device batch).
-    worker_count: Grain worker processes (0 reads in this process with threads). Workers
-      interleave their batches, so the batch order depends on it: resume with the same
-      worker_count.
+    worker_count: Grain worker processes (0 reads in this process with threads). Batches
+      are formed before the iterator, so they and their order do not depend on it; the
+      iterator state's form does, so resume with the same worker_count.
     image_size: square side for datasets whose images vary in size (see `adapters`).
     read_threads: threads reading and decoding examples in each process.
 

@@ -1,10 +1,20 @@
 """Detection metrics on the host: VOC-style AP at IoU 0.5 and COCO-style mAP@[.5:.95].
 
-Matching follows the VOC devkit: per class, detections over all images are taken in
-descending score order; each is a true positive when its best-overlapping ground-truth box
-in the same image (IoU >= threshold) is not yet matched, else a false positive. Boxes are
-continuous xyxy (no +1 pixel in areas). Ground truth marked `difficult` is neither a true
-nor a false positive, as in VOC. Classes without ground truth are left out of the mean.
+Per class, each image's detections are taken in descending score order and matched to the
+same image's ground truth, by one of two rules:
+
+- 'voc' (the VOC devkit): a detection is a true positive when its best-overlapping ground
+  truth (IoU >= threshold) is not yet matched, else a false positive, even when another
+  unmatched ground truth overlaps it enough.
+- 'coco' (pycocotools): a detection matches the best-overlapping ground truth with IoU >=
+  threshold among those still unmatched (the last of equally good ones), else it is a false
+  positive. Only each image's `max_detections` (100) highest-scored detections of a class
+  are counted, as pycocotools' maxDets, which caps per image and category.
+
+Boxes are continuous xyxy (no +1 pixel in areas). Ground truth marked `difficult` (COCO's
+`ignore`) is neither a true nor a false positive: under 'voc' when it is the best overlap;
+under 'coco' when a detection matches it, which happens only if no regular ground truth is
+left to match. Classes without ground truth are left out of the mean.
 
 AP is the area under the precision envelope: all-point interpolation (VOC 2010 onwards)
 or COCO's 101 recall points.
@@ -15,17 +25,13 @@ from typing import Sequence
 import numpy as np
 
 from cnnjax.errors import UsageError
+from cnnjax.ops.boxes import check_boxes, elementwise_box_iou
 
 COCO_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.96, 0.05), 2).tolist())
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-  """IoU of one box [4] with boxes [M, 4]; 0 for empty unions."""
-  wh = np.maximum(np.minimum(box[2:], boxes[:, 2:]) - np.maximum(box[:2], boxes[:, :2]), 0)
-  intersection = wh[:, 0] * wh[:, 1]
-  area = lambda b: np.maximum(b[..., 2] - b[..., 0], 0) * np.maximum(b[..., 3] - b[..., 1], 0)
-  union = area(box) + area(boxes) - intersection
-  return np.where(union > 0, intersection / np.where(union > 0, union, 1), 0.0)
+COCO_MAX_DETECTIONS = 100
+MATCHINGS = ("voc", "coco")
+# Outcomes of a detection at one IoU threshold.
+_FALSE_POSITIVE, _TRUE_POSITIVE, _IGNORED = 0, 1, 2
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray,
@@ -52,94 +58,170 @@ def average_precision(recall: np.ndarray, precision: np.ndarray,
   return float(np.sum(recall_steps * envelope))
 
 
-def _class_ap(detections, ground_truth, label: int, threshold: float,
-              interpolation: str) -> float | None:
-  """AP of one class at one IoU threshold; None when the class has no (non-difficult) truth."""
-  truth = {}
+def _match_voc(overlaps: np.ndarray, difficult: np.ndarray, threshold: float) -> np.ndarray:
+  """Outcomes [D] of detections (rows of overlaps [D, M], by score) under the VOC rule."""
+  outcomes = np.full(overlaps.shape[0], _FALSE_POSITIVE)
+  if overlaps.shape[1] == 0:
+    return outcomes
+  matched = np.zeros(overlaps.shape[1], bool)
+  for d, row in enumerate(overlaps):
+    best = int(np.argmax(row))
+    if row[best] < threshold:
+      continue
+    if difficult[best]:
+      outcomes[d] = _IGNORED
+    elif not matched[best]:
+      matched[best] = True
+      outcomes[d] = _TRUE_POSITIVE
+  return outcomes
+
+
+def _match_coco(overlaps: np.ndarray, difficult: np.ndarray, threshold: float) -> np.ndarray:
+  """Outcomes [D] of detections (rows of overlaps [D, M], by score) under pycocotools' rule."""
+  outcomes = np.full(overlaps.shape[0], _FALSE_POSITIVE)
+  matched = np.zeros(overlaps.shape[1], bool)
+  # pycocotools caps the threshold so that a perfect overlap still matches at 1.0.
+  threshold = min(threshold, 1 - 1e-10)
+  for d, row in enumerate(overlaps):
+    # Regular ground truth first; ignored ground truth only when no regular one matches.
+    for group in (~difficult, difficult):
+      candidates = np.flatnonzero(group & ~matched & (row >= threshold))
+      if candidates.size:
+        # The last of equally good candidates, as pycocotools' `<` comparison keeps it.
+        best = candidates[candidates.size - 1 - int(np.argmax(row[candidates][::-1]))]
+        matched[best] = True
+        outcomes[d] = _IGNORED if difficult[best] else _TRUE_POSITIVE
+        break
+  return outcomes
+
+
+def _class_ap(detections, ground_truth, label: int, thresholds: Sequence[float],
+              interpolation: str, matching: str, max_detections: int | None) -> float | None:
+  """AP of one class averaged over IoU thresholds; None when it has no (non-difficult) truth."""
+  match = _match_coco if matching == "coco" else _match_voc
   num_positives = 0
-  for image, (boxes, labels, difficult) in enumerate(ground_truth):
-    keep = labels == label
-    truth[image] = (boxes[keep], difficult[keep], np.zeros(keep.sum(), bool))
-    num_positives += int((~difficult[keep]).sum())
+  scores, outcomes = [], []
+  for (det_boxes, det_scores, det_labels), (boxes, labels, difficult) in zip(detections,
+                                                                             ground_truth):
+    truth = labels == label
+    num_positives += int((~difficult[truth]).sum())
+    mine = np.flatnonzero(det_labels == label)
+    if not mine.size:
+      continue
+    # Stable, so that equal scores keep their input order (as the VOC devkit and pycocotools).
+    mine = mine[np.argsort(-det_scores[mine], kind="stable")][:max_detections]
+    overlaps = elementwise_box_iou(det_boxes[mine][:, None], boxes[truth][None, :], xp=np)
+    scores.append(det_scores[mine])
+    outcomes.append(np.stack([match(overlaps, difficult[truth], t) for t in thresholds], axis=1))
   if num_positives == 0:
     return None
-  entries = [(score, image, box) for image, (boxes, scores, labels) in enumerate(detections)
-             for box, score, det_label in zip(boxes, scores, labels) if det_label == label]
-  entries.sort(key=lambda entry: -entry[0])
-  true_positive = np.zeros(len(entries))
-  false_positive = np.zeros(len(entries))
-  for d, (_, image, box) in enumerate(entries):
-    boxes, difficult, matched = truth[image]
-    if len(boxes) == 0:
-      false_positive[d] = 1
-      continue
-    overlaps = _iou(box, boxes)
-    best = int(np.argmax(overlaps))
-    if overlaps[best] >= threshold:
-      if difficult[best]:
-        continue
-      if not matched[best]:
-        matched[best] = True
-        true_positive[d] = 1
-      else:
-        false_positive[d] = 1
-    else:
-      false_positive[d] = 1
-  tp, fp = np.cumsum(true_positive), np.cumsum(false_positive)
-  recall = tp / num_positives
-  precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-  return average_precision(recall, precision, interpolation)
+  if not scores:
+    return 0.0
+  scores, outcomes = np.concatenate(scores), np.concatenate(outcomes)
+  outcomes = outcomes[np.argsort(-scores, kind="stable")]
+  aps = []
+  for outcome in outcomes.T:
+    outcome = outcome[outcome != _IGNORED]
+    tp = np.cumsum(outcome == _TRUE_POSITIVE)
+    fp = np.cumsum(outcome == _FALSE_POSITIVE)
+    recall = tp / num_positives
+    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    aps.append(average_precision(recall, precision, interpolation))
+  return float(np.mean(aps))
 
 
-def _as_arrays(item, with_scores: bool):
-  if with_scores:
-    boxes, scores, labels = item
-    return (np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64).ravel(),
-            np.asarray(labels).ravel())
-  boxes, labels, *difficult = item
+def _checked_labels(labels, num_classes: int, what: str) -> np.ndarray:
   labels = np.asarray(labels).ravel()
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise UsageError(f"{what} must lie in [0, {num_classes}), found {labels.min()}.."
+                     f"{labels.max()}; pass 0-based class indices and the right num_classes.")
+  return labels
+
+
+def _checked_boxes(boxes, what: str) -> np.ndarray:
+  boxes = np.asarray(boxes, np.float64)
+  if boxes.size == 0:
+    return boxes.reshape(0, 4)
+  if boxes.ndim != 2 or boxes.shape[1] != 4:
+    raise UsageError(f"{what} must be [D, 4] xyxy, got shape {boxes.shape}.")
+  check_boxes(boxes, what)
+  return boxes
+
+
+def _check_lengths(image: int, kind: str, **arrays: np.ndarray) -> None:
+  lengths = {name: len(values) for name, values in arrays.items()}
+  if len(set(lengths.values())) > 1:
+    found = ", ".join(f"{length} {name}" for name, length in lengths.items())
+    raise UsageError(f"image {image}: {kind} have {found}; pass one of each per box.")
+
+
+def _as_detections(item, image: int, num_classes: int):
+  boxes, scores, labels = item
+  boxes = _checked_boxes(boxes, f"detection boxes of image {image}")
+  scores = np.asarray(scores, np.float64).ravel()
+  labels = _checked_labels(labels, num_classes, f"detection labels of image {image}")
+  _check_lengths(image, "detection arrays", boxes=boxes, scores=scores, labels=labels)
+  return boxes, scores, labels
+
+
+def _as_truth(item, image: int, num_classes: int):
+  boxes, labels, *difficult = item
+  boxes = _checked_boxes(boxes, f"ground-truth boxes of image {image}")
+  labels = _checked_labels(labels, num_classes, f"ground-truth labels of image {image}")
   difficult = (np.asarray(difficult[0], bool).ravel() if difficult
                else np.zeros(len(labels), bool))
-  return np.asarray(boxes, np.float64).reshape(-1, 4), labels, difficult
+  _check_lengths(image, "ground-truth arrays", boxes=boxes, labels=labels, difficult=difficult)
+  return boxes, labels, difficult
 
 
 def mean_average_precision(detections: Sequence, ground_truth: Sequence, num_classes: int,
                            iou_thresholds: Sequence[float] = (0.5,),
-                           interpolation: str = "all") -> dict[str, float]:
+                           interpolation: str = "all", matching: str = "voc",
+                           max_detections: int | None = None) -> dict[str, float]:
   """Mean AP over classes (and IoU thresholds).
 
   Args:
     detections: per image (boxes [D, 4] xyxy, scores [D], labels [D]).
     ground_truth: per image (boxes [M, 4] xyxy, labels [M]) or (boxes, labels, difficult [M]).
-    num_classes: classes are 0 .. num_classes - 1.
+    num_classes: classes are 0 .. num_classes - 1; labels outside raise UsageError.
     iou_thresholds: IoU thresholds to average over.
     interpolation: 'all' (VOC) or 'coco'.
+    matching: 'voc' or 'coco' (see the module doc).
+    max_detections: count only each image's highest-scored detections of each class, this
+      many (all when None).
 
   Returns:
     {'map': mean over thresholds and classes with ground truth, 'ap/<class>': per-class AP
     averaged over thresholds}.
+
+  Raises:
+    UsageError: for different numbers of images, of boxes, scores and labels in one image,
+      labels outside [0, num_classes), or boxes with x2 < x1, y2 < y1 or non-finite values.
   """
   if len(detections) != len(ground_truth):
     raise UsageError(f"detections cover {len(detections)} images but ground truth "
                      f"{len(ground_truth)}; pass one entry per image to both.")
-  detections = [_as_arrays(item, True) for item in detections]
-  ground_truth = [_as_arrays(item, False) for item in ground_truth]
+  if matching not in MATCHINGS:
+    raise UsageError(f"matching must be one of {MATCHINGS}, got {matching!r}.")
+  detections = [_as_detections(item, i, num_classes) for i, item in enumerate(detections)]
+  ground_truth = [_as_truth(item, i, num_classes) for i, item in enumerate(ground_truth)]
   results = {}
   for label in range(num_classes):
-    aps = [_class_ap(detections, ground_truth, label, t, interpolation) for t in iou_thresholds]
-    if aps[0] is not None:
-      results[f"ap/{label}"] = float(np.mean(aps))
-  per_class = [v for v in results.values()]
+    ap = _class_ap(detections, ground_truth, label, iou_thresholds, interpolation, matching,
+                   max_detections)
+    if ap is not None:
+      results[f"ap/{label}"] = ap
+  per_class = list(results.values())
   results["map"] = float(np.mean(per_class)) if per_class else 0.0
   return results
 
 
 def voc_map(detections: Sequence, ground_truth: Sequence, num_classes: int) -> float:
-  """VOC mAP at IoU 0.5 with all-point interpolation."""
+  """VOC mAP at IoU 0.5 with all-point interpolation and VOC matching."""
   return mean_average_precision(detections, ground_truth, num_classes, (0.5,), "all")["map"]
 
 
 def coco_map(detections: Sequence, ground_truth: Sequence, num_classes: int) -> float:
-  """COCO mAP averaged over IoU 0.50:0.05:0.95 with 101-point interpolation."""
+  """COCO mAP over IoU 0.50:0.05:0.95: COCO matching, 100 detections, 101-point interpolation."""
   return mean_average_precision(detections, ground_truth, num_classes, COCO_THRESHOLDS,
-                                "coco")["map"]
+                                "coco", "coco", COCO_MAX_DETECTIONS)["map"]

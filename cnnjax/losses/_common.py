@@ -8,6 +8,8 @@ import jax.numpy as jnp
 from cnnjax.errors import UsageError
 
 AxisName = Any
+# What a loss returns: its value, or (value, metrics) when called with return_metrics=True.
+Loss = jax.Array | tuple[jax.Array, dict[str, jax.Array]]
 REDUCTIONS = ('mean', 'sum', 'none')
 
 

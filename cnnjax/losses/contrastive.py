@@ -122,7 +122,7 @@ def _dense_logsumexp(anchors, columns, self_column, positive_column):
 
 def nt_xent_loss(z1: jax.Array, z2: jax.Array, temperature: float = 0.5,
                  axis_name: AxisName | None = None, block_size: int | None = None,
-                 reduction: str = 'mean', return_metrics: bool = False):
+                 reduction: str = 'mean', return_metrics: bool = False) -> _common.Loss:
   """SimCLR's normalised temperature-scaled cross-entropy over 2N views.
 
   loss_i = -log(exp(s_ip / t) / sum_{k != i} exp(s_ik / t)), with s the cosine similarity

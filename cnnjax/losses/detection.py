@@ -14,13 +14,11 @@ import optax
 
 from cnnjax.errors import UsageError
 from cnnjax.losses import _common
+from cnnjax.ops.boxes import check_boxes, elementwise_box_iou, is_concrete
 
 
-def _is_concrete(*arrays) -> bool:
-  return not any(isinstance(a, jax.core.Tracer) for a in arrays)
-
-
-def split_yolo_output(predictions: jax.Array, num_boxes: int):
+def split_yolo_output(predictions: jax.Array,
+                      num_boxes: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Splits YOLOv1 outputs into boxes, confidences and class scores.
 
   Each cell predicts `num_boxes` boxes as (x, y, sqrt w, sqrt h, confidence), with (x, y)
@@ -54,30 +52,15 @@ def split_yolo_output(predictions: jax.Array, num_boxes: int):
   return boxes, raw, confidences, predictions[..., 5 * num_boxes:]
 
 
-def _elementwise_iou(a: jax.Array, b: jax.Array) -> jax.Array:
-  """IoU of matching boxes a[..., 4] and b[..., 4]; 0 where the union is empty."""
-  wh = jnp.maximum(jnp.minimum(a[..., 2:], b[..., 2:]) - jnp.maximum(a[..., :2], b[..., :2]), 0)
-  intersection = wh[..., 0] * wh[..., 1]
-  area = lambda x: jnp.maximum(x[..., 2] - x[..., 0], 0) * jnp.maximum(x[..., 3] - x[..., 1], 0)
-  union = area(a) + area(b) - intersection
-  return jnp.where(union > 0, intersection / jnp.where(union > 0, union, 1), 0.0)
-
-
 def _check_ground_truth(boxes, labels, valid, num_classes: int, loss_name: str,
                         normalised: bool) -> None:
-  if not _is_concrete(boxes, labels, valid):
+  if not is_concrete(boxes, labels, valid):
     return
   boxes, labels, valid = np.asarray(boxes), np.asarray(labels), np.asarray(valid, bool)
   kept_boxes, kept_labels = boxes[valid], labels[valid]
   if not kept_boxes.size:
     return
-  if not np.isfinite(kept_boxes).all():
-    raise UsageError(f"{loss_name}: ground-truth boxes contain NaN or Inf; fix or mark them "
-                     "invalid.")
-  if ((kept_boxes[:, 2] < kept_boxes[:, 0]).any()
-      or (kept_boxes[:, 3] < kept_boxes[:, 1]).any()):
-    raise UsageError(f"{loss_name}: ground-truth boxes have x2 < x1 or y2 < y1; pass "
-                     "(x1, y1, x2, y2).")
+  check_boxes(kept_boxes, f"{loss_name}: ground-truth boxes")
   if normalised and (kept_boxes.min() < -1e-3 or kept_boxes.max() > 1 + 1e-3):
     raise UsageError(f"{loss_name}: boxes must be normalised to [0, 1] (divide pixel "
                      "coordinates by the image size).")
@@ -114,7 +97,7 @@ def _yolo_targets(boxes: jax.Array, labels: jax.Array, valid: jax.Array, grid: i
 
 def yolo_v1_loss(predictions: jax.Array, boxes: jax.Array, labels: jax.Array, valid: jax.Array,
                  num_boxes: int = 2, lambda_coord: float = 5.0, lambda_noobj: float = 0.5,
-                 reduction: str = "mean", return_metrics: bool = False):
+                 reduction: str = "mean", return_metrics: bool = False) -> _common.Loss:
   """YOLOv1's sum-squared loss (Redmon et al., 2016).
 
   For each object, the cell holding its centre is responsible, and of that cell's B boxes
@@ -128,7 +111,7 @@ def yolo_v1_loss(predictions: jax.Array, boxes: jax.Array, labels: jax.Array, va
 
   Args:
     predictions: [N, S, S, B * 5 + C], laid out as in `split_yolo_output`.
-    boxes: [N, M, 4] ground truth xyxy normalised to [0, 1] by the image size.
+    boxes: [N, M, 4] ground truth xyxy normalised to [0, 1] by the image size; M may be 0.
     labels: [N, M] int classes in [0, C).
     valid: [N, M] bool, which of the M padded boxes are real.
     num_boxes: B.
@@ -149,6 +132,11 @@ def yolo_v1_loss(predictions: jax.Array, boxes: jax.Array, labels: jax.Array, va
       predictions.astype(jnp.float32), num_boxes)
   num_classes = class_scores.shape[-1]
   _check_ground_truth(boxes, labels, valid, num_classes, "yolo_v1_loss", normalised=True)
+  if jnp.shape(boxes)[1] == 0:
+    # No ground-truth slots: one invalid slot gives the target arrays something to index.
+    boxes = jnp.zeros((n, 1, 4))
+    labels = jnp.zeros((n, 1), jnp.int32)
+    valid = jnp.zeros((n, 1), bool)
   has_object, target_boxes, target_raw, target_classes = jax.vmap(
       _yolo_targets, in_axes=(0, 0, 0, None, None))(
           jnp.asarray(boxes, jnp.float32), jnp.asarray(labels), jnp.asarray(valid, bool),
@@ -158,7 +146,7 @@ def yolo_v1_loss(predictions: jax.Array, boxes: jax.Array, labels: jax.Array, va
   pred_raw = pred_raw.reshape(n, cells, num_boxes, 4)
   confidences = confidences.reshape(n, cells, num_boxes)
   class_scores = class_scores.reshape(n, cells, num_classes)
-  iou = jax.lax.stop_gradient(_elementwise_iou(pred_boxes, target_boxes[:, :, None, :]))
+  iou = jax.lax.stop_gradient(elementwise_box_iou(pred_boxes, target_boxes[:, :, None, :]))
   responsible = jax.nn.one_hot(jnp.argmax(iou, axis=-1), num_boxes) * has_object[..., None]
   coord = jnp.sum(jnp.square(pred_raw - target_raw[:, :, None, :]), axis=-1)
   coord_loss = lambda_coord * jnp.sum(responsible * coord, axis=(1, 2))
@@ -182,14 +170,26 @@ def yolo_v1_loss(predictions: jax.Array, boxes: jax.Array, labels: jax.Array, va
 
 
 def smooth_l1(x: jax.Array, beta: float = 1.0) -> jax.Array:
-  """Elementwise smooth L1: 0.5 x^2 / beta where |x| < beta, |x| - 0.5 beta elsewhere."""
-  return optax.huber_loss(x, delta=beta) / beta
+  """Elementwise smooth L1 (as torch): 0.5 x^2 / beta where |x| < beta, |x| - 0.5 beta elsewhere.
+
+  beta = 0 is plain L1, |x|, with finite gradients. A negative beta raises UsageError when
+  concrete; traced, it also gives |x| - 0.5 beta.
+  """
+  beta_value = _common.concrete_number(beta)
+  if beta_value is not None and beta_value < 0:
+    raise UsageError(f"smooth_l1: beta={beta_value} is negative; use beta >= 0 (0 is plain L1).")
+  # |x| whose gradient at 0 is sign(0) = 0, as torch's L1 (jnp.abs gives 1 there).
+  magnitude = x * jax.lax.stop_gradient(jnp.sign(x))
+  # The quadratic branch is never taken when beta is 0; the safe divisor keeps its gradient
+  # (which `where` still computes) finite.
+  quadratic = 0.5 * jnp.square(x) / jnp.where(beta > 0, beta, 1.0)
+  return jnp.where(magnitude < beta, quadratic, magnitude - 0.5 * beta)
 
 
 def fast_rcnn_loss(class_logits: jax.Array, box_deltas: jax.Array, labels: jax.Array,
                    regression_targets: jax.Array, weights: jax.Array | None = None,
                    box_loss_weight: float = 1.0, beta: float = 1.0, reduction: str = "mean",
-                   return_metrics: bool = False):
+                   return_metrics: bool = False) -> _common.Loss:
   """Fast R-CNN's multi-task loss (Girshick, 2015): L = L_cls + lambda [u >= 1] L_loc.
 
   L_cls is the softmax cross-entropy over K + 1 classes (0 = background); L_loc sums the
@@ -204,7 +204,7 @@ def fast_rcnn_loss(class_logits: jax.Array, box_deltas: jax.Array, labels: jax.A
     regression_targets: [R, 4] deltas of each RoI's matched ground truth.
     weights: [R] bool or 0/1 float, which RoIs count (padding is 0); all when None.
     box_loss_weight: lambda.
-    beta: smooth L1 transition point (1 in the paper).
+    beta: smooth L1 transition point (1 in the paper; 0 gives L1).
     reduction: 'mean' over counted RoIs, 'sum', or 'none' ([R]).
     return_metrics: also return {'class_loss', 'box_loss', 'accuracy', 'foreground'}.
 
@@ -215,7 +215,7 @@ def fast_rcnn_loss(class_logits: jax.Array, box_deltas: jax.Array, labels: jax.A
   _common.check_reduction(reduction, "fast_rcnn_loss")
   num_rois, num_outputs = class_logits.shape
   box_deltas = box_deltas.reshape(num_rois, num_outputs, 4).astype(jnp.float32)
-  if _is_concrete(labels) and np.size(labels):
+  if is_concrete(labels) and np.size(labels):
     values = np.asarray(labels)
     if values.min() < 0 or values.max() >= num_outputs:
       raise UsageError(f"fast_rcnn_loss: RoI labels must lie in [0, {num_outputs}) "

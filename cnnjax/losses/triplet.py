@@ -107,7 +107,7 @@ def _pair_masks(embeddings: jax.Array, labels: jax.Array, distance: str,
 
 def triplet_semihard_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 1.0,
                           distance: Distance = 'l2', axis_name: AxisName | None = None,
-                          reduction: str = 'mean', return_metrics: bool = False):
+                          reduction: str = 'mean', return_metrics: bool = False) -> _common.Loss:
   """Triplet loss with online semi-hard negative mining, as TensorFlow Addons defines it.
 
   For every anchor-positive pair (a, p) the negative is the one nearest to a among those
@@ -188,7 +188,7 @@ def _semihard(embeddings, labels, margin, *, distance, axis_name, reduction, ret
 
 def triplet_hard_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 1.0,
                       distance: Distance = 'l2', axis_name: AxisName | None = None,
-                      reduction: str = 'mean', return_metrics: bool = False):
+                      reduction: str = 'mean', return_metrics: bool = False) -> _common.Loss:
   """Batch-hard triplet loss: per anchor, its farthest positive against its nearest negative.
 
   Each anchor with at least one positive and one negative contributes
@@ -245,7 +245,7 @@ def _hard(embeddings, labels, margin, *, distance, axis_name, reduction, return_
 
 def triplet_all_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 1.0,
                      distance: Distance = 'l2', axis_name: AxisName | None = None,
-                     reduction: str = 'mean', return_metrics: bool = False):
+                     reduction: str = 'mean', return_metrics: bool = False) -> _common.Loss:
   """Batch-all triplet loss: every valid (anchor, positive, negative) triplet.
 
   The terms are max(d(a, p) - d(a, n) + margin, 0) over all valid triplets; 'mean'

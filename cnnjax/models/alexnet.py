@@ -12,15 +12,13 @@ so torchvision's fc6 weights load unchanged; the transpose costs one 9216-value 
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.models import layers
 from cnnjax.models.registry import register
-
-Dtype = Any
 
 # Smallest H and W that leave the last 3x3/2 max pool a non-empty window.
 MIN_SIZE = 63
@@ -41,11 +39,6 @@ def local_response_norm(x: jnp.ndarray, size: int = 5, alpha: float = 1e-4, beta
   return x / (k + alpha * window_sums) ** beta
 
 
-def flatten_nchw(x: jnp.ndarray) -> jnp.ndarray:
-  """[N, H, W, C] -> [N, C * H * W] in torch's flatten order."""
-  return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
-
-
 class AlexNet(nn.Module):
   """AlexNet for [N, H, W, 3] images, H and W >= 63.
 
@@ -57,7 +50,7 @@ class AlexNet(nn.Module):
   lrn: bool = False  # Local response normalisation after conv1 and conv2.
   hidden: int = 4096
   dropout_rate: float = 0.5
-  dtype: Dtype = jnp.float32
+  dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None  # Unused (no BatchNorm); every model takes it.
 
   @nn.compact
@@ -79,7 +72,7 @@ class AlexNet(nn.Module):
     x = nn.relu(conv(w4, (3, 3), padding=1, feature_group_count=towers, name="conv4")(x))
     x = nn.relu(conv(w5, (3, 3), padding=1, feature_group_count=towers, name="conv5")(x))
     x = layers.MaxPool(3, 2)(x)
-    x = flatten_nchw(layers.AdaptiveAvgPool(6)(x))
+    x = layers.flatten_nchw(layers.AdaptiveAvgPool(6)(x))
     dropout = functools.partial(nn.Dropout, self.dropout_rate, deterministic=not train)
     x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc6")(dropout()(x)))
     x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc7")(dropout()(x)))

@@ -8,7 +8,7 @@ torchvision's state-dict prefixes ("denseblock1_denselayer1/norm1" is
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -16,21 +16,16 @@ import jax.numpy as jnp
 from cnnjax.models import layers
 from cnnjax.models.registry import register
 
-Dtype = Any
-ModuleDef = Callable[..., nn.Module]
-
 # torchvision: kaiming_normal_ with its defaults (fan_in, ReLU gain), untruncated.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
-# torch.nn.Linear's default weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-dense_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 class DenseLayer(nn.Module):
   """BN-ReLU-1x1 conv-BN-ReLU-3x3 conv; appends `growth_rate` channels to its input."""
   growth_rate: int
   bn_size: int
-  conv: ModuleDef
-  norm: ModuleDef
+  conv: layers.ModuleDef
+  norm: layers.ModuleDef
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -45,8 +40,8 @@ class DenseLayer(nn.Module):
 class Transition(nn.Module):
   """BN-ReLU-1x1 conv to `features` channels, then 2x2 average pool with stride 2."""
   features: int
-  conv: ModuleDef
-  norm: ModuleDef
+  conv: layers.ModuleDef
+  norm: layers.ModuleDef
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -68,7 +63,7 @@ class DenseNet(nn.Module):
   bn_size: int = 4
   num_classes: int | None = 1000
   memory_efficient: bool = False
-  dtype: Dtype = jnp.float32
+  dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
   @property
@@ -101,7 +96,7 @@ class DenseNet(nn.Module):
     x = layers.GlobalAvgPool(name="avgpool")(x)
     if self.num_classes is None:
       return x
-    return nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
+    return nn.Dense(self.num_classes, kernel_init=layers.torch_linear_init, dtype=self.dtype,
                     name="classifier")(x)
 
 

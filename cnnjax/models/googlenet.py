@@ -7,30 +7,34 @@ auxiliary heads). `googlenet_paper` is the 2014 network: true 5x5 convs with bia
 BatchNorm, dropout 0.4 (6,998,552 / 13,378,280). The paper's local response
 normalisation layers are left out of both.
 
-With `aux_logits`, the auxiliary classifiers after inception4a and inception4d (4x4
-adaptive average pool, 1x1 conv to 128, fc 1024, dropout 0.7, fc classes) are built and,
-when training, returned: `(logits, aux1, aux2)`, aux1 being the earlier head. torchvision
-returns them in the other order, (logits, aux2, aux1). In evaluation only the logits come
-back. Module names follow torchvision's state-dict prefixes ("inception3a/branch2_1/bn" is
+With `aux_logits`, the auxiliary classifiers after inception4a and inception4d (average
+pool, 1x1 conv to 128, fc 1024, dropout 0.7, fc classes) are built and, when training,
+returned: `(logits, aux1, aux2)`, aux1 being the earlier head. torchvision returns them in
+the other order, (logits, aux2, aux1). In evaluation only the logits come back. The heads'
+pool (`aux_pool`) is torchvision's 4x4 adaptive average pool in `googlenet` and the paper's
+5x5/3 average pool in `googlenet_paper` (ceil mode, as the Caffe model): both give 4x4 on
+the 14x14 maps of a 224x224 input, but the paper's needs inputs of at least 47x47 (at
+init and in training, where the heads run).
+
+Module names follow torchvision's state-dict prefixes ("inception3a/branch2_1/bn" is
 "inception3a.branch2.1.bn"), so `cnnjax.convert` maps them one to one.
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.errors import UsageError
 from cnnjax.models import layers
-from cnnjax.models.alexnet import flatten_nchw
 from cnnjax.models.registry import register
-
-Dtype = Any
-ModuleDef = Callable[..., nn.Module]
 
 # conv1 (7x7/2) and three 3x3/2 ceil-mode pools: 15 -> 8 -> 4 -> 2 -> 1.
 MIN_SIZE = 15
+# The paper's 5x5/3 ceil-mode aux pool needs a 3x3 map at inception4a: 47 -> 24 -> 12 -> 6 -> 3.
+PAPER_AUX_MIN_SIZE = 47
+AUX_POOLS = ("adaptive", "5x5/3")
 
 # Inception block -> (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection) widths.
 INCEPTION_WIDTHS = {
@@ -55,8 +59,8 @@ class BasicConv(nn.Module):
   """kxk conv (stride `stride`, padding k // 2), optional BatchNorm, ReLU."""
   features: int
   kernel_size: int
-  conv: ModuleDef
-  norm: ModuleDef | None
+  conv: layers.ModuleDef
+  norm: layers.ModuleDef | None
   stride: int = 1
 
   @nn.compact
@@ -74,7 +78,7 @@ class Inception(nn.Module):
   """Four parallel branches concatenated on channels: 1x1; 1x1 -> 3x3; 1x1 -> kxk;
   3x3/1 max pool -> 1x1. Branch submodules carry torchvision's indices."""
   widths: Sequence[int]
-  basic_conv: ModuleDef
+  basic_conv: layers.ModuleDef
   branch3_kernel: int
 
   @nn.compact
@@ -92,23 +96,33 @@ class Inception(nn.Module):
 
 
 class InceptionAux(nn.Module):
-  """Auxiliary classifier: 4x4 adaptive average pool, 1x1 conv 128, fc 1024, dropout, fc."""
+  """Auxiliary classifier: average pool, 1x1 conv 128, fc 1024, dropout, fc.
+
+  `pool`: "adaptive" (torchvision: 4x4 adaptive) or "5x5/3" (the paper: a 5x5/3 ceil-mode
+  pool, 4x4 on a 14x14 map; other map sizes change fc1's input width).
+  """
   num_classes: int
-  basic_conv: ModuleDef
-  dense: ModuleDef
+  basic_conv: layers.ModuleDef
+  dense: layers.ModuleDef
   dropout_rate: float = 0.7
+  pool: str = "adaptive"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     """x: [N, H, W, C] -> logits [N, num_classes]."""
-    x = self.basic_conv(128, 1, name="conv")(layers.AdaptiveAvgPool(4)(x))
-    x = nn.relu(self.dense(1024, name="fc1")(flatten_nchw(x)))
+    if self.pool == "adaptive":
+      x = layers.AdaptiveAvgPool(4)(x)
+    else:
+      x = layers.AvgPool(5, 3, ceil_mode=True)(x)
+    x = self.basic_conv(128, 1, name="conv")(x)
+    x = nn.relu(self.dense(1024, name="fc1")(layers.flatten_nchw(x)))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return self.dense(self.num_classes, name="fc2")(x)
 
 
 class GoogLeNet(nn.Module):
-  """GoogLeNet for [N, H, W, 3] images, H and W >= 15.
+  """GoogLeNet for [N, H, W, 3] images, H and W >= 15 (>= 47 to build or train the
+  auxiliary heads with aux_pool="5x5/3").
 
   num_classes=None returns the globally pooled 1024-d features [N, 1024] (needs
   aux_logits=False). Set transform_input=True with torchvision's pretrained weights.
@@ -119,18 +133,25 @@ class GoogLeNet(nn.Module):
   branch3_kernel: int = 3  # 5 in the paper.
   dropout_rate: float = 0.2
   aux_dropout_rate: float = 0.7
+  aux_pool: str = "adaptive"  # "5x5/3" in the paper.
   transform_input: bool = False
-  dtype: Dtype = jnp.float32
+  dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False
                ) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """x: [N, H, W, 3] -> logits [N, num_classes]; (logits, aux1, aux2) when training with aux."""
+    if self.aux_pool not in AUX_POOLS:
+      raise UsageError(f"GoogLeNet aux_pool must be one of {AUX_POOLS}, got {self.aux_pool!r}.")
     layers.require_min_size(x, MIN_SIZE, "GoogLeNet")
     if self.aux_logits and self.num_classes is None:
       raise UsageError("GoogLeNet's auxiliary heads need num_classes; set aux_logits=False to "
                        "get pooled features with num_classes=None.")
+    # Aux heads are built at init even for train=False so their parameters always exist.
+    with_aux = self.aux_logits and (train or self.is_initializing())
+    if with_aux and self.aux_pool == "5x5/3":
+      layers.require_min_size(x, PAPER_AUX_MIN_SIZE, "GoogLeNet's 5x5/3 auxiliary pools")
     if self.transform_input:
       std, mean = jnp.asarray(IMAGENET_STD), jnp.asarray(IMAGENET_MEAN)
       x = x * (std / 0.5) + (mean - 0.5) / 0.5
@@ -146,10 +167,8 @@ class GoogLeNet(nn.Module):
     basic_conv = functools.partial(BasicConv, conv=conv, norm=norm)
     inception = functools.partial(Inception, basic_conv=basic_conv,
                                   branch3_kernel=self.branch3_kernel)
-    # Aux heads are built at init even for train=False so their parameters always exist.
-    with_aux = self.aux_logits and (train or self.is_initializing())
     aux_head = functools.partial(InceptionAux, self.num_classes, basic_conv, dense,
-                                 self.aux_dropout_rate)
+                                 self.aux_dropout_rate, self.aux_pool)
     pool = functools.partial(layers.MaxPool, 3, 2, ceil_mode=True)
 
     x = basic_conv(64, 7, stride=2, name="conv1")(x)
@@ -181,4 +200,4 @@ class GoogLeNet(nn.Module):
 
 register("googlenet", GoogLeNet)
 register("googlenet_paper", functools.partial(GoogLeNet, batch_norm=False, branch3_kernel=5,
-                                              dropout_rate=0.4))
+                                              dropout_rate=0.4, aux_pool="5x5/3"))

@@ -1,4 +1,5 @@
-"""Layers shared by the model families: pooling with torchvision's semantics and norm partials.
+"""Pieces shared by the model families: pooling with torchvision's semantics, norm partials,
+torch's initialisers and flatten order, and the type aliases of module fields.
 
 Pooling is written as Modules (not bare functions) so that `cnnjax summary` sees each pool
 as a layer with a kernel and a stride when it counts receptive fields.
@@ -6,15 +7,29 @@ as a layer with a kernel and a stride when it counts receptive fields.
 
 import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from cnnjax.errors import UsageError
 
 Dtype = Any
+# A Module class or a functools.partial of one, passed to a parent that builds the layers.
+ModuleDef = Callable[..., nn.Module]
+
+# torchvision's conv init for VGG, ResNet and MobileNet: kaiming_normal_(mode="fan_out",
+# nonlinearity="relu"), untruncated.
+kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# torch.nn.Linear's default weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+torch_linear_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def flatten_nchw(x: jnp.ndarray) -> jnp.ndarray:
+  """[N, H, W, C] -> [N, C * H * W] in torch's flatten order, so torch's dense weights load."""
+  return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
 
 
 def batch_norm(train: bool, axis_name: str | None = None, dtype: Dtype = jnp.float32,
@@ -57,18 +72,40 @@ class MaxPool(nn.Module):
     return nn.max_pool(x, (self.window, self.window), (self.stride, self.stride), padding=pads)
 
 
+def _avg_pool_divisors(size: int, out: int, window: int, stride: int, padding: int) -> np.ndarray:
+  """[out] divisors of PyTorch's count_include_pad average along one axis.
+
+  Each window counts its taps inside the input and its symmetric padding; the part of a
+  ceil-mode window that overhangs past the padding does not count (Caffe's AVE pooling too).
+  """
+  starts = np.arange(out) * stride - padding
+  return np.minimum(starts + window, size + padding) - starts
+
+
 class AvgPool(nn.Module):
-  """Average pooling over NHWC; zero padding counts in the mean, as PyTorch's default."""
+  """Average pooling over NHWC with symmetric `padding` and optional PyTorch `ceil_mode`.
+
+  As PyTorch's default (count_include_pad=True), zero padding counts in the mean; a
+  ceil-mode window overhanging the padding is divided only by its taps inside input and
+  padding, so with padding 0 it averages the pixels it covers.
+  """
   window: int
   stride: int
   padding: int = 0
+  ceil_mode: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     """x: [N, H, W, C] -> [N, H', W', C]."""
-    pads = [(self.padding, self.padding)] * 2
-    return nn.avg_pool(x, (self.window, self.window), (self.stride, self.stride), padding=pads,
-                       count_include_pad=True)
+    if self.ceil_mode:
+      pads = [_ceil_pool_padding(d, self.window, self.stride, self.padding) for d in x.shape[1:3]]
+    else:
+      pads = [(self.padding, self.padding)] * 2
+    sums = nn.pool(x, 0.0, jax.lax.add, (self.window, self.window), (self.stride, self.stride),
+                   pads)
+    rows, cols = (_avg_pool_divisors(size, out, self.window, self.stride, self.padding)
+                  for size, out in zip(x.shape[1:3], sums.shape[1:3]))
+    return sums / jnp.asarray(np.outer(rows, cols)[:, :, None], x.dtype)
 
 
 def _adaptive_pool_matrix(size: int, out: int) -> np.ndarray:

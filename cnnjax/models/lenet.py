@@ -11,7 +11,7 @@ around the centre to 32x32, as the paper padded MNIST; larger inputs widen the f
 dense layer.
 """
 
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -19,8 +19,6 @@ import jax.numpy as jnp
 from cnnjax.errors import UsageError
 from cnnjax.models import layers
 from cnnjax.models.registry import register
-
-Dtype = Any
 
 INPUT_SIZE = 32
 POOLINGS = ("avg", "max")
@@ -34,7 +32,7 @@ class LeNet5(nn.Module):
   num_classes: int | None = 10
   activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.tanh
   pooling: str = "avg"
-  dtype: Dtype = jnp.float32
+  dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None  # Unused (no BatchNorm); every model takes it.
 
   @nn.compact

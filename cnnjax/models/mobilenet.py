@@ -9,7 +9,7 @@ names follow torchvision's state-dict prefixes ("features_1/conv_0/conv" is
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,12 +17,6 @@ import jax.numpy as jnp
 from cnnjax.errors import UsageError
 from cnnjax.models import layers
 from cnnjax.models.registry import register
-
-Dtype = Any
-ModuleDef = Callable[..., nn.Module]
-
-# torchvision: kaiming_normal_(mode="fan_out"), untruncated.
-conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 # MobileNet v1 body: (output channels, stride) of each depthwise-separable block.
 V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
@@ -49,8 +43,8 @@ class ConvBN(nn.Module):
   """Bias-free conv (symmetric PyTorch padding), BN, then `activation` (None: linear)."""
   features: int
   kernel_size: int
-  conv: ModuleDef
-  norm: ModuleDef
+  conv: layers.ModuleDef
+  norm: layers.ModuleDef
   stride: int = 1
   groups: int = 1
   activation: Callable[[jnp.ndarray], jnp.ndarray] | None = nn.relu
@@ -74,14 +68,15 @@ class MobileNetV1(nn.Module):
   num_classes: int | None = 1000
   alpha: float = 1.0
   blocks: Sequence[tuple[int, int]] = V1_BLOCKS
-  dtype: Dtype = jnp.float32
+  dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None."""
     _check_alpha(self.alpha)
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=layers.kaiming_normal_fan_out,
+                             dtype=self.dtype)
     conv_bn = functools.partial(ConvBN, conv=conv,
                                 norm=layers.batch_norm(train, self.axis_name, self.dtype))
 
@@ -106,7 +101,7 @@ class InvertedResidual(nn.Module):
   features: int
   stride: int
   expansion: int
-  conv_bn: ModuleDef
+  conv_bn: layers.ModuleDef
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -137,14 +132,15 @@ class MobileNetV2(nn.Module):
   blocks: Sequence[tuple[int, int, int, int]] = V2_BLOCKS
   last_channel: int = 1280
   dropout_rate: float = 0.2
-  dtype: Dtype = jnp.float32
+  dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None."""
     _check_alpha(self.alpha)
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=layers.kaiming_normal_fan_out,
+                             dtype=self.dtype)
     conv_bn = functools.partial(ConvBN, conv=conv,
                                 norm=layers.batch_norm(train, self.axis_name, self.dtype))
 

@@ -2,7 +2,9 @@
 
 Three mlpconv blocks, each a kxk conv followed by two 1x1 convs ("cccp" layers in the
 authors' Caffe model), all with ReLU: 5x5 192-160-96, 5x5 192-192-192, 3x3 192-192-classes.
-The first two blocks end in a 3x3/2 max pool (ceil mode, as Caffe pools) and dropout 0.5.
+The first two blocks end in a 3x3/2 pool and dropout 0.5: a max pool after the first and
+an average pool after the second, as in the Caffe model (`pools`). Both use Caffe's ceil
+mode; the average divides each window by the number of its pixels inside the image.
 The last 1x1 conv emits one map per class and global average pooling turns the maps into
 logits: there are no dense layers. The class maps are left linear so logits can be
 negative (the Caffe model put a ReLU there too).
@@ -12,7 +14,7 @@ last block's remaining layers (its kxk conv and first 1x1 conv): [N, widths[-1][
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -21,10 +23,9 @@ from cnnjax.errors import UsageError
 from cnnjax.models import layers
 from cnnjax.models.registry import register
 
-Dtype = Any
-
 # Two 3x3/2 ceil-mode pools: 4 -> 2 -> 1.
 MIN_SIZE = 4
+POOLS = {"max": layers.MaxPool, "avg": layers.AvgPool}
 
 
 class NiN(nn.Module):
@@ -32,12 +33,14 @@ class NiN(nn.Module):
 
   Block i is a `kernel_sizes[i]` conv of width `widths[i][0]` followed by 1x1 convs of widths
   `widths[i][1:]`; the last block's final 1x1 conv (num_classes wide) is added on top.
+  Every block but the last ends in a 3x3/2 pool of kind `pools[i]`, "max" or "avg".
   """
   num_classes: int | None = 10
   widths: Sequence[Sequence[int]] = ((192, 160, 96), (192, 192, 192), (192, 192))
   kernel_sizes: Sequence[int] = (5, 5, 3)
+  pools: Sequence[str] = ("max", "avg")
   dropout_rate: float = 0.5
-  dtype: Dtype = jnp.float32
+  dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None  # Unused (no BatchNorm); every model takes it.
 
   @nn.compact
@@ -46,6 +49,9 @@ class NiN(nn.Module):
     if len(self.widths) != len(self.kernel_sizes):
       raise UsageError(f"NiN needs one kernel size per block: got {len(self.widths)} blocks "
                        f"and {len(self.kernel_sizes)} kernel sizes.")
+    if len(self.pools) != len(self.widths) - 1 or not set(self.pools) <= set(POOLS):
+      raise UsageError(f"NiN needs one pool, 'max' or 'avg', after each block but the last: got "
+                       f"pools={tuple(self.pools)} for {len(self.widths)} blocks.")
     layers.require_min_size(x, MIN_SIZE, "NiN")
     conv = functools.partial(nn.Conv, dtype=self.dtype)
     last = len(self.widths) - 1
@@ -55,7 +61,7 @@ class NiN(nn.Module):
       for i, width in enumerate(widths[1:], start=1):
         x = nn.relu(conv(width, (1, 1), name=f"block{block + 1}_cccp{i}")(x))
       if block < last:
-        x = layers.MaxPool(3, 2, ceil_mode=True)(x)
+        x = POOLS[self.pools[block]](3, 2, ceil_mode=True)(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     if self.num_classes is not None:
       x = conv(self.num_classes, (1, 1), name="class_maps")(x)

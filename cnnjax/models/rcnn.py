@@ -16,6 +16,7 @@ proposals in pixel xyxy; returns (class_logits [N, R, K + 1], box_deltas [N, R, 
 `sample_rois` draws the training RoIs; `detect` turns outputs into detections.
 """
 
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -49,13 +50,24 @@ class DetectionHead(nn.Module):
                       name="cls_score")(x)
     deltas = nn.Dense(outputs * 4, kernel_init=nn.initializers.normal(0.001), dtype=self.dtype,
                       name="bbox_pred")(x)
-    return logits.astype(jnp.float32), deltas.reshape(-1, outputs, 4).astype(jnp.float32)
+    return (logits.astype(jnp.float32),
+            deltas.reshape(x.shape[0], outputs, 4).astype(jnp.float32))
 
 
 def _check_proposals(images: jnp.ndarray, proposals: jnp.ndarray) -> None:
   if proposals.ndim != 3 or proposals.shape[0] != images.shape[0] or proposals.shape[2] != 4:
     raise UsageError(f"proposals must be [N, R, 4] = [{images.shape[0]}, R, 4] pixel xyxy, got "
                      f"{tuple(proposals.shape)}; pad each image's proposals to the same R.")
+
+
+def _feature_scale(feature_size: int, image_size: int) -> float:
+  """The backbone's scale along one axis, feature_size / image_size rounded to a power of two.
+
+  Backbone strides are powers of two, but a map's side is rounded from image / stride (4
+  cells for 100 pixels at stride 32), so the plain ratio would misplace RoIs; torchvision's
+  MultiScaleRoIAlign infers its scales the same way.
+  """
+  return 2.0 ** round(math.log2(feature_size / image_size))
 
 
 class FastRCNN(nn.Module):
@@ -92,17 +104,22 @@ class FastRCNN(nn.Module):
                              self.dtype, self.axis_name)
     features = backbone_feature_map(backbone, images, train)
     n, num_rois, _ = proposals.shape
-    spatial_scale = features.shape[1] / images.shape[1]
-    flat_boxes = proposals.reshape(-1, 4)
+    # The RoI ops take one scale; scaling the boxes per axis by powers of two first is exact
+    # and also right when the two axes' strides differ.
+    scale_x = _feature_scale(features.shape[2], images.shape[2])
+    scale_y = _feature_scale(features.shape[1], images.shape[1])
+    flat_boxes = proposals.reshape(n * num_rois, 4) * jnp.array([scale_x, scale_y] * 2,
+                                                                proposals.dtype)
     image_index = jnp.repeat(jnp.arange(n, dtype=jnp.int32), num_rois)
     if self.pool == "roi_pool":
-      pooled = roi_ops.roi_pool(features, flat_boxes, image_index, self.pool_size, spatial_scale)
+      pooled = roi_ops.roi_pool(features, flat_boxes, image_index, self.pool_size)
     else:
-      pooled = roi_ops.roi_align(features, flat_boxes, image_index, self.pool_size, spatial_scale,
+      pooled = roi_ops.roi_align(features, flat_boxes, image_index, self.pool_size,
                                  sampling_ratio=2)
     head = DetectionHead(self.num_classes, self.hidden, self.dropout_rate, self.dtype)
-    logits, deltas = head(pooled.reshape(n * num_rois, -1), train)
-    return logits.reshape(n, num_rois, -1), deltas.reshape(n, num_rois, -1, 4)
+    logits, deltas = head(pooled.reshape(n * num_rois, math.prod(pooled.shape[1:])), train)
+    outputs = self.num_classes + 1
+    return logits.reshape(n, num_rois, outputs), deltas.reshape(n, num_rois, outputs, 4)
 
 
 def warp_crops(images: jnp.ndarray, proposals: jnp.ndarray, crop_size: int,
@@ -161,6 +178,10 @@ class RCNN(nn.Module):
     if not 0 <= 2 * self.context < self.crop_size:
       raise UsageError(f"R-CNN context must be in [0, crop_size / 2), got {self.context}.")
     n, num_rois, _ = proposals.shape
+    outputs = self.num_classes + 1
+    if num_rois == 0 and not self.is_initializing():
+      # Nothing to classify; the CNN's BatchNorm would average an empty batch into NaN.
+      return jnp.zeros((n, 0, outputs)), jnp.zeros((n, 0, outputs, 4))
     crops = warp_crops(images, proposals, self.crop_size, self.context).astype(self.dtype)
     backbone = make_backbone(self.backbone, self.backbone_widths, self.backbone_kwargs,
                              self.dtype, self.axis_name, feature_map=False)
@@ -168,37 +189,51 @@ class RCNN(nn.Module):
     if self.backbone == "conv":
       features = jnp.mean(features, axis=(1, 2))
     head = DetectionHead(self.num_classes, self.hidden, self.dropout_rate, self.dtype)
-    logits, deltas = head(features.reshape(n * num_rois, -1), train)
-    return logits.reshape(n, num_rois, -1), deltas.reshape(n, num_rois, -1, 4)
+    logits, deltas = head(features.reshape(n * num_rois, math.prod(features.shape[1:])), train)
+    return logits.reshape(n, num_rois, outputs), deltas.reshape(n, num_rois, outputs, 4)
 
 
 def sample_rois(key: jax.Array, proposals: jnp.ndarray, proposal_valid: jnp.ndarray,
                 gt_boxes: jnp.ndarray, gt_labels: jnp.ndarray, gt_valid: jnp.ndarray,
                 num_samples: int, foreground_fraction: float = 0.25,
                 foreground_iou: float = 0.5, background_iou: tuple[float, float] = (0.1, 0.5),
-                box_weights: Sequence[float] = box_ops.FAST_RCNN_WEIGHTS):
+                box_weights: Sequence[float] = box_ops.FAST_RCNN_WEIGHTS
+                ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """Fast R-CNN's RoI sampling for one image, with static shapes.
 
   The ground-truth boxes join the proposals (as in torchvision). RoIs with IoU >=
   `foreground_iou` to some object are foreground and take its class; those with IoU in
   [background_iou[0], background_iou[1]) are background. Up to `foreground_fraction` of the
   samples are foreground, drawn at random; background fills the rest; slots left over (too
-  few candidates) are padding with weight 0.
+  few candidates) are padding with weight 0. Invalid ground truth overlaps nothing, so an
+  image without objects gives only background RoIs.
 
   Args:
     key: PRNG key.
     proposals: [P, 4] pixel xyxy; proposal_valid: [P] bool.
-    gt_boxes: [M, 4]; gt_labels: [M] int in [0, K); gt_valid: [M] bool.
-    num_samples: S, the static number of sampled RoIs.
+    gt_boxes: [M, 4]; gt_labels: [M] int in [0, K); gt_valid: [M] bool. M may be 0.
+    num_samples: S, the static number of sampled RoIs, at most P + M (else UsageError).
 
   Returns:
     rois [S, 4], labels [S] int32 (0 background, 1 + class otherwise), regression targets
     [S, 4] (zeros for background), weights [S] float32 (1 for real samples).
   """
+  if num_samples > proposals.shape[0] + gt_boxes.shape[0]:
+    raise UsageError(f"sample_rois: num_samples={num_samples} is more than the "
+                     f"{proposals.shape[0]} proposals plus {gt_boxes.shape[0]} ground-truth "
+                     "slots; pad the proposals (marked invalid) or sample fewer RoIs.")
+  if gt_boxes.shape[0] == 0:
+    # No ground-truth slots: one invalid slot gives the matching arrays something to index.
+    gt_boxes = jnp.zeros((1, 4), proposals.dtype)
+    gt_labels = jnp.zeros((1,), jnp.int32)
+    gt_valid = jnp.zeros((1,), bool)
   candidates = jnp.concatenate([proposals, gt_boxes], axis=0)
   candidate_valid = jnp.concatenate([proposal_valid, gt_valid], axis=0)
   iou = box_ops.box_iou(candidates, gt_boxes)
-  iou = jnp.where(gt_valid[None, :] & candidate_valid[:, None], iou, -1.0)
+  # Valid candidates have IoU 0 with invalid ground truth, so they can still be background;
+  # invalid candidates get -1, below every IoU range, so they are never sampled.
+  iou = jnp.where(gt_valid[None, :], iou, 0.0)
+  iou = jnp.where(candidate_valid[:, None], iou, -1.0)
   best_iou = jnp.max(iou, axis=1)
   matched = jnp.argmax(iou, axis=1)
   foreground = best_iou >= foreground_iou
@@ -230,12 +265,13 @@ def sample_rois(key: jax.Array, proposals: jnp.ndarray, proposal_valid: jnp.ndar
 def detect(class_logits: jnp.ndarray, box_deltas: jnp.ndarray, proposals: jnp.ndarray,
            proposal_valid: jnp.ndarray, image_size: tuple[int, int],
            score_threshold: float = 0.05, iou_threshold: float = 0.3, max_detections: int = 100,
-           box_weights: Sequence[float] = box_ops.FAST_RCNN_WEIGHTS):
+           box_weights: Sequence[float] = box_ops.FAST_RCNN_WEIGHTS) -> box_ops.Detections:
   """Per-class boxes and scores of every proposal, then per-class NMS (the paper's test).
 
   Args:
     class_logits: [N, R, K + 1]; box_deltas: [N, R, K + 1, 4]; proposals: [N, R, 4];
-    proposal_valid: [N, R] bool.
+    proposal_valid: [N, R] bool; invalid (padding) proposals are never returned, whatever
+      `score_threshold`. R may be 0.
     image_size: (height, width), to clip boxes.
 
   Returns:
@@ -247,12 +283,14 @@ def detect(class_logits: jnp.ndarray, box_deltas: jnp.ndarray, proposals: jnp.nd
   probs = jax.nn.softmax(class_logits, axis=-1)[..., 1:]
   refs = jnp.broadcast_to(proposals[:, :, None, :], (n, num_rois, outputs - 1, 4))
   boxes = box_ops.decode_boxes(box_deltas[:, :, 1:], refs, box_weights)
-  boxes = box_ops.clip_boxes(boxes, height, width).reshape(n, -1, 4)
-  scores = jnp.where(proposal_valid[..., None], probs, 0.0).reshape(n, -1)
-  classes = jnp.broadcast_to(jnp.arange(outputs - 1), (n, num_rois, outputs - 1)).reshape(n, -1)
-
-  return box_ops.select_detections(boxes, scores, classes, score_threshold, iou_threshold,
-                                   max_detections)
+  candidates = num_rois * (outputs - 1)
+  boxes = box_ops.clip_boxes(boxes, height, width).reshape(n, candidates, 4)
+  scores = probs.reshape(n, candidates)
+  classes = jnp.broadcast_to(jnp.arange(outputs - 1), (n, num_rois, outputs - 1))
+  valid = jnp.broadcast_to(proposal_valid[..., None], (n, num_rois, outputs - 1))
+  return box_ops.select_detections(boxes, scores, classes.reshape(n, candidates),
+                                   score_threshold, iou_threshold, max_detections,
+                                   valid.reshape(n, candidates))
 
 
 registry.register("fast_rcnn", FastRCNN)

@@ -10,7 +10,7 @@ Flax module names follow torchvision's state-dict prefixes ("layer1_0/conv1" is
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -18,14 +18,6 @@ import jax.numpy as jnp
 from cnnjax.errors import UsageError
 from cnnjax.models import layers
 from cnnjax.models.registry import register
-
-Dtype = Any
-ModuleDef = Callable[..., nn.Module]
-
-# torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu"), untruncated.
-conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-# torch.nn.Linear's default weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-dense_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 STEMS = ("imagenet", "cifar")
 SHORTCUTS = ("projection", "zero_pad")
@@ -45,8 +37,8 @@ class Shortcut(nn.Module):
   features: int
   stride: int
   kind: str
-  conv: ModuleDef
-  norm: ModuleDef
+  conv: layers.ModuleDef
+  norm: layers.ModuleDef
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -62,9 +54,9 @@ class BasicBlock(nn.Module):
   """Two 3x3 convs; output channels = `features`."""
   features: int
   stride: int
-  conv: ModuleDef
-  norm: ModuleDef
-  shortcut: ModuleDef
+  conv: layers.ModuleDef
+  norm: layers.ModuleDef
+  shortcut: layers.ModuleDef
   zero_init_residual: bool = False
 
   @nn.compact
@@ -89,9 +81,9 @@ class Bottleneck(nn.Module):
   """
   features: int
   stride: int
-  conv: ModuleDef
-  norm: ModuleDef
-  shortcut: ModuleDef
+  conv: layers.ModuleDef
+  norm: layers.ModuleDef
+  shortcut: layers.ModuleDef
   zero_init_residual: bool = False
   stride_in_1x1: bool = False
 
@@ -132,7 +124,7 @@ class ResNet(nn.Module):
   shortcut: str = "projection"
   stride_in_1x1: bool = False
   zero_init_residual: bool = False
-  dtype: Dtype = jnp.float32
+  dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
   @nn.compact
@@ -142,8 +134,8 @@ class ResNet(nn.Module):
       raise UsageError(f"ResNet stem must be one of {STEMS}, got {self.stem!r}.")
     if self.shortcut not in SHORTCUTS:
       raise UsageError(f"ResNet shortcut must be one of {SHORTCUTS}, got {self.shortcut!r}.")
-    conv = functools.partial(nn.Conv, use_bias=False, padding="VALID", kernel_init=conv_init,
-                             dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, padding="VALID",
+                             kernel_init=layers.kaiming_normal_fan_out, dtype=self.dtype)
     norm = layers.batch_norm(train, self.axis_name, self.dtype)
     shortcut = functools.partial(Shortcut, kind=self.shortcut, conv=conv, norm=norm)
     block = functools.partial(self.block, conv=conv, norm=norm, shortcut=shortcut,
@@ -165,7 +157,8 @@ class ResNet(nn.Module):
     x = layers.GlobalAvgPool(name="avgpool")(x)
     if self.num_classes is None:
       return x
-    return nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype, name="fc")(x)
+    return nn.Dense(self.num_classes, kernel_init=layers.torch_linear_init, dtype=self.dtype,
+                    name="fc")(x)
 
 
 IMAGENET_STAGES = {

@@ -12,7 +12,6 @@ at the input size. Variants:
 
 import functools
 import itertools
-from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -21,44 +20,39 @@ from cnnjax.errors import UsageError
 from cnnjax.models import layers
 from cnnjax.models.registry import register
 
-Dtype = Any
 
+def valid_output_size(size: int, depth: int) -> int | None:
+  """Output side of a valid-padded U-Net of `depth` for an input side of `size`.
 
-def _valid_sizes_ok(size: int, depth: int) -> bool:
-  """Whether `size` passes through a valid-padded U-Net of `depth` with positive, even maps."""
+  None when `size` does not tile: some map before a 2x2 pool is odd or too small, or a
+  map comes out empty.
+  """
   for _ in range(depth):
-    size -= 4
+    size -= 4  # Two unpadded 3x3 convs.
     if size < 2 or size % 2:
-      return False
+      return None
     size //= 2
   size -= 4
   for _ in range(depth):
     if size < 1:
-      return False
-    size = 2 * size - 4
-  return size >= 1
+      return None
+    size = 2 * size - 4  # 2x2 up-convolution, then two 3x3 convs.
+  return size if size >= 1 else None
 
 
-def valid_output_size(size: int, depth: int) -> int:
-  """Output side of a valid-padded U-Net of `depth` for an input side that tiles."""
-  for _ in range(depth):
-    size = (size - 4) // 2
-  size -= 4
-  for _ in range(depth):
-    size = 2 * size - 4
-  return size
+def _tiles(size: int, depth: int, padding: str) -> bool:
+  """Whether a U-Net of `depth` and `padding` accepts an input side of `size`."""
+  if padding == "same":
+    return size > 0 and size % (2 ** depth) == 0
+  return valid_output_size(size, depth) is not None
 
 
 def _nearest_size(size: int, depth: int, padding: str) -> int:
   """The input side nearest to `size` that the network accepts (ties go to the larger)."""
-  def ok(s: int) -> bool:
-    if padding == "same":
-      return s > 0 and s % (2 ** depth) == 0
-    return _valid_sizes_ok(s, depth)
   # Valid sizes recur every 2**depth pixels, so this search ends within that many steps.
   for delta in itertools.count():
     for candidate in (size + delta, size - delta):
-      if ok(candidate):
+      if _tiles(candidate, depth, padding):
         return candidate
 
 
@@ -72,8 +66,8 @@ def _center_crop(x: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
 class DoubleConv(nn.Module):
   """Two 3x3 convolutions, each followed by optional BatchNorm and ReLU."""
   features: int
-  conv: Any
-  norm: Any | None
+  conv: layers.ModuleDef
+  norm: layers.ModuleDef | None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -104,16 +98,14 @@ class UNet(nn.Module):
   padding: str = "valid"
   num_classes: int | None = 2
   use_batch_norm: bool = False
-  dtype: Dtype = jnp.float32
+  dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
   def _check_size(self, x: jnp.ndarray) -> None:
     if self.padding not in ("valid", "same"):
       raise UsageError(f"unet padding must be 'valid' or 'same', got {self.padding!r}.")
     for side in x.shape[1:3]:
-      ok = (side % (2 ** self.depth) == 0 if self.padding == "same"
-            else _valid_sizes_ok(side, self.depth))
-      if not ok:
+      if not _tiles(side, self.depth, self.padding):
         nearest = _nearest_size(side, self.depth, self.padding)
         raise UsageError(
             f"unet (padding={self.padding!r}, depth={self.depth}) cannot tile a side of {side} "

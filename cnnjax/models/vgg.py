@@ -12,22 +12,19 @@ torchvision's fc6 weights load unchanged.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnjax.errors import UsageError
 from cnnjax.models import layers
-from cnnjax.models.alexnet import flatten_nchw
 from cnnjax.models.registry import register
-
-Dtype = Any
 
 # Four 2x2/2 pools must leave at least 2x2 for the fifth.
 MIN_SIZE = 32
 
-conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-dense_init = nn.initializers.normal(0.01)
+dense_init = nn.initializers.normal(0.01)  # torchvision's VGG init, not torch's Linear default.
 
 
 class VGG(nn.Module):
@@ -42,15 +39,18 @@ class VGG(nn.Module):
   batch_norm: bool = False
   hidden: int = 4096
   dropout_rate: float = 0.5
-  dtype: Dtype = jnp.float32
+  dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """x: [N, H, W, C] -> logits [N, num_classes] (or fc7 features [N, hidden])."""
+    if len(self.stage_sizes) != len(self.widths):
+      raise UsageError(f"VGG needs one width per stage: got {len(self.stage_sizes)} stages and "
+                       f"{len(self.widths)} widths.")
     layers.require_min_size(x, MIN_SIZE, "VGG")
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=1, kernel_init=conv_init,
-                             dtype=self.dtype)
+    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=1,
+                             kernel_init=layers.kaiming_normal_fan_out, dtype=self.dtype)
     norm = layers.batch_norm(train, self.axis_name, self.dtype)
     for stage, (size, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
       for i in range(1, size + 1):
@@ -59,7 +59,7 @@ class VGG(nn.Module):
           x = norm(name=f"bn{stage}_{i}")(x)
         x = nn.relu(x)
       x = layers.MaxPool(2, 2)(x)
-    x = flatten_nchw(layers.AdaptiveAvgPool(7)(x))
+    x = layers.flatten_nchw(layers.AdaptiveAvgPool(7)(x))
     dense = functools.partial(nn.Dense, kernel_init=dense_init, dtype=self.dtype)
     dropout = functools.partial(nn.Dropout, self.dropout_rate, deterministic=not train)
     x = dropout()(nn.relu(dense(self.hidden, name="fc6")(x)))

@@ -138,11 +138,13 @@ class YOLOv1(nn.Module):
 
 def decode(predictions: jnp.ndarray, num_boxes: int, image_size: tuple[int, int],
            score_threshold: float = 0.05, iou_threshold: float = 0.5,
-           max_detections: int = 100):
+           max_detections: int = 100) -> box_ops.Detections:
   """YOLOv1 outputs -> detections after per-class NMS, with static shapes.
 
   Each box scores confidence x class score for its best class (the paper's class-specific
-  confidence); boxes below `score_threshold` are dropped, the rest go through NMS per class.
+  confidence), both clipped to [0, 1] first: the outputs are linear, regressed toward
+  targets in [0, 1], and two negative outputs must not multiply into a positive score.
+  Boxes below `score_threshold` are dropped, the rest go through NMS per class.
 
   Args:
     predictions: [N, S, S, B * 5 + C].
@@ -161,8 +163,8 @@ def decode(predictions: jnp.ndarray, num_boxes: int, image_size: tuple[int, int]
   boxes = boxes * jnp.array([width, height, width, height], boxes.dtype)
   boxes = box_ops.clip_boxes(boxes, height, width).reshape(n, -1, 4)
   classes = jnp.argmax(class_scores, axis=-1)
-  best_class_score = jnp.max(class_scores, axis=-1)
-  scores = (confidences * best_class_score[..., None]).reshape(n, -1)
+  best_class_score = jnp.clip(jnp.max(class_scores, axis=-1), 0.0, 1.0)
+  scores = (jnp.clip(confidences, 0.0, 1.0) * best_class_score[..., None]).reshape(n, -1)
   classes = jnp.broadcast_to(classes[..., None], confidences.shape).reshape(n, -1)
 
   return box_ops.select_detections(boxes, scores, classes, score_threshold, iou_threshold,

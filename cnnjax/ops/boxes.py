@@ -9,11 +9,13 @@ torchvision divides 0 by 0 (two zero-area boxes), these functions return 0, neve
 """
 
 import math
-from typing import Sequence
+from types import ModuleType
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from cnnjax.errors import UsageError
 
@@ -21,14 +23,16 @@ from cnnjax.errors import UsageError
 FAST_RCNN_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 # Largest log-scale change decode_boxes applies, as torchvision (a 1000/16 size ratio).
 _MAX_LOG_SCALE = math.log(1000.0 / 16)
+# Detections with static shapes: boxes [N, D, 4], scores [N, D], classes [N, D], valid [N, D].
+Detections = tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]
 
 
-def is_concrete(x) -> bool:
-  """Whether x holds values now (so it can be checked), rather than being traced under jit."""
-  return not isinstance(x, jax.core.Tracer)
+def is_concrete(*values: Any) -> bool:
+  """Whether all values hold data now (so they can be checked), rather than being traced."""
+  return not any(isinstance(x, jax.core.Tracer) for x in values)
 
 
-def check_boxes(boxes, name: str = "boxes") -> None:
+def check_boxes(boxes: ArrayLike, name: str = "boxes") -> None:
   """Raises UsageError when concrete `boxes` [..., 4] have x2 < x1 or y2 < y1 or are not finite.
 
   Traced boxes are not checked (see the module docstring for how they are handled).
@@ -41,31 +45,47 @@ def check_boxes(boxes, name: str = "boxes") -> None:
   if not np.isfinite(values).all():
     raise UsageError(f"{name} contain NaN or Inf coordinates; drop or fix those boxes first.")
   if (values[..., 2] < values[..., 0]).any() or (values[..., 3] < values[..., 1]).any():
-    raise UsageError(f"{name} contain boxes with x2 < x1 or y2 < y1; pass (x1, y1, x2, y2) "
+    raise UsageError(f"{name} have x2 < x1 or y2 < y1 in some box; pass (x1, y1, x2, y2) "
                      "with x1 <= x2 and y1 <= y2.")
 
 
-def box_area(boxes: jnp.ndarray) -> jnp.ndarray:
-  """boxes: [..., 4] -> areas [...]; malformed boxes have area 0."""
-  widths = jnp.maximum(boxes[..., 2] - boxes[..., 0], 0)
-  heights = jnp.maximum(boxes[..., 3] - boxes[..., 1], 0)
+def box_area(boxes: ArrayLike, xp: ModuleType = jnp) -> jnp.ndarray:
+  """boxes: [..., 4] -> areas [...]; malformed boxes have area 0.
+
+  `xp` is the array module: jax.numpy (traceable), or numpy for float64 work on the host.
+  """
+  widths = xp.maximum(boxes[..., 2] - boxes[..., 0], 0)
+  heights = xp.maximum(boxes[..., 3] - boxes[..., 1], 0)
   return widths * heights
 
 
-def _safe_divide(numerator: jnp.ndarray, denominator: jnp.ndarray) -> jnp.ndarray:
+def _safe_divide(numerator: jnp.ndarray, denominator: jnp.ndarray,
+                 xp: ModuleType = jnp) -> jnp.ndarray:
   """numerator / denominator, 0 where denominator <= 0 (with finite gradients there)."""
   positive = denominator > 0
-  return jnp.where(positive, numerator / jnp.where(positive, denominator, 1), 0)
+  return xp.where(positive, numerator / xp.where(positive, denominator, 1), 0)
 
 
-def _intersection_union(boxes1: jnp.ndarray, boxes2: jnp.ndarray):
-  """[N, 4], [M, 4] -> intersection areas [N, M] and union areas [N, M]."""
-  top_left = jnp.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-  bottom_right = jnp.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-  wh = jnp.maximum(bottom_right - top_left, 0)
+def _intersection_union(boxes1: ArrayLike, boxes2: ArrayLike,
+                        xp: ModuleType = jnp) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """boxes1 [..., 4] and boxes2 [..., 4], broadcast -> intersection and union areas [...]."""
+  top_left = xp.maximum(boxes1[..., :2], boxes2[..., :2])
+  bottom_right = xp.minimum(boxes1[..., 2:], boxes2[..., 2:])
+  wh = xp.maximum(bottom_right - top_left, 0)
   intersection = wh[..., 0] * wh[..., 1]
-  union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - intersection
+  union = box_area(boxes1, xp) + box_area(boxes2, xp) - intersection
   return intersection, union
+
+
+def elementwise_box_iou(boxes1: ArrayLike, boxes2: ArrayLike,
+                        xp: ModuleType = jnp) -> jnp.ndarray:
+  """IoU of boxes1[..., 4] with boxes2[..., 4], broadcast against each other; 0 for empty unions.
+
+  Unchecked (callers check or mask), so it runs inside traced code. `xp` is the array
+  module: jax.numpy by default, numpy for float64 evaluation on the host.
+  """
+  intersection, union = _intersection_union(boxes1, boxes2, xp)
+  return _safe_divide(intersection, union, xp)
 
 
 def box_iou(boxes1: jnp.ndarray, boxes2: jnp.ndarray) -> jnp.ndarray:
@@ -80,8 +100,7 @@ def box_iou(boxes1: jnp.ndarray, boxes2: jnp.ndarray) -> jnp.ndarray:
   """
   check_boxes(boxes1, "boxes1")
   check_boxes(boxes2, "boxes2")
-  intersection, union = _intersection_union(boxes1, boxes2)
-  return _safe_divide(intersection, union)
+  return elementwise_box_iou(jnp.asarray(boxes1)[:, None], jnp.asarray(boxes2)[None, :])
 
 
 def generalized_box_iou(boxes1: jnp.ndarray, boxes2: jnp.ndarray) -> jnp.ndarray:
@@ -96,10 +115,11 @@ def generalized_box_iou(boxes1: jnp.ndarray, boxes2: jnp.ndarray) -> jnp.ndarray
   """
   check_boxes(boxes1, "boxes1")
   check_boxes(boxes2, "boxes2")
+  boxes1, boxes2 = jnp.asarray(boxes1)[:, None], jnp.asarray(boxes2)[None, :]
   intersection, union = _intersection_union(boxes1, boxes2)
   iou = _safe_divide(intersection, union)
-  top_left = jnp.minimum(boxes1[:, None, :2], boxes2[None, :, :2])
-  bottom_right = jnp.maximum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+  top_left = jnp.minimum(boxes1[..., :2], boxes2[..., :2])
+  bottom_right = jnp.maximum(boxes1[..., 2:], boxes2[..., 2:])
   wh = jnp.maximum(bottom_right - top_left, 0)
   enclosing = wh[..., 0] * wh[..., 1]
   return iou - _safe_divide(enclosing - union, enclosing)
@@ -160,13 +180,34 @@ def clip_boxes(boxes: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
   return jnp.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], axis=-1)
 
 
+def _largest_at_most(threshold: ArrayLike, dtype: jnp.dtype) -> ArrayLike:
+  """The largest `dtype` number <= threshold; a traced threshold is returned unchanged.
+
+  torchvision compares an IoU computed in the boxes' precision with the threshold as a
+  double. For an IoU x of that precision, x > threshold exactly when x > this number,
+  whereas rounding the threshold to nearest (0.3 -> 0.30000001 in float32) keeps boxes
+  whose IoU, 6/20 say, rounds to the same float32 as the threshold.
+  """
+  try:
+    value = float(threshold)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    return threshold
+  rounded = np.asarray(value, dtype)
+  if float(rounded) > value:
+    rounded = np.nextafter(rounded, np.asarray(-np.inf, dtype))
+  return rounded
+
+
 def nms(boxes: jnp.ndarray, scores: jnp.ndarray, iou_threshold: float,
         max_output: int) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Greedy non-maximum suppression with torchvision's semantics and a static output size.
 
   Repeatedly keeps the highest-scored remaining box and removes every remaining box whose
   IoU with it is greater than `iou_threshold`. Runs `max_output` rounds of O(N) work each,
-  so memory stays O(N) (no N x N IoU matrix).
+  so memory stays O(N) (no N x N IoU matrix). IoUs are computed in the boxes' float dtype
+  and compared with the threshold as torchvision compares them, with the threshold as a
+  double, so IoUs equal to the threshold in exact arithmetic (whole-pixel boxes) give the
+  same result. A traced threshold is compared in the boxes' dtype instead.
 
   Args:
     boxes: [N, 4] xyxy.
@@ -184,21 +225,18 @@ def nms(boxes: jnp.ndarray, scores: jnp.ndarray, iou_threshold: float,
   num_boxes = boxes.shape[0]
   if num_boxes == 0:
     return jnp.zeros((max_output,), jnp.int32), jnp.zeros((max_output,), bool)
+  if not jnp.issubdtype(boxes.dtype, jnp.floating):
+    boxes = boxes.astype(jnp.float32)
+  threshold = _largest_at_most(iou_threshold, boxes.dtype)
   # A stable descending sort: among equal scores the lower index wins, NaN scores come last.
   order = jnp.argsort(-scores, stable=True).astype(jnp.int32)
   sorted_boxes = boxes[order]
-  areas = box_area(sorted_boxes)
 
   def keep_next(alive, _):
     position = jnp.argmax(alive)  # the first alive box in score order
     found = alive[position]
-    box = sorted_boxes[position]
-    top_left = jnp.maximum(box[:2], sorted_boxes[:, :2])
-    bottom_right = jnp.minimum(box[2:], sorted_boxes[:, 2:])
-    wh = jnp.maximum(bottom_right - top_left, 0)
-    intersection = wh[:, 0] * wh[:, 1]
-    iou = _safe_divide(intersection, areas[position] + areas - intersection)
-    alive = alive & (iou <= iou_threshold)
+    iou = elementwise_box_iou(sorted_boxes[position], sorted_boxes)
+    alive = alive & (iou <= threshold)
     alive = alive.at[position].set(False)
     return alive, (jnp.where(found, order[position], 0), found)
 
@@ -234,8 +272,8 @@ def batched_nms(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndarray,
 
 
 def select_detections(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndarray,
-                      score_threshold: float, iou_threshold: float,
-                      max_detections: int) -> tuple[jnp.ndarray, ...]:
+                      score_threshold: float, iou_threshold: float, max_detections: int,
+                      valid: jnp.ndarray | None = None) -> Detections:
   """Score threshold then per-class NMS over a batch of candidate detections.
 
   Args:
@@ -243,18 +281,27 @@ def select_detections(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndar
     score_threshold: candidates scoring below it are dropped.
     iou_threshold: as `nms`.
     max_detections: D, the static number of detections per image.
+    valid: [N, P] bool, which candidates are real (padding is never returned, whatever
+      its score); all when None.
 
   Returns:
     boxes [N, D, 4], scores [N, D] (0 where invalid), classes [N, D] int32, valid [N, D]
     bool, in descending score order.
   """
-  def one_image(image_boxes, image_scores, image_classes):
-    candidate = image_scores >= score_threshold
+  n, num_candidates = scores.shape
+  if num_candidates == 0:
+    return (jnp.zeros((n, max_detections, 4), boxes.dtype), jnp.zeros((n, max_detections)),
+            jnp.zeros((n, max_detections), jnp.int32), jnp.zeros((n, max_detections), bool))
+  if valid is None:
+    valid = jnp.ones((n, num_candidates), bool)
+
+  def one_image(image_boxes, image_scores, image_classes, image_valid):
+    candidate = (image_scores >= score_threshold) & image_valid
     # Dropped candidates sort after every kept one, so they never suppress a real box.
     masked = jnp.where(candidate, image_scores, -jnp.inf)
-    keep, valid = batched_nms(image_boxes, masked, image_classes, iou_threshold, max_detections)
-    valid = valid & candidate[keep]
-    return (image_boxes[keep], jnp.where(valid, image_scores[keep], 0.0),
-            image_classes[keep].astype(jnp.int32), valid)
+    keep, kept = batched_nms(image_boxes, masked, image_classes, iou_threshold, max_detections)
+    kept = kept & candidate[keep]
+    return (image_boxes[keep], jnp.where(kept, image_scores[keep], 0.0),
+            image_classes[keep].astype(jnp.int32), kept)
 
-  return jax.vmap(one_image)(boxes, scores, classes)
+  return jax.vmap(one_image)(boxes, scores, classes, jnp.asarray(valid, bool))

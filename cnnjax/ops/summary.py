@@ -5,7 +5,10 @@
 
 The command line's `cnnjax summary NAME [--input=H,W,C] [--num-classes=N]` prints the same.
 
-One trace of the model's `init` (`jax.make_jaxpr`, no real compute) does everything:
+The variables' shapes come from `jax.eval_shape` of the model's `init`; one trace of its
+evaluation-mode `apply` (`jax.make_jaxpr`, no real compute) then gives everything else, so
+layers that evaluation skips (GoogLeNet's auxiliary heads, built at init and run in
+training) are left out of the rows and the MACs, as in torchvision's figures:
 
 - Layers. `flax.linen.intercept_methods` records each module call that owns parameters
   (Conv, Dense, BatchNorm, ...) or pools (cnnjax.models.layers' MaxPool, AvgPool,
@@ -56,7 +59,7 @@ _POOLS = (layers.MaxPool, layers.AvgPool, layers.AdaptiveAvgPool, layers.GlobalA
 class LayerRow:
   """One layer call.
 
-  name: module path ("layer1/0/conv1"); kind: module class name; kernel: "3x3/2"
+  name: module path ("layer1_0/conv1"); kind: module class name; kernel: "3x3/2"
   (window / stride) or "". output_shape excludes the batch axis. receptive_field and jump
   are (height, width) in input pixels; jump is None once the spatial axes are reduced.
   """
@@ -74,8 +77,9 @@ class LayerRow:
 class Summary:
   """The layers of `model` on one input of `input_shape` [H, W, C], with totals.
 
-  total_params counts every parameter (equal to the rows' sum unless a module that is not
-  a layer owns parameters itself); total_macs is the rows' sum.
+  total_params counts every parameter: the rows' sum, plus parameters of layers that do
+  not run in evaluation (GoogLeNet's auxiliary heads) and of modules that are not layers
+  but own parameters themselves. total_macs is the rows' sum.
   """
   model: str
   input_shape: tuple[int, int, int]
@@ -320,7 +324,7 @@ class _FieldTracer:
   def __init__(self, overrides: Mapping[int, Any]):
     self.tagged: dict[int, _Field] = {}
     self.inputs: dict[int, _Field] = {}
-    self.overrides = overrides  # row index -> fn(input field, input shape) -> output field
+    self.overrides = overrides  # row index -> fn(input field) -> output field
 
   def run(self, jaxpr: jex.Jaxpr, in_fields: Sequence[_Field]) -> list[_Field]:
     env: dict[jex.Var, _Field] = dict(zip(jaxpr.invars, in_fields))
@@ -468,13 +472,15 @@ def summarize(name_or_model: str | nn.Module, input_shape: Sequence[int] | None 
 
   Args:
     name_or_model: a registered model name (`cnnjax.models.names()`) or a Flax Module
-      called as `model.init(rngs, x, train=False)` with x [N, H, W, C].
+      called as `model.init(rngs, x, train=False)` and `model.apply(variables, x,
+      train=False)` with x [N, H, W, C].
     input_shape: (H, W, C) of one image; None means 224x224x3.
     num_classes: classes of the classifier (None: pooled features); `...` keeps the model's
       default. Only with a name, as are further `**model_kwargs` for `cnnjax.models.create`.
 
   Returns:
-    A Summary: one row per layer call in call order, total parameters and MACs.
+    A Summary: one row per layer call of the evaluation-mode forward pass in call order,
+    total parameters and MACs.
 
   Raises:
     UsageError: unknown model, a malformed input shape, or an input too small for the model.
@@ -491,18 +497,21 @@ def summarize(name_or_model: str | nn.Module, input_shape: Sequence[int] | None 
       raise UsageError("set num_classes and other fields on the module itself, not in summarize().")
     model, model_name = name_or_model, type(name_or_model).__name__
 
+  x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+  rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+  variables = jax.eval_shape(lambda x: model.init(rngs, x, train=False), x)
   recorder = _Recorder()
 
-  def init(x):
-    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+  def apply(x, variables):
     with nn.intercept_methods(recorder):
-      return model.init(rngs, x, train=False)
+      return model.apply(variables, x, train=False)
 
-  x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-  closed, variables = jax.make_jaxpr(init, return_shape=True)(x)
+  closed = jax.make_jaxpr(apply)(x, variables)
   image_field = _Field((None, ("h", 1.0, 1.0), ("w", 1.0, 1.0), None))
+  # The image is the first input; the variables' leaves follow and see no pixels.
+  in_fields = [image_field] + [_empty(len(v.aval.shape)) for v in closed.jaxpr.invars[1:]]
   tracer = _FieldTracer(recorder.overrides)
-  tracer.run(closed.jaxpr, [image_field])
+  tracer.run(closed.jaxpr, in_fields)
 
   rows = []
   for index, row in enumerate(recorder.rows):

@@ -4,58 +4,90 @@ Layout: `workdir/checkpoints/<step>/{state,data}` and `workdir/experiment.json`,
 fingerprint of the experiment that owns the workdir. Saves are asynchronous; the last
 `keep` checkpoints and the best by `best_metric` are kept. Restoring tries the newest
 checkpoint first and falls back to older ones when a checkpoint cannot be read.
+
+A workdir is a local path or a remote URI (`gs://bucket/run`): every file goes through
+`etils.epath`, so remote workdirs are written remotely, never to a local `./gs:` folder.
 """
 
 import json
 import logging
 import os
+import uuid
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 from cnnjax.errors import UsageError
 
 FINGERPRINT_FILE = "experiment.json"
+CHECKPOINTS = "checkpoints"
 
 
-def check_fingerprint(workdir: str, fingerprint: dict[str, Any]) -> None:
+def workdir_path(workdir: str | os.PathLike) -> epath.Path:
+  """`workdir` as a path: remote URIs (gs://, s3://) as they are, local paths absolute."""
+  if "://" in os.fspath(workdir):
+    return epath.Path(workdir)
+  return epath.Path(os.path.abspath(workdir))
+
+
+def has_checkpoint(workdir: str | os.PathLike) -> bool:
+  """Whether `workdir/checkpoints` holds any step directory (readable or not)."""
+  directory = workdir_path(workdir) / CHECKPOINTS
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def check_fingerprint(workdir: str | os.PathLike, fingerprint: dict[str, Any],
+                      claim: bool = True) -> None:
   """Claims `workdir` for this experiment, or refuses one that belongs to another.
 
+  Only the keys both fingerprints have are compared, so a workdir written by a version
+  of cnnjax that fingerprinted other keys stays usable.
+
+  Args:
+    workdir: the experiment's directory (local or remote).
+    fingerprint: JSON-serialisable values that identify the experiment.
+    claim: write the fingerprint when the workdir has none yet (False: only compare).
   Raises:
     UsageError: the workdir holds checkpoints of an experiment with a different fingerprint.
   """
-  path = os.path.join(workdir, FINGERPRINT_FILE)
+  path = workdir_path(workdir) / FINGERPRINT_FILE
   canonical = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
-  if os.path.exists(path):
-    with open(path) as f:
-      stored = json.load(f)
-    if stored != canonical:
-      differing = sorted(k for k in set(stored) | set(canonical)
-                         if stored.get(k) != canonical.get(k))
+  if path.exists():
+    stored = json.loads(path.read_text())
+    differing = sorted(k for k in set(stored) & set(canonical) if stored[k] != canonical[k])
+    if differing:
       raise UsageError(f"workdir {workdir} holds another experiment's checkpoints (differs in "
                        f"{', '.join(differing)}); choose a new --workdir or delete that one.")
     return
-  if jax.process_index() == 0:
-    with open(path, "w") as f:
-      json.dump(canonical, f, indent=2, sort_keys=True)
+  if claim and jax.process_index() == 0:
+    # Written beside and renamed over, so that another process never reads half a file.
+    temporary = path.parent / f".{FINGERPRINT_FILE}.{uuid.uuid4().hex}.tmp"
+    try:
+      temporary.write_text(json.dumps(canonical, indent=2, sort_keys=True))
+      temporary.replace(path)
+    finally:
+      if temporary.exists():
+        temporary.unlink()
 
 
 class Checkpointer:
   """Saves and restores (train state, data state) pairs under `workdir/checkpoints`."""
 
-  def __init__(self, workdir: str, keep: int = 2, best_metric: str | None = None,
-               best_mode: str = "max", async_save: bool = True):
+  def __init__(self, workdir: str | os.PathLike, keep: int = 2, best_metric: str | None = None,
+               best_mode: str = "max", async_save: bool = True, create: bool = True):
+    """Opens `workdir/checkpoints`, creating it when `create` (False: only read from it)."""
     policies = [checkpoint_managers.LatestN(n=keep)]
     if best_metric:
       policies.append(checkpoint_managers.BestN(
           get_metric_fn=lambda metrics: metrics[best_metric], reverse=best_mode == "min", n=1,
           keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
-        enable_async_checkpointing=async_save, create=True,
+        enable_async_checkpointing=async_save, create=create,
         preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies))
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.directory = workdir_path(workdir) / CHECKPOINTS
     self.manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(),

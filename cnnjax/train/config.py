@@ -67,7 +67,7 @@ def defaults(task: str = "classification") -> ml_collections.ConfigDict:
   c.schedule.scale_with_batch = ""  # "", "linear" (x B/256) or "sqrt" (x sqrt(B)).
   c.schedule.warmup_steps = 0
   c.schedule.end_value = 0.0
-  c.schedule.boundaries = ()  # Steps, for "step".
+  c.schedule.boundaries = ()  # Absolute train steps (warmup included), for "step".
   c.schedule.decay_factor = 0.1
   c.schedule.patience = 5  # Evaluations without improvement, for "plateau".
   c.schedule.rtol = 1e-4
@@ -114,6 +114,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
     if config[key] <= 0:
       raise UsageError(f"config.{key} must be positive, got {config[key]}.")
+  for key in ("num_steps", "num_epochs", "eval_every"):
+    if config[key] < 0:
+      raise UsageError(f"config.{key} must be positive (or 0: unset), got {config[key]}.")
+  schedule = config.schedule
+  if not 0 < schedule.decay_factor < 1:
+    raise UsageError(f"config.schedule.decay_factor must lie in (0, 1), got "
+                     f"{schedule.decay_factor}.")
+  if not 0 < schedule.rtol <= 1 or schedule.patience < 1:
+    raise UsageError(f"config.schedule needs 0 < rtol <= 1 and patience >= 1, got rtol "
+                     f"{schedule.rtol} and patience {schedule.patience}.")
+  if schedule.name == "plateau" and not config.best_metric:
+    raise UsageError("schedule 'plateau' watches config.best_metric, which is empty; set it "
+                     "to an eval metric such as 'accuracy'.")
 
 
 def _check_keys(config: Any, known: Any, prefix: str) -> None:

@@ -7,15 +7,16 @@ experiment. Everything task-specific is delegated to the `Task` named by `config
 
 import copy
 import math
-import os
 import queue
 import signal
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
 import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
 from jax.experimental import multihost_utils
 
 from cnnjax.data import pipeline
@@ -30,9 +31,12 @@ from cnnjax.train import transfer
 from cnnjax.train import writer as writer_lib
 from cnnjax.train.parallel import REPLICATED, SHARDED
 
-# Config keys that define an experiment: a workdir trained with other values is refused.
+# Config keys that define what the train state is: a workdir trained with other values is
+# refused. Parameter shapes are added to them, so head and embedding sizes are covered.
+# Training hyperparameters and evaluation-only settings (metric.knn_k, simclr.probe_epochs)
+# may change between runs of one workdir.
 FINGERPRINT_KEYS = ("task", "model", "model_kwargs", "dataset", "input.size", "global_bn",
-                    "metric", "simclr")
+                    "metric.distance")
 
 
 class _Preemption:
@@ -107,8 +111,6 @@ class Experiment:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     config_lib.validate(config)
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-      raise UsageError(f"--workdir {workdir} is a file; pass a directory path.")
     if not config.model:
       raise UsageError("config.model is empty; set it to a name from `cnnjax models`.")
     if not config.dataset:
@@ -142,10 +144,24 @@ class Experiment:
     config = self.config
     if config.num_steps:
       return int(config.num_steps)
-    train_examples = self.data.splits.get(config.train_split.split("[")[0], 0)
-    if config.num_epochs and train_examples:
-      return max(1, math.ceil(config.num_epochs * train_examples / config.batch_size))
-    raise UsageError("set config.num_steps or config.num_epochs to a positive number.")
+    if not config.num_epochs:
+      raise UsageError("set config.num_steps or config.num_epochs to a positive number.")
+    train_examples = self._split_size(config.train_split)
+    if not train_examples:
+      raise UsageError(f"train_split {config.train_split!r} of {config.dataset} is empty; "
+                       "choose another split.")
+    return max(1, math.ceil(config.num_epochs * train_examples / config.batch_size))
+
+  def _split_size(self, split: str) -> int:
+    """Examples in `split`, with TFDS's slicing and '+' ('train[:90%]', 'train+test')."""
+    builder = tfds.builder(self.config.dataset, data_dir=pipeline.resolve_data_dir(self.data_dir))
+    try:
+      return builder.info.splits[split].num_examples
+    except (KeyError, ValueError) as error:
+      reason = str(error.args[0] if error.args else error).splitlines()[0]
+      raise UsageError(f"cannot count the examples of train_split {split!r} of "
+                       f"{self.config.dataset} ({reason}); fix it or set config.num_steps."
+                       ) from None
 
   def fingerprint(self) -> dict[str, Any]:
     """The config values and parameter shapes that identify this experiment."""
@@ -167,18 +183,25 @@ class Experiment:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
                                                        sharding=sharding), self.initial_state)
 
-  def compile_steps(self):
-    """The compiled (train step, eval step) for this runner."""
+  def compile_steps(self) -> tuple[Callable[[Any, dict[str, Any]], tuple[Any, dict[str, Any]]],
+                                   Callable[[dict[str, Any], dict[str, Any]],
+                                            tuple[dict[str, Any], dict[str, Any]]]]:
+    """The compiled (train step, eval step) for this runner.
+
+    Returns:
+      train(state, batch) -> (state, metrics), with the state's buffers donated, and
+      evaluate(variables, batch) -> (summed sums, per-example outputs).
+    """
     train_step = state_lib.make_train_step(
         self.task, self.tx, self.schedule, self.step_rng,
-        update_batch_stats=not transfer.freezes_batch_stats(self.config))
+        update_batch_stats=not transfer.freezes_batch_stats(self.config), frozen=self.frozen)
     train = self.runner.compile(train_step, in_specs=(REPLICATED, SHARDED),
                                 out_specs=(REPLICATED, REPLICATED), donate_argnums=(0,))
     evaluate = self.runner.compile(state_lib.make_eval_step(self.task),
                                    in_specs=(REPLICATED, SHARDED), out_specs=(REPLICATED, SHARDED))
     return train, evaluate
 
-  def train_iterator(self, data_state: dict[str, Any] | None):
+  def train_iterator(self, data_state: dict[str, Any] | None) -> _Prefetch:
     """This process's train batches, positioned as saved in `data_state`."""
     iterator = pipeline.train_iterator(
         self.config.dataset, split=self.config.train_split, batch_size=self.local_batch,
@@ -189,7 +212,10 @@ class Experiment:
       iterator.set_state(data_state["iterator"])
     return _Prefetch(iterator)
 
-  def extractor(self, eval_step, state):
+  def extractor(self, eval_step: Callable[[dict[str, Any], dict[str, Any]],
+                                          tuple[dict[str, Any], dict[str, Any]]],
+                state: state_lib.TrainState
+                ) -> Callable[[str], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """`extract(split)` -> (summed sums, concatenated valid outputs) of a whole split."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
 
@@ -235,23 +261,31 @@ def run(config: ml_collections.ConfigDict, workdir: str, train: bool = True) -> 
 def _run(config: ml_collections.ConfigDict, workdir: str, train: bool,
          preemption: _Preemption) -> dict[str, Any]:
   """`run` with the SIGTERM handler installed."""
+  config_lib.validate(config)  # Config mistakes first: they are the likelier ones.
+  directory = _check_workdir(workdir, train)
   experiment = Experiment(config, workdir)
-  os.makedirs(workdir, exist_ok=True)
-  checkpoint.check_fingerprint(workdir, experiment.fingerprint())
+  if train:
+    try:
+      directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+      raise UsageError(f"cannot create --workdir {workdir} ({error}).") from None
+  # Evaluation reads a workdir and creates nothing in it but its logs.
+  checkpoint.check_fingerprint(directory, experiment.fingerprint(), claim=train)
   runner = experiment.runner
   checkpointer = checkpoint.Checkpointer(
-      workdir, keep=config.keep_checkpoints, best_metric=config.best_metric or None,
-      best_mode=config.best_mode, async_save=config.async_checkpoints)
+      directory, keep=config.keep_checkpoints, best_metric=config.best_metric or None,
+      best_mode=config.best_mode, async_save=config.async_checkpoints, create=train)
   restored = checkpointer.restore_latest(experiment.abstract_state())
   state, data_state, step = experiment.initial_state, None, 0
   if restored is not None:
     step, state, data_state = restored
   elif not train:
-    raise UsageError(f"no checkpoint in {workdir}; train first with `cnnjax train`.")
+    checkpointer.close()
+    raise UsageError(f"no readable checkpoint in {workdir}; train first with `cnnjax train`.")
   state = runner.replicate(state)
   train_step, eval_step = experiment.compile_steps()
   progress = {"auto": None, "bar": True, "lines": False}.get(config.progress)
-  writer = writer_lib.MetricsWriter(workdir, experiment.num_steps, step, progress)
+  writer = writer_lib.MetricsWriter(directory, experiment.num_steps, step, progress)
   if restored is not None:
     writer.message(f"resumed from step {step} in {checkpointer.directory}")
   task = experiment.task
@@ -265,7 +299,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, train: bool,
     if bad >= 0:
       kept = f"the checkpoint at step {last_saved} is kept" if last_saved is not None else \
           "no checkpoint was saved"
-      raise UsageError(f"loss or gradient became NaN/Inf at step {bad}; {kept}; lower the "
+      # `bad` counts the optimizer steps before the failing one; progress lines and
+      # checkpoints number a step by the count after it.
+      raise UsageError(f"loss or gradient became NaN/Inf at step {bad + 1}; {kept}; lower the "
                        "learning rate or add optimizer.clip_norm.")
 
   eval_metrics: dict[str, float] | None = None
@@ -283,10 +319,13 @@ def _run(config: ml_collections.ConfigDict, workdir: str, train: bool,
         writer.write(step, "train", runner.to_host(metrics, REPLICATED))
       evaluate_now = last or (config.eval_every and step % config.eval_every == 0)
       eval_metrics = None
+      bad_metric = None
       if evaluate_now:
         eval_metrics = evaluate(state)
         writer.write(step, "eval", eval_metrics)
-        state = _step_plateau(experiment, state, eval_metrics)
+        bad_metric = _check_best_metric(config, eval_metrics, step)
+        if bad_metric is None:
+          state = _step_plateau(experiment, state, eval_metrics)
       # Agreeing on a stop across processes syncs every host with its device queue, so
       # multi-host runs poll only at log steps; one process polls its flag every step.
       poll = jax.process_count() == 1 or step % config.log_every == 0 or last
@@ -297,6 +336,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, train: bool,
                           {"iterator": iterator.state},
                           _checkpoint_metrics(config, eval_metrics))
         last_saved = step
+      if bad_metric is not None:
+        # Raised only once this step's checkpoint is on disk: a corrected run resumes here.
+        checkpointer.wait()
+        raise UsageError(bad_metric)
       if stop and not last:
         checkpointer.wait()
         writer.message(f"stopped by SIGTERM at step {step}; checkpoint saved; run the same "
@@ -308,12 +351,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str, train: bool,
     checkpointer.wait()
     summary = {**eval_metrics, "step": step}
     if train:
-      writer_lib.write_summary(workdir, summary)
+      writer_lib.write_summary(directory, summary)
     if jax.process_index() == 0 and train:
-      writer_lib.plot_curves(workdir)
+      writer_lib.plot_curves(directory)
       outputs = getattr(task, "last_outputs", {})
       if task.has_embeddings and "embedding" in outputs:
-        writer_lib.plot_embeddings(workdir, outputs["embedding"], outputs["label"])
+        writer_lib.plot_embeddings(directory, outputs["embedding"], outputs["label"])
     writer.message("final " + ", ".join(f"{k}={v:.4f}" for k, v in eval_metrics.items()
                                         if k != "count"))
     return summary
@@ -324,19 +367,46 @@ def _run(config: ml_collections.ConfigDict, workdir: str, train: bool,
     writer.close()
 
 
-def _step_plateau(experiment: Experiment, state, eval_metrics: dict[str, float]):
-  """Feeds the eval metric to reduce-on-plateau (which minimises) and stores its new scale."""
+def _check_workdir(workdir: str, train: bool) -> epath.Path:
+  """`workdir` as a path, after checking it can hold (or, to evaluate, holds) checkpoints.
+
+  Creates nothing, so a bad --workdir leaves no trace.
+  """
+  directory = checkpoint.workdir_path(workdir)
+  try:
+    if directory.exists() and not directory.is_dir():
+      raise UsageError(f"--workdir {workdir} is a file; pass a directory path.")
+    if "://" not in workdir:
+      ancestor = next(p for p in directory.parents if p.exists())
+      if not ancestor.is_dir():
+        raise UsageError(f"--workdir {workdir} lies under {ancestor}, which is a file; pass a "
+                         "directory path.")
+    if not train and not checkpoint.has_checkpoint(directory):
+      raise UsageError(f"no checkpoint in --workdir {workdir}; train first with `cnnjax train`.")
+  except ImportError as error:  # epath lacks the file system of a remote URI (e.g. gcsfs).
+    raise UsageError(f"--workdir {workdir}: {error}") from None
+  return directory
+
+
+def _check_best_metric(config: ml_collections.ConfigDict, eval_metrics: dict[str, float],
+                       step: int) -> str | None:
+  """The error for a `config.best_metric` that the evaluation lacks, or None."""
+  if not config.best_metric or config.best_metric in eval_metrics:
+    return None
+  names = ", ".join(sorted(name for name in eval_metrics if name != "count"))
+  return (f"config.best_metric {config.best_metric!r} is not among the eval metrics; choose "
+          f"one of {names} (the checkpoint of step {step} is saved; a corrected run resumes).")
+
+
+def _step_plateau(experiment: Experiment, state: state_lib.TrainState,
+                  eval_metrics: dict[str, float]) -> state_lib.TrainState:
+  """Steps reduce-on-plateau with the eval metric and stores its new scale in the state."""
   config = experiment.config
   if config.schedule.name != "plateau":
     return state
-  if config.best_metric not in eval_metrics:
-    raise UsageError(f"schedule 'plateau' watches best_metric {config.best_metric!r}, which the "
-                     f"evaluation lacks; choose one of {', '.join(eval_metrics)}.")
-  value = eval_metrics[config.best_metric]
-  value = -value if config.best_mode == "max" else value
   plateau = experiment.runner.to_host(state.plateau, REPLICATED)
-  _, plateau = experiment.plateau.update({}, plateau, value=np.float32(value))
-  return state.replace(plateau=experiment.runner.replicate(jax.device_get(plateau)))
+  plateau = optim.plateau_update(plateau, eval_metrics[config.best_metric], config)
+  return state.replace(plateau=experiment.runner.replicate(plateau))
 
 
 def _checkpoint_metrics(config, eval_metrics: dict[str, float] | None) -> dict[str, float] | None:

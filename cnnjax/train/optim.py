@@ -12,6 +12,8 @@
     (multiply by `decay_factor` at each step in `boundaries`) or "plateau" (multiply
     by `decay_factor` when the eval metric `config.best_metric` stalls for `patience`
     evaluations: the AlexNet/ResNet "divide by 10"), each after `warmup_steps`.
+    `boundaries` are absolute training steps, counted from the start of training as in
+    the papers' recipes ("divide by 10 at 32k and 48k iterations"), warmup included.
   learning_rate: base rate; `scale_with_batch` ("linear": x B/256, "sqrt": x sqrt(B)).
 """
 
@@ -21,6 +23,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import optax
 
 from cnnjax.errors import UsageError
@@ -60,13 +63,16 @@ def create_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.
     main = optax.constant_schedule(lr)
   if not warmup:
     return main
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+  # join_schedules counts the second schedule's steps from the warmup's end; shifting them
+  # back keeps the step boundaries absolute.
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
+                               lambda step: main(step + warmup)], [warmup])
 
 
 def plateau_transform(config: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
-  """optax's reduce-on-plateau, stepped on the host with each evaluation's metric.
+  """optax's reduce-on-plateau, whose state (with its `scale`) lives in the train state.
 
-  It minimises, so a metric to maximise (accuracy) is passed negated by the loop.
+  Only its `init` is used: the loop steps the state on the host with `plateau_update`.
   Without the "plateau" schedule its scale stays 1.
   """
   schedule = config.schedule
@@ -74,6 +80,46 @@ def plateau_transform(config: ml_collections.ConfigDict) -> optax.GradientTransf
       factor=schedule.get("decay_factor", 0.1), patience=schedule.get("patience", 5),
       rtol=schedule.get("rtol", 1e-4), cooldown=schedule.get("cooldown", 0),
       min_scale=schedule.get("min_scale", 0.0))
+
+
+def plateau_update(state: Any, value: float, config: ml_collections.ConfigDict) -> Any:
+  """Steps reduce-on-plateau with one evaluation's `config.best_metric`, on the host.
+
+  The metric improves when it beats the best so far by more than `schedule.rtol` times the
+  best's magnitude, in the direction `config.best_mode` ("max" or "min") says is better:
+  PyTorch's ReduceLROnPlateau with threshold_mode "rel", but right for negative values
+  too. optax's own update tests `value < (1 - rtol) * best`, which counts a flat metric as
+  improving once it is negative, so a negated accuracy would never decay the rate. After
+  `patience` evaluations in a row without improvement the scale is multiplied by
+  `decay_factor` (not below `min_scale`), then `cooldown` evaluations pass uncounted.
+  PyTorch's `patience` counts one evaluation fewer: it decays on the (patience + 1)-th.
+
+  Args:
+    state: the `optax.contrib.ReduceLROnPlateauState` from `plateau_transform`, on the host.
+      Its `best_value` is kept in "lower is better" units (a "max" metric negated).
+    value: the metric of this evaluation.
+    config: the experiment config.
+  Returns:
+    The next state, with the same dtypes.
+  """
+  schedule = config.schedule
+  loss = -float(value) if config.best_mode == "max" else float(value)
+  best = float(state.best_value)
+  improved = not math.isnan(loss) and (
+      math.isinf(best) or loss < best - schedule.get("rtol", 1e-4) * abs(best))
+  best = loss if improved else best
+  bad = 0 if improved else int(state.plateau_count) + 1
+  scale, cooldown = float(state.scale), int(state.cooldown_count)
+  if cooldown > 0:
+    bad, cooldown = 0, cooldown - 1
+  elif bad >= schedule.get("patience", 5):
+    scale = max(scale * schedule.get("decay_factor", 0.1), schedule.get("min_scale", 0.0))
+    bad, cooldown = 0, schedule.get("cooldown", 0)
+  return state._replace(
+      best_value=np.asarray(best, np.asarray(state.best_value).dtype),
+      plateau_count=np.asarray(bad, np.asarray(state.plateau_count).dtype),
+      scale=np.asarray(scale, np.asarray(state.scale).dtype),
+      cooldown_count=np.asarray(cooldown, np.asarray(state.cooldown_count).dtype))
 
 
 def decay_mask(params: Any, decay_bn_and_bias: bool = False) -> Any:

@@ -50,9 +50,9 @@ class Runner:
 
   def check_batch_size(self, global_batch: int) -> int:
     """The per-process batch size; UsageError unless the devices divide `global_batch`."""
-    if global_batch % self.num_devices:
+    if global_batch <= 0 or global_batch % self.num_devices:
       raise UsageError(f"batch_size {global_batch} is not divisible by the {self.num_devices} "
-                       f"devices; use a multiple of {self.num_devices}.")
+                       f"devices; use a positive multiple of {self.num_devices}.")
     return global_batch // self.num_devices * self.local_device_count
 
   def replicate(self, tree: Any) -> Any:

@@ -47,22 +47,33 @@ def create_state(variables: dict[str, Any], tx: optax.GradientTransformation,
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    base_rng: jax.Array, update_batch_stats: bool = True
+                    base_rng: jax.Array, update_batch_stats: bool = True,
+                    frozen: tuple[str, ...] = ()
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """The per-device train step (state, batch shard) -> (new state, averaged metrics).
 
   With `update_batch_stats=False` (a linear probe) BatchNorm statistics stay as they are.
+  `frozen` holds regexes of the parameters the optimizer leaves unchanged
+  (`transfer.frozen_patterns`): they enter the loss through `stop_gradient`, so their
+  gradients are zero and never computed (a linear probe's backbone runs forward only).
   The step's randomness is `fold_in(base_rng, step)`, the same on every device, so that
   tasks can derive per-example keys that do not depend on the device layout.
   """
+
+  def loss_fn(params, batch_stats, batch, rng):
+    if frozen:
+      params = jax.tree.map(
+          lambda p, label: jax.lax.stop_gradient(p) if label == "frozen" else p,
+          params, optim.freeze_labels(params, frozen))
+    return task.loss_fn(params, batch_stats, batch, rng, True)
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(base_rng, state.step)
     preprocess_rng, loss_rng = jax.random.split(rng)
     batch = task.preprocess(batch, preprocess_rng, train=True)
-    grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (metrics, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch,
-                                                    loss_rng, True)
+                                                    loss_rng)
     grads = jax.lax.pmean(grads, AXIS)
     metrics = jax.lax.pmean({**metrics, "loss": loss}, AXIS)
     # Replicas that normalise their own shard still keep identical running statistics.

@@ -5,7 +5,9 @@
 `torchvision_weights`, converted by `cnnjax.convert.torchvision`), and one of the three
 modes of the lecture notes:
 
-  linear_probe          train only the head on frozen features (BN statistics frozen too);
+  linear_probe          train only the head on the frozen model's inference-mode features
+                        (BatchNorm on its running statistics, no dropout: what evaluation
+                        sees);
   finetune_last_stages  train the head and the parameters matching `trainable` regexes;
   finetune_all          train everything from the pretrained start.
 

@@ -2,7 +2,8 @@
 
 Every logged step appends one JSON object to `workdir/metrics.jsonl`
 ({"step": 100, "split": "train", "loss": ..., ...}) and writes the same scalars to
-TensorBoard under "<split>/<name>". Only process 0 writes.
+TensorBoard under "<split>/<name>". Only process 0 writes. The workdir may be remote
+(`gs://bucket/run`): files go through `etils.epath`, TensorBoard gets the URI itself.
 """
 
 import json
@@ -15,6 +16,9 @@ import jax
 import numpy as np
 import tqdm
 from absl import logging
+from etils import epath
+
+from cnnjax.train import checkpoint
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -25,9 +29,9 @@ EMBEDDINGS_FILE = "embeddings.png"
 class MetricsWriter:
   """Progress bar (or periodic lines), TensorBoard and JSON-lines output for one run."""
 
-  def __init__(self, workdir: str, num_steps: int, initial_step: int = 0,
+  def __init__(self, workdir: str | os.PathLike, num_steps: int, initial_step: int = 0,
                progress: bool | None = None):
-    self.workdir = workdir
+    self.workdir = checkpoint.workdir_path(workdir)
     self.num_steps = num_steps
     self.active = jax.process_index() == 0
     self.progress = sys.stderr.isatty() if progress is None else progress
@@ -38,8 +42,8 @@ class MetricsWriter:
     if not self.active:
       return
     from tensorboardX import SummaryWriter  # Imported here: only process 0 writes events.
-    self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
-    self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a")
+    self._tensorboard = SummaryWriter(os.fspath(self.workdir / "tensorboard"))
+    self._jsonl = _JsonLines(self.workdir / METRICS_FILE)
     if self.progress:
       self._bar = tqdm.tqdm(total=num_steps, initial=initial_step, dynamic_ncols=True,
                             unit="step", file=sys.stderr)
@@ -53,8 +57,7 @@ class MetricsWriter:
       self._last_time, self._last_step = now, step
     if not self.active:
       return
-    self._jsonl.write(json.dumps({"step": step, "split": split, **scalars}) + "\n")
-    self._jsonl.flush()
+    self._jsonl.append(json.dumps({"step": step, "split": split, **scalars}))
     for name, value in scalars.items():
       self._tensorboard.add_scalar(f"{split}/{name}", value, step)
     self._tensorboard.flush()
@@ -86,6 +89,7 @@ class MetricsWriter:
     logging.info(text)
 
   def close(self) -> None:
+    """Closes the progress bar and the output files."""
     if not self.active:
       return
     if self._bar is not None:
@@ -94,20 +98,54 @@ class MetricsWriter:
     self._jsonl.close()
 
 
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
+class _JsonLines:
+  """An append-only file of JSON lines, flushed after every line.
+
+  Object stores (gs://, s3://) cannot append to a file, so there the whole file is
+  rewritten with each line; metrics files are small.
+  """
+
+  def __init__(self, path: epath.Path):
+    self._path = path
+    self._remote = "://" in os.fspath(path)
+    if self._remote:
+      self._text = path.read_text() if path.exists() else ""
+    else:
+      self._file = path.open("a")
+
+  def append(self, line: str) -> None:
+    if self._remote:
+      self._text += line + "\n"
+      self._path.write_text(self._text)
+    else:
+      self._file.write(line + "\n")
+      self._file.flush()
+
+  def close(self) -> None:
+    if not self._remote:
+      self._file.close()
+
+
+def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
   """All records of `workdir/metrics.jsonl`, in order."""
-  with open(os.path.join(workdir, METRICS_FILE)) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  text = (checkpoint.workdir_path(workdir) / METRICS_FILE).read_text()
+  return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def write_summary(workdir: str, metrics: dict[str, Any]) -> None:
+def write_summary(workdir: str | os.PathLike, metrics: dict[str, Any]) -> None:
   """`workdir/summary.json` with the final metrics (process 0 only)."""
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
-      json.dump(metrics, f, indent=2, sort_keys=True)
+    (checkpoint.workdir_path(workdir) / SUMMARY_FILE).write_text(
+        json.dumps(metrics, indent=2, sort_keys=True))
 
 
-def plot_curves(workdir: str) -> str:
+def _save_figure(fig: Any, path: epath.Path) -> None:
+  """Saves a matplotlib figure as PNG through epath (matplotlib only writes local files)."""
+  with path.open("wb") as f:
+    fig.savefig(f, format="png", dpi=100)
+
+
+def plot_curves(workdir: str | os.PathLike) -> str:
   """Training loss and every eval metric against the step, as `workdir/curves.png`."""
   import matplotlib
   matplotlib.use("Agg")
@@ -127,13 +165,14 @@ def plot_curves(workdir: str) -> str:
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  path = os.path.join(workdir, CURVES_FILE)
-  fig.savefig(path, dpi=100)
+  path = checkpoint.workdir_path(workdir) / CURVES_FILE
+  _save_figure(fig, path)
   plt.close(fig)
-  return path
+  return os.fspath(path)
 
 
-def plot_embeddings(workdir: str, embeddings: np.ndarray, labels: np.ndarray) -> str:
+def plot_embeddings(workdir: str | os.PathLike, embeddings: np.ndarray,
+                    labels: np.ndarray) -> str:
   """A 2-D PCA projection of embeddings [N, D] coloured by labels [N], as embeddings.png."""
   import matplotlib
   matplotlib.use("Agg")
@@ -146,7 +185,7 @@ def plot_embeddings(workdir: str, embeddings: np.ndarray, labels: np.ndarray) ->
   ax.legend(*scatter.legend_elements(), fontsize=7, loc="best", title="class")
   ax.set_title("test embeddings (PCA)")
   fig.tight_layout()
-  path = os.path.join(workdir, EMBEDDINGS_FILE)
-  fig.savefig(path, dpi=100)
+  path = checkpoint.workdir_path(workdir) / EMBEDDINGS_FILE
+  _save_figure(fig, path)
   plt.close(fig)
-  return path
+  return os.fspath(path)

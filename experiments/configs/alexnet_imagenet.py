@@ -14,10 +14,11 @@ single-tower AlexNet by default, `alexnet2012` for the paper's two-tower form.
 import ml_collections
 
 from cnnjax.train import config as config_lib
+from cnnjax.train import config_args
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  options = set((arg or "").split(",")) - {""}
+  options = config_args.parse(arg, ("alexnet2012", "local"), __file__)
   config = config_lib.defaults("classification")
   config.model = "alexnet2012" if "alexnet2012" in options else "alexnet"
   config.dataset = "imagenet2012"

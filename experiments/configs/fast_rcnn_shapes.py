@@ -12,11 +12,12 @@ evaluation scores the selective-search proposals of each test image, as the pape
 import ml_collections
 
 from cnnjax.train import config as config_lib
+from cnnjax.train import config_args
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """`arg` is unused: the experiment is already small."""
-  del arg
+  """`arg`: none, or `local` (the same experiment: it already runs on two CPU cores)."""
+  config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("region_cnn")
   config.model = "fast_rcnn"
   config.model_kwargs = {"backbone": "conv", "backbone_widths": (32, 64), "pool": "roi_pool",

@@ -11,10 +11,12 @@ two CPU cores.
 import ml_collections
 
 from cnnjax.train import config as config_lib
+from cnnjax.train import config_args
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """`arg`: None for the full experiment, 'local' for a CPU-sized one."""
+  """`arg`: none for the full experiment, `local` for a CPU-sized one."""
+  options = config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("region_cnn")
   config.model = "fast_rcnn"
   config.model_kwargs = {"backbone": "resnet18", "pool": "roi_pool", "pool_size": 7,
@@ -40,7 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every = 5000
   config.checkpoint_every = 1000
   config.best_metric = "map50"
-  if arg == "local":
+  if "local" in options:
     config.model_kwargs = {"backbone": "conv", "backbone_widths": (8, 16), "pool": "roi_pool",
                            "pool_size": 4, "hidden": 32, "dropout_rate": 0.5}
     config.input.size = 64

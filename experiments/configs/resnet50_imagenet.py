@@ -14,9 +14,11 @@ torchvision's V1 weights reach 76.13% top-1 (ANCHORS.md).
 import ml_collections
 
 from cnnjax.train import config as config_lib
+from cnnjax.train import config_args
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  options = config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("classification")
   config.model = "resnet50"
   config.dataset = "imagenet2012"
@@ -39,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every = 5_000
   config.checkpoint_every = 5_000
   config.keep_checkpoints = 3
-  if arg == "local":
+  if "local" in options:
     config.dataset = "shapes/small"
     config.eval_split = "test"
     config.input.size = 64

@@ -14,12 +14,15 @@ and/or `local` (a narrow ResNet-20 on the offline `shapes/small` images, minutes
 import ml_collections
 
 from cnnjax.train import config as config_lib
+from cnnjax.train import config_args
+
+DEPTHS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  options = set((arg or "").split(",")) - {""}
+  options = config_args.parse(arg, (*DEPTHS, "local"), __file__)
   config = config_lib.defaults("classification")
-  config.model = next((o for o in options if o.startswith("resnet")), "resnet20")
+  config.model = config_args.pick(options, DEPTHS, "resnet20")
   config.dataset = "cifar10"
   config.input.augment = "cifar"
   config.batch_size = 128

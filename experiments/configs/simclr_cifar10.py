@@ -13,9 +13,11 @@ blur, global BatchNorm, 2-layer MLP head to 128-d. Paper linear eval: 94.0% (100
 import ml_collections
 
 from cnnjax.train import config as config_lib
+from cnnjax.train import config_args
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  options = config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("simclr")
   config.model = "resnet50"
   config.model_kwargs = {"stem": "cifar"}
@@ -39,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every = 10_000
   config.checkpoint_every = 5_000
   config.best_metric = "linear_probe_accuracy"
-  if arg == "local":
+  if "local" in options:
     config.model = "resnet18"
     config.model_kwargs = {"stem": "cifar", "width": 8}
     config.dataset = "shapes/small"

@@ -15,11 +15,12 @@ linear probe on frozen features and kNN accuracy; a few minutes on two CPU cores
 import ml_collections
 
 from cnnjax.train import config as config_lib
+from cnnjax.train import config_args
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """`arg` is unused: the experiment is already small."""
-  del arg
+  """`arg`: none, or `local` (the same experiment: it already runs on two CPU cores)."""
+  config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("simclr")
   config.model = "lenet5"
   config.dataset = "digits"

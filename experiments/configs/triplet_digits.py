@@ -11,10 +11,17 @@ on the test split; a PCA plot of the test embeddings lands in the workdir.
 import ml_collections
 
 from cnnjax.train import config as config_lib
+from cnnjax.train import config_args
+
+LOSSES = ("semihard", "hard", "all")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """`arg`: the triplet loss, "semihard" (default), "hard" or "all"."""
+  """`arg`: the triplet loss, `semihard` (default), `hard` or `all`.
+
+  `local` changes nothing: the experiment already runs on two CPU cores.
+  """
+  options = config_args.parse(arg, (*LOSSES, "local"), __file__)
   config = config_lib.defaults("metric_learning")
   config.model = "lenet5"
   config.dataset = "digits"
@@ -22,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.input.resize = 28
   config.batch_size = 64
   config.num_steps = 600
-  config.metric.loss = arg or "semihard"
+  config.metric.loss = config_args.pick(options, LOSSES, "semihard")
   config.metric.margin = 0.2
   config.metric.distance = "squared_l2"
   config.metric.embedding_dim = 64

@@ -9,10 +9,12 @@ and images to run on two CPU cores.
 import ml_collections
 
 from cnnjax.train import config as config_lib
+from cnnjax.train import config_args
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """`arg`: None for the full experiment, 'local' for a CPU-sized one."""
+  """`arg`: none for the full experiment, `local` for a CPU-sized one."""
+  options = config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("segmentation")
   config.model = "unet_same"
   config.model_kwargs = {"depth": 4, "base_width": 64}
@@ -30,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every = 1000
   config.checkpoint_every = 1000
   config.best_metric = "miou"
-  if arg == "local":
+  if "local" in options:
     config.model_kwargs = {"depth": 2, "base_width": 8}
     config.input.size = 32
     config.batch_size = 8

@@ -13,11 +13,12 @@ connected layers predicting an 8x8 grid with 2 boxes per cell. The paper's loss
 import ml_collections
 
 from cnnjax.train import config as config_lib
+from cnnjax.train import config_args
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """`arg` is unused: the experiment is already small."""
-  del arg
+  """`arg`: none, or `local` (the same experiment: it already runs on two CPU cores)."""
+  config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("yolo")
   config.model = "yolo_v1"
   config.model_kwargs = {"backbone": "conv", "backbone_widths": (32, 64), "grid_size": 8,

@@ -10,10 +10,12 @@ two CPU cores.
 import ml_collections
 
 from cnnjax.train import config as config_lib
+from cnnjax.train import config_args
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """`arg`: None for the full experiment, 'local' for a CPU-sized one."""
+  """`arg`: none for the full experiment, `local` for a CPU-sized one."""
+  options = config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("yolo")
   config.model = "yolo_v1"
   config.model_kwargs = {"backbone": "resnet18", "grid_size": 7, "num_boxes": 2,
@@ -33,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every = 5000
   config.checkpoint_every = 1000
   config.best_metric = "map50"
-  if arg == "local":
+  if "local" in options:
     config.model_kwargs = {"backbone": "conv", "backbone_widths": (8, 16), "grid_size": 7,
                            "num_boxes": 2, "head_width": 16, "hidden": 64, "dropout_rate": 0.5}
     config.input.size = 56

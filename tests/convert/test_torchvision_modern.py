@@ -83,13 +83,16 @@ def test_mobilenet_v2_width_multipliers_match_torchvision(alpha):
   state_dict = _zeros_state_dict("mobilenet_v2", width_mult=alpha)
   variables = tv_convert.convert("mobilenet_v2", state_dict, alpha=alpha)
   num_params = sum(v.size for v in jax.tree.leaves(variables["params"]))
-  assert num_params == sum(v.size for k, v in state_dict.items()
-                           if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+  statistics = ("running_mean", "running_var", "num_batches_tracked")
+  assert num_params == sum(v.size for k, v in state_dict.items() if not k.endswith(statistics))
 
 
 @pytest.mark.parametrize("edit, named", [
     (lambda sd: sd.pop("layer1.0.bn1.running_var"), "layer1.0.bn1.running_var"),
     (lambda sd: sd.pop("layer1.0.bn1.weight"), "layer1.0.bn1.weight"),
+    (lambda sd: [sd.pop(f"layer1.0.bn1.running_{s}") for s in ("mean", "var")],
+     "layer1.0.bn1.running_mean"),
+    (lambda sd: sd.update({"fc.weight": sd["fc.weight"][..., None]}), "fc.weight"),
     (lambda sd: sd.pop("layer2.0.downsample.0.weight"), "layer2.0.downsample.0"),
     (lambda sd: sd.update({"layer1.0.conv9.weight": sd.pop("layer1.0.conv1.weight")}),
      "layer1.0.conv9.weight"),
@@ -100,3 +103,13 @@ def test_removed_or_renamed_key_is_named(edit, named):
   edit(state_dict)
   with pytest.raises(UsageError, match=named.replace(".", r"\.")):
     tv_convert.convert("resnet18", state_dict)
+
+
+def test_bfloat16_state_dict_converts_to_float32():
+  state_dict = _random_torch_model("resnet18").to(torch.bfloat16).state_dict()
+  variables = tv_convert.convert("resnet18", state_dict)
+  expected = tv_convert.convert("resnet18", {k: v.float() for k, v in state_dict.items()})
+  assert jax.tree.structure(variables) == jax.tree.structure(expected)
+  for got, want in zip(jax.tree.leaves(variables), jax.tree.leaves(expected)):
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)

@@ -146,12 +146,6 @@ def test_pk_batches_hold_p_classes_with_k_each(data_dir):
   _assert_batches_equal(_take(make(), 4), batches)
 
 
-def test_check_batch_size():
-  assert data.check_batch_size(64, 8) == 8
-  with pytest.raises(UsageError, match='multiple of 8'):
-    data.check_batch_size(60, 8)
-
-
 @pytest.mark.parametrize('kwargs, message', [
     (dict(split='validation'), 'unknown split'),
     (dict(classes_per_group=8, examples_per_class=8), 'larger than the batch'),

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from cnnjax.errors import UsageError
 from cnnjax.evaluate import detection, segmentation
 
 
@@ -48,6 +49,47 @@ def test_coco_map_over_thresholds():
   dets = [(np.array([[0, 0, 10, 7.5]]), [1.0], [0])]  # IoU 0.75: a hit at .50 ... .75
   assert detection.coco_map(dets, truth, 1) == pytest.approx(0.6)
   assert detection.voc_map([(np.zeros((0, 4)), [], [])], truth, 1) == 0.0
+
+
+def test_coco_matching_takes_the_best_unmatched_ground_truth():
+  truth = [_truth([[0, 0, 10, 10], [0, 2, 10, 12]], [0, 0])]  # A, B
+  dets = [(np.array([[0, 0, 10, 10], [0, 0.5, 10, 10.5]]), [0.9, 0.8], [0, 0])]  # D1, D2
+  # IoUs: D1-A = 1, D1-B = 80 / 120; D2-A = 95 / 105 = 0.905, D2-B = 85 / 115 = 0.739.
+  # D1 takes A at every threshold. Under COCO matching D2 then takes B, the best unmatched
+  # ground truth, where 0.739 >= t: a true positive at t = .50 .. .70 (5 thresholds, AP 1)
+  # and a false positive at t = .75 .. .95 (5 thresholds), where after D1 precision is 1 up
+  # to recall 1/2 and recall never rises further: 51 of the 101 recall points, AP 51 / 101.
+  assert detection.coco_map(dets, truth, 1) == pytest.approx((5 * 1.0 + 5 * 51 / 101) / 10)
+  # VOC matching compares D2 only with its best overlap A, already taken: a false positive
+  # at every threshold, so the same thresholds and interpolation give 51 / 101.
+  voc_rule = detection.mean_average_precision(dets, truth, 1, detection.COCO_THRESHOLDS, "coco")
+  assert voc_rule["map"] == pytest.approx(51 / 101)
+  assert detection.voc_map(dets, truth, 1) == pytest.approx(0.5)
+
+
+def test_coco_counts_each_images_100_best_detections_per_class():
+  truth = [_truth([[0, 0, 10, 10]], [0])]
+  misses = np.tile([[50.0, 50, 60, 60]], (100, 1))
+  boxes = np.concatenate([misses, [[0, 0, 10, 10]]])
+  # The only hit scores below 100 misses: the 101st detection is not counted.
+  dets = [(boxes, np.r_[np.full(100, 0.9), 0.5], np.zeros(101, int))]
+  assert detection.coco_map(dets, truth, 1) == 0.0
+  # A hit of another class does not push this class's hit out.
+  dets = [(boxes, np.r_[np.full(100, 0.9), 0.5], np.r_[np.ones(100, int), 0])]
+  assert detection.coco_map(dets, truth, 2) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("detections, ground_truth, message", [
+    ([(np.zeros((2, 4)), [0.5], [0, 0])], [_truth([[0, 0, 1, 1]], [0])], "2 boxes, 1 scores"),
+    ([(np.zeros((1, 4)), [0.5], [0])], [_truth([[0, 0, 1, 1]], [0, 0])], "1 boxes, 2 labels"),
+    ([(np.zeros((1, 4)), [0.5], [3])], [_truth([[0, 0, 1, 1]], [0])], "detection labels"),
+    ([(np.zeros((1, 4)), [0.5], [0])], [_truth([[0, 0, 1, 1]], [-1])], "ground-truth labels"),
+    ([(np.array([[5, 0, 1, 1]]), [0.5], [0])], [_truth([[0, 0, 1, 1]], [0])], "x2 < x1"),
+    ([(np.zeros((1, 4)), [0.5], [0])], [_truth([[0, 3, 1, 1]], [0])], "x2 < x1"),
+])
+def test_inconsistent_detections_or_truth_raise(detections, ground_truth, message):
+  with pytest.raises(UsageError, match=message):
+    detection.voc_map(detections, ground_truth, 2)
 
 
 def test_segmentation_confusion_miou_and_accuracy():

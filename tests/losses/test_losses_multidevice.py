@@ -93,11 +93,12 @@ RUNNERS = {
 }
 
 
-# The trainer's mode for all but batch-hard (whose cross-device path is semi-hard's, with
-# an argmax for the sort); semi-hard and blockwise NT-Xent in every mode.
-COMBINATIONS = ([(case, 'shard_map_pmap_semantics') for case in CASES if case != 'hard']
-                + [(case, mode) for case in ('semihard', 'nt_xent_blockwise')
-                   for mode in ('pmap', 'shard_map_check_vma')])
+# Every loss in the trainer's mode; semi-hard and both forms of NT-Xent under pmap, and
+# semi-hard, batch-hard and blockwise NT-Xent under shard_map with check_vma.
+COMBINATIONS = ([(case, 'shard_map_pmap_semantics') for case in CASES]
+                + [(case, 'pmap') for case in ('semihard', 'nt_xent_dense', 'nt_xent_blockwise')]
+                + [(case, 'shard_map_check_vma') for case in ('semihard', 'hard',
+                                                             'nt_xent_blockwise')])
 
 
 @pytest.mark.parametrize('case, mode', COMBINATIONS)

@@ -9,6 +9,7 @@ import pytest
 
 from cnnjax.errors import UsageError
 from cnnjax.losses import nt_xent_loss
+from loss_helpers import finite_difference_grad
 
 
 def reference_nt_xent(z1, z2, temperature):
@@ -26,16 +27,6 @@ def reference_nt_xent(z1, z2, temperature):
     losses.append(log_denominator - logits[positive])
     correct += logits[positive] >= largest
   return float(np.mean(losses)), correct / count
-
-
-def finite_difference_grad(fn, x, eps=1e-6):
-  x = np.asarray(x, np.float64)
-  grad = np.zeros_like(x)
-  for index in np.ndindex(x.shape):
-    step = np.zeros_like(x)
-    step[index] = eps
-    grad[index] = (fn(x + step) - fn(x - step)) / (2 * eps)
-  return grad
 
 
 @functools.cache

@@ -179,3 +179,40 @@ def test_fast_rcnn_loss_without_foreground_or_rois_is_finite():
   assert float(loss) == 0.0
   with pytest.raises(UsageError, match="RoI labels"):
     detection.fast_rcnn_loss(logits, deltas, np.array([0, 1, 3]), jnp.zeros((3, 4)))
+
+
+def test_yolo_loss_without_ground_truth_slots_equals_all_invalid():
+  pred = np.random.default_rng(4).uniform(0, 1, (2, 2, 2, 13)).astype(np.float32)
+  empty = lambda p: detection.yolo_v1_loss(p, np.zeros((2, 0, 4), np.float32),
+                                           np.zeros((2, 0), np.int32), np.zeros((2, 0), bool))
+  padded = detection.yolo_v1_loss(pred, np.zeros((2, 1, 4), np.float32),
+                                  np.zeros((2, 1), np.int32), np.zeros((2, 1), bool))
+  value, grad = jax.value_and_grad(empty)(pred)
+  np.testing.assert_allclose(float(value), float(padded), rtol=1e-6)
+  assert np.isfinite(np.asarray(grad)).all()
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_smooth_l1_matches_torch_and_is_l1_at_beta_zero(beta):
+  x = np.array([-2.0, -0.5, -0.25, 0.0, 0.25, 0.5, 3.0], np.float32)
+  value, grad = jax.value_and_grad(lambda v: detection.smooth_l1(v, beta).sum())(x)
+  expected = [abs(v) - 0.5 * beta if abs(v) >= beta else 0.5 * v * v / beta for v in x]
+  np.testing.assert_allclose(detection.smooth_l1(x, beta), expected, rtol=1e-6)
+  assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all()
+  if beta == 0.0:
+    np.testing.assert_array_equal(grad, np.sign(x))
+  torch = pytest.importorskip("torch")
+  theirs = torch.nn.functional.smooth_l1_loss(torch.tensor(x), torch.zeros(7), reduction="none",
+                                              beta=beta).numpy()
+  np.testing.assert_allclose(detection.smooth_l1(x, beta), theirs, rtol=1e-6)
+
+
+def test_smooth_l1_rejects_negative_beta_and_fast_rcnn_loss_takes_beta_zero():
+  with pytest.raises(UsageError, match="beta=-1.0 is negative"):
+    detection.smooth_l1(jnp.ones(3), -1.0)
+  logits, deltas = jnp.zeros((2, 3)), jnp.zeros((2, 3, 4))
+  loss_fn = lambda d: detection.fast_rcnn_loss(logits, d, jnp.array([1, 2]), jnp.zeros((2, 4)),
+                                               beta=0.0)
+  value, grad = jax.value_and_grad(loss_fn)(deltas.at[0, 1, 0].set(0.5))
+  np.testing.assert_allclose(float(value), math.log(3) + 0.5 / 2, rtol=1e-6)
+  assert np.isfinite(np.asarray(grad)).all()

@@ -12,6 +12,7 @@ from cnnjax.losses import pairwise_distances
 from cnnjax.losses import triplet_all_loss
 from cnnjax.losses import triplet_hard_loss
 from cnnjax.losses import triplet_semihard_loss
+from loss_helpers import finite_difference_grad
 
 
 def reference_distances(x, distance):
@@ -78,16 +79,6 @@ def reference_all(x, labels, margin, distance='l2'):
           total += term
           active += 1
   return (total / active if active else 0.0), (active / valid if valid else 0.0)
-
-
-def finite_difference_grad(fn, x, eps=1e-6):
-  x = np.asarray(x, np.float64)
-  grad = np.zeros_like(x)
-  for index in np.ndindex(x.shape):
-    step = np.zeros_like(x)
-    step[index] = eps
-    grad[index] = (fn(x + step) - fn(x - step)) / (2 * eps)
-  return grad
 
 
 LOSSES = {

@@ -1,9 +1,5 @@
 """DenseNet: exact parameter counts and MACs (torchvision), a tiny train step, remat, min size."""
 
-import functools
-
-import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,17 +8,9 @@ import pytest
 
 from cnnjax import models
 from cnnjax.errors import UsageError
+import model_helpers
 
-# Initialising through XLA's RngBitGenerator compiles ~6x faster on CPU than threefry;
-# inputs come from numpy for the same reason.
-INIT_KEY = jax.random.key(1, impl="rbg")
 TINY = dict(block_config=(2, 2), growth_rate=4, num_init_features=8, bn_size=2, num_classes=10)
-
-
-def _run_unoptimised(fn, *args):
-  """fn(*args), compiled without XLA's backend optimisations: tiny nets compile ~2x faster."""
-  compiled = jax.jit(fn).lower(*args).compile({"xla_backend_optimization_level": 0})
-  return compiled(*args)
 
 
 @pytest.mark.parametrize("name, count, gmacs", [
@@ -32,18 +20,10 @@ def _run_unoptimised(fn, *args):
     ("densenet201", 20_013_928, 4.291),
 ])
 def test_parameter_counts_and_macs(name, count, gmacs):
-  model = models.create(name)
-  x = jnp.zeros((1, 224, 224, 3))
-
-  variables = jax.eval_shape(functools.partial(
-      model.init, mutable=True,
-      capture_intermediates=lambda m, _: isinstance(m, (nn.Conv, nn.Dense))), jax.random.key(0), x)
-  params = flax.traverse_util.flatten_dict(variables["params"])
-  assert sum(p.size for p in params.values()) == count
+  got_count, got_gmacs = model_helpers.count_and_gmacs(models.create(name), 224)
+  assert got_count == count
   if gmacs is not None:
-    macs = sum(np.prod(params[path[:-1] + ("kernel",)].shape) * np.prod(out[0].shape[1:-1])
-               for path, out in flax.traverse_util.flatten_dict(variables["intermediates"]).items())
-    assert macs / 1e9 == pytest.approx(gmacs, abs=5e-4)
+    assert got_gmacs == pytest.approx(gmacs, abs=5e-4)
 
 
 def test_train_step_and_memory_efficient_agree():
@@ -64,7 +44,7 @@ def test_train_step_and_memory_efficient_agree():
     return results
 
   variables, ((loss, state), grads), ((remat_loss, _), remat_grads) = jax.device_get(
-      _run_unoptimised(init_and_grads, INIT_KEY))
+      model_helpers.run_unoptimised(init_and_grads, model_helpers.INIT_KEY))
   assert np.isfinite(loss)
   assert all(np.all(np.isfinite(g)) and np.any(g != 0) for g in jax.tree.leaves(grads))
   assert all(np.any(new != old) for new, old in zip(jax.tree.leaves(state["batch_stats"]),

@@ -56,6 +56,34 @@ def test_paper_form_has_true_5x5_convs_with_biases_and_no_batch_norm():
       3, 3, 16, 32)
 
 
+@pytest.mark.parametrize("name, pool, shape", [
+    ("googlenet", "AdaptiveAvgPool_0", (2, 4, 4, 512)),
+    ("googlenet_paper", "AvgPool_0", (2, 4, 4, 512)),  # 5x5/3 on 14x14.
+])
+def test_aux_heads_pool_as_torchvision_or_the_paper(name, pool, shape):
+  model = models.create(name, aux_logits=True)
+  _, state = jax.eval_shape(functools.partial(model.init_with_output, capture_intermediates=True),
+                            jax.random.key(0), IMAGES)
+  aux1 = state["intermediates"]["aux1"]
+  assert [layer for layer in aux1 if "Pool" in layer] == [pool]
+  assert aux1[pool]["__call__"][0].shape == shape
+
+
+def test_paper_aux_pool_needs_47_pixels_only_where_the_heads_run():
+  model = models.create("googlenet_paper", aux_logits=True, num_classes=3)
+  smallest = jax.ShapeDtypeStruct((1, 47, 47, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), smallest)
+  # 47 -> 24 -> 12 -> 6 -> 3 at inception4a; the 5x5/3 ceil-mode pool makes that 1x1.
+  assert variables["params"]["aux1"]["fc1"]["kernel"].shape == (128, 1024)
+  with pytest.raises(UsageError, match="47x47"):
+    jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 46, 60, 3), jnp.float32))
+  # Evaluation runs no aux head, so any size GoogLeNet takes works.
+  assert jax.eval_shape(model.apply, variables,
+                        jax.ShapeDtypeStruct((1, 15, 15, 3), jnp.float32)).shape == (1, 3)
+  with pytest.raises(UsageError, match="aux_pool"):
+    jax.eval_shape(models.create("googlenet", aux_pool="max").init, jax.random.key(0), smallest)
+
+
 def test_minimum_input_size():
   model = models.create("googlenet", aux_logits=True)
   smallest = jax.ShapeDtypeStruct((1, 15, 15, 3), jnp.float32)
@@ -130,3 +158,23 @@ def test_whole_network_with_aux_heads_trains():
     leaves = jax.tree.leaves(grads[head])
     assert all(np.isfinite(g).all() for g in leaves)
     assert sum(np.abs(g).sum() for g in leaves) > 0, head
+
+
+def test_paper_form_with_aux_heads_trains():
+  """googlenet_paper at its smallest input with aux heads: biases, no BN, 5x5/3 aux pools."""
+  model = models.create("googlenet_paper", num_classes=3, aux_logits=True)
+  x = model_helpers.normal((2, 47, 47, 3))
+  labels = jnp.array([0, 2])
+  variables = jax.jit(model.init, static_argnames="train")(model_helpers.key(0), x, train=False)
+
+  def loss(params, rng):
+    logits, aux1, aux2 = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
+    ce = lambda z: optax.softmax_cross_entropy_with_integer_labels(z, labels).mean()
+    return ce(logits) + 0.3 * (ce(aux1) + ce(aux2))
+
+  grads = model_helpers.run_unoptimised(jax.grad(loss), variables["params"], model_helpers.key(1))
+  for head in ("fc", "aux1", "aux2", "conv1", "inception5b"):
+    leaves = jax.tree.leaves(grads[head])
+    assert all(np.isfinite(g).all() for g in leaves)
+    assert sum(np.abs(g).sum() for g in leaves) > 0, head
+  assert grads["inception3a"]["branch3_1"]["conv"]["kernel"].shape == (5, 5, 16, 32)

@@ -3,7 +3,6 @@
 import functools
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,16 +12,7 @@ import pytest
 from cnnjax import models
 from cnnjax.errors import UsageError
 from cnnjax.models import mobilenet
-
-# Initialising through XLA's RngBitGenerator compiles ~6x faster on CPU than threefry;
-# inputs come from numpy for the same reason.
-INIT_KEY = jax.random.key(1, impl="rbg")
-
-
-def _run_unoptimised(fn, *args):
-  """fn(*args), compiled without XLA's backend optimisations: tiny nets compile ~2x faster."""
-  compiled = jax.jit(fn).lower(*args).compile({"xla_backend_optimization_level": 0})
-  return compiled(*args)
+import model_helpers
 
 
 @pytest.mark.parametrize("name, count, gmacs", [
@@ -30,15 +20,9 @@ def _run_unoptimised(fn, *args):
     ("mobilenet_v2", 3_504_872, 0.301),
 ])
 def test_parameter_counts_and_macs(name, count, gmacs):
-  variables = jax.eval_shape(functools.partial(
-      models.create(name).init, mutable=True,
-      capture_intermediates=lambda m, _: isinstance(m, (nn.Conv, nn.Dense))),
-      jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
-  params = flax.traverse_util.flatten_dict(variables["params"])
-  macs = sum(np.prod(params[path[:-1] + ("kernel",)].shape) * np.prod(out[0].shape[1:-1])
-             for path, out in flax.traverse_util.flatten_dict(variables["intermediates"]).items())
-  assert sum(p.size for p in params.values()) == count
-  assert macs / 1e9 == pytest.approx(gmacs, abs=5e-4)
+  got_count, got_gmacs = model_helpers.count_and_gmacs(models.create(name), 224)
+  assert got_count == count
+  assert got_gmacs == pytest.approx(gmacs, abs=5e-4)
 
 
 @pytest.mark.parametrize("value, rounded", [
@@ -69,7 +53,7 @@ def test_train_step_updates_everything(name, kwargs, feature_dim):
     return variables, jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
 
   variables, ((loss, state), grads) = jax.device_get(
-      _run_unoptimised(init_and_grads, INIT_KEY, jax.random.key(2, impl="rbg")))
+      model_helpers.run_unoptimised(init_and_grads, model_helpers.INIT_KEY, model_helpers.key(2)))
   assert np.isfinite(loss)
   assert all(np.all(np.isfinite(g)) and np.any(g != 0) for g in jax.tree.leaves(grads))
   assert all(np.any(new != old) for new, old in zip(jax.tree.leaves(state["batch_stats"]),

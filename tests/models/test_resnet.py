@@ -1,7 +1,5 @@
 """ResNet: exact parameter counts and MACs (torchvision, He et al.), a tiny train step, options."""
 
-import functools
-
 import flax
 import flax.linen as nn
 import jax
@@ -13,37 +11,12 @@ import pytest
 from cnnjax import models
 from cnnjax.errors import UsageError
 from cnnjax.models import resnet
-
-# Initialising through XLA's RngBitGenerator compiles ~6x faster on CPU than threefry;
-# inputs come from numpy for the same reason.
-INIT_KEY = jax.random.key(1, impl="rbg")
+import model_helpers
 
 
 def _images(n, size):
+  """Inputs from numpy: they compile faster than jax.random's."""
   return np.random.default_rng(0).normal(size=(n, size, size, 3)).astype(np.float32)
-
-
-def _run_unoptimised(fn, *args):
-  """fn(*args), compiled without XLA's backend optimisations: tiny nets compile ~2x faster."""
-  compiled = jax.jit(fn).lower(*args).compile({"xla_backend_optimization_level": 0})
-  return compiled(*args)
-
-
-def _shapes(model, size):
-  """Params and Conv/Dense outputs of `model` on [1, size, size, 3], as shapes only."""
-  variables = jax.eval_shape(functools.partial(
-      model.init, mutable=True,
-      capture_intermediates=lambda m, _: isinstance(m, (nn.Conv, nn.Dense))),
-      jax.random.key(0), jnp.zeros((1, size, size, 3)))
-  return variables["params"], variables["intermediates"]
-
-
-def _count_and_gmacs(model, size):
-  params, outputs = _shapes(model, size)
-  flat_params = flax.traverse_util.flatten_dict(params)
-  macs = sum(np.prod(flat_params[path[:-1] + ("kernel",)].shape) * np.prod(out[0].shape[1:-1])
-             for path, out in flax.traverse_util.flatten_dict(outputs).items())
-  return sum(p.size for p in flat_params.values()), macs / 1e9
 
 
 @pytest.mark.parametrize("name, size, count, gmacs", [
@@ -59,20 +32,34 @@ def _count_and_gmacs(model, size):
     ("resnet110", 32, 1_727_962, None),
 ])
 def test_parameter_counts_and_macs(name, size, count, gmacs):
-  got_count, got_gmacs = _count_and_gmacs(models.create(name), size)
+  got_count, got_gmacs = model_helpers.count_and_gmacs(models.create(name), size)
   assert got_count == count
   if gmacs is not None:
     assert got_gmacs == pytest.approx(gmacs, abs=5e-4)
 
 
 def test_stride_in_1x1_is_resnet_v1():
-  count, gmacs = _count_and_gmacs(models.create("resnet50", stride_in_1x1=True), 224)
+  count, gmacs = model_helpers.count_and_gmacs(models.create("resnet50", stride_in_1x1=True),
+                                               224)
   assert count == 25_557_032
   assert gmacs == pytest.approx(3.858, abs=5e-4)
 
 
+@pytest.mark.parametrize("stride_in_1x1, conv1_side", [(False, 8), (True, 4)])
+def test_stride_in_1x1_moves_the_stride_to_the_first_1x1(stride_in_1x1, conv1_side):
+  model = models.create("resnet50", width=4, stage_sizes=(1, 1), stride_in_1x1=stride_in_1x1)
+  _, state = jax.eval_shape(
+      lambda x: model.init_with_output(jax.random.key(0), x, capture_intermediates=True,
+                                       mutable=["params", "batch_stats", "intermediates"]),
+      jnp.zeros((1, 32, 32, 3)))
+  block = state["intermediates"]["layer2_0"]  # Input 8x8 (stem /4), output 4x4.
+  assert block["conv1"]["__call__"][0].shape[1:3] == (conv1_side, conv1_side)
+  assert block["conv2"]["__call__"][0].shape[1:3] == (4, 4)
+
+
 def test_cifar_resnet_has_no_shortcut_parameters():
-  params, _ = _shapes(models.create("resnet20"), 32)
+  params = jax.eval_shape(models.create("resnet20").init, jax.random.key(0),
+                          jnp.zeros((1, 32, 32, 3)))["params"]
   assert not any("downsample" in path for path in flax.traverse_util.flatten_dict(params))
 
 
@@ -88,6 +75,9 @@ def test_zero_pad_shortcut_subsamples_and_appends_zero_channels():
 @pytest.mark.parametrize("name, kwargs, feature_dim", [
     ("resnet18", {"width": 8}, 64),
     ("resnet20", {"stage_sizes": (1, 1, 1)}, 64),  # One block a stage: CIFAR stem and option A.
+    # Bottlenecks: a projection at stage 1, an identity block, a strided block; v1.5 and v1.
+    ("resnet50", {"width": 4, "stage_sizes": (2, 1)}, 32),
+    ("resnet50", {"width": 4, "stage_sizes": (2, 1), "stride_in_1x1": True}, 32),
 ])
 def test_train_step_updates_everything(name, kwargs, feature_dim):
   model = models.create(name, num_classes=10, **kwargs)
@@ -103,7 +93,8 @@ def test_train_step_updates_everything(name, kwargs, feature_dim):
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), state
     return variables, jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
 
-  variables, ((loss, state), grads) = jax.device_get(_run_unoptimised(init_and_grads, INIT_KEY))
+  variables, ((loss, state), grads) = jax.device_get(
+      model_helpers.run_unoptimised(init_and_grads, model_helpers.INIT_KEY))
   assert np.isfinite(loss)
   assert all(np.all(np.isfinite(g)) and np.any(g != 0) for g in jax.tree.leaves(grads))
   assert all(np.any(new != old) for new, old in zip(jax.tree.leaves(state["batch_stats"]),
@@ -124,9 +115,9 @@ def test_zero_init_residual_zeroes_every_residual_branch_at_init():
   model = models.create("resnet18", width=8, stage_sizes=(2, 1), zero_init_residual=True)
   x = _images(2, 16)
   # init's own forward pass runs in train mode; capture the eval-mode one of its variables.
-  _, state = _run_unoptimised(
+  _, state = model_helpers.run_unoptimised(
       lambda key: model.apply(model.init(key, x), x, capture_intermediates=True,
-                              mutable=["intermediates"]), INIT_KEY)
+                              mutable=["intermediates"]), model_helpers.INIT_KEY)
   outputs = jax.device_get(state["intermediates"])
   for block in ("layer1_0", "layer1_1", "layer2_0"):
     np.testing.assert_array_equal(outputs[block]["bn2"]["__call__"][0], 0.0)

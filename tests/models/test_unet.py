@@ -19,8 +19,12 @@ def test_original_parameter_count_and_output_shape():
   assert jax.eval_shape(model.apply, variables, x).shape == (1, 388, 388, 2)
 
 
-def test_valid_output_size_matches_the_paper():
+def test_valid_output_size_matches_the_paper_and_refuses_untileable_sizes():
   assert unet.valid_output_size(572, 4) == 388
+  assert unet.valid_output_size(20, 1) == 4
+  # 570 -> 566 -> 283 -> 279: odd at the second pool; 12 -> 8 -> 4 -> 0: empty at the bottom.
+  assert unet.valid_output_size(570, 4) is None
+  assert unet.valid_output_size(12, 1) is None
 
 
 def test_same_variant_keeps_the_input_size_and_trains():

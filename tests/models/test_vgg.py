@@ -57,6 +57,31 @@ def test_bn_variant_trains_updates_batch_stats_and_drops_out():
   assert not np.allclose(old["mean"], new["mean"]) and not np.allclose(old["var"], new["var"])
 
 
+def test_plain_variant_trains_without_batch_norm():
+  model = models.create("vgg11", **TINY)
+  x = model_helpers.normal((2, 32, 32, 3))
+  variables = jax.jit(model.init)(model_helpers.key(1), x)
+  assert set(variables) == {"params"}
+
+  def loss(params, rng):
+    logits = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
+    return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.array([1, 4])).mean()
+
+  loss_value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"], model_helpers.key(2))
+  assert np.isfinite(loss_value)
+  # Configuration A: 1, 1, 2, 2, 2 convs a stage and no BatchNorm layers.
+  assert set(grads) == {"conv1_1", "conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2",
+                        "conv5_1", "conv5_2", "fc6", "fc7", "fc8"}
+  for grad in jax.tree.leaves(grads):
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
+
+
+def test_one_width_per_stage_or_a_usage_error():
+  model = models.create("vgg11", widths=(8, 8, 8), num_classes=5)
+  with pytest.raises(UsageError, match="one width per stage: got 5 stages and 3 widths"):
+    jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+
+
 def test_features_without_classifier():
   model = models.create("vgg16", num_classes=None)
   x = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)

@@ -20,10 +20,11 @@ def _random_boxes(rng, n, size=20.0):
   return boxes
 
 
-def _iou_loop(a, b):
+def _iou_loop(a, b, dtype=np.float64):
+  """IoUs computed in `dtype`, in torchvision's order of operations."""
   out = np.zeros((len(a), len(b)), np.float64)
-  for i, p in enumerate(a):
-    for j, q in enumerate(b):
+  for i, p in enumerate(np.asarray(a, dtype)):
+    for j, q in enumerate(np.asarray(b, dtype)):
       iw = max(min(p[2], q[2]) - max(p[0], q[0]), 0)
       ih = max(min(p[3], q[3]) - max(p[1], q[1]), 0)
       inter = iw * ih
@@ -33,15 +34,22 @@ def _iou_loop(a, b):
 
 
 def _nms_loop(boxes, scores, threshold):
+  """torchvision's NMS: IoU in float32 (the boxes' dtype) compared with a float64 threshold."""
   order = sorted(range(len(boxes)), key=lambda i: (-scores[i], i))
   keep, removed = [], set()
-  iou = _iou_loop(boxes, boxes)
+  iou = _iou_loop(boxes, boxes, np.float32)
   for i in order:
     if i in removed:
       continue
     keep.append(i)
     removed.update(j for j in order if iou[i, j] > threshold)
   return keep
+
+
+def _whole_pixel_boxes(rng, n):
+  """Small integer boxes: many IoUs are exact fractions such as 6/20, equal to a threshold."""
+  xy = rng.integers(0, 8, (n, 2))
+  return np.concatenate([xy, xy + rng.integers(1, 6, (n, 2))], axis=1).astype(np.float32)
 
 
 def test_box_iou_matches_loop_and_torchvision():
@@ -102,6 +110,43 @@ def test_nms_matches_loop_and_torchvision(threshold):
   import torch
   theirs = torchvision.ops.nms(torch.tensor(boxes), torch.tensor(scores), threshold).tolist()
   assert kept == theirs
+
+
+def test_nms_removes_a_box_whose_iou_equals_the_threshold():
+  # IoU = 6 / 20 = 0.3: float32(6 / 20) is above the double 0.3, so torchvision removes it.
+  boxes = np.array([[0, 0, 4, 5], [0, 0, 2, 3]], np.float32)
+  indices, valid = ops.nms(boxes, np.array([0.9, 0.8], np.float32), 0.3, 2)
+  assert np.asarray(indices)[np.asarray(valid)].tolist() == [0] == _nms_loop(boxes, [.9, .8], .3)
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.3, 0.5, 0.6])
+def test_nms_on_whole_pixel_boxes_with_tied_scores(threshold):
+  rng = np.random.default_rng(5)
+  batches = [(_whole_pixel_boxes(rng, 24), rng.integers(0, 4, 24).astype(np.float32),
+              rng.integers(0, 3, 24).astype(np.int32)) for _ in range(25)]
+  nms = jax.jit(ops.nms, static_argnums=(2, 3))
+  batched = jax.jit(ops.batched_nms, static_argnums=(3, 4))
+  ours, ours_batched, expected, expected_batched = [], [], [], []
+  for boxes, scores, classes in batches:
+    indices, valid = nms(boxes, scores, threshold, 24)
+    ours.append(np.asarray(indices)[np.asarray(valid)].tolist())
+    expected.append(_nms_loop(boxes, scores, threshold))
+    indices, valid = batched(boxes, scores, classes, threshold, 24)
+    ours_batched.append(np.asarray(indices)[np.asarray(valid)].tolist())
+    per_class = []
+    for c in range(3):
+      members = np.flatnonzero(classes == c)
+      per_class += [members[i] for i in _nms_loop(boxes[members], scores[members], threshold)]
+    # Ties keep the lower index first, as the stable score sort of the loop does.
+    expected_batched.append(sorted(per_class, key=lambda i: (-scores[i], i)))
+  assert ours == expected and ours_batched == expected_batched
+  torchvision = pytest.importorskip("torchvision")
+  import torch
+  assert ours == [torchvision.ops.nms(torch.tensor(b), torch.tensor(s), threshold).tolist()
+                  for b, s, _ in batches]
+  assert ours_batched == [torchvision.ops.batched_nms(torch.tensor(b), torch.tensor(s),
+                                                     torch.tensor(c), threshold).tolist()
+                          for b, s, c in batches]
 
 
 def test_nms_truncates_to_max_output_and_handles_no_boxes():

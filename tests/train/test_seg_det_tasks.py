@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 from cnnjax import train
 from cnnjax.data import adapters
 from cnnjax.data.builders import shapes
+from cnnjax.errors import UsageError
 from cnnjax.train import tasks
 from cnnjax.train.tasks import detection as det_task
 
@@ -83,6 +84,27 @@ def test_shapes_configs_trace_train_and_eval_steps(name):
     assert sums["confusion"].shape == (1, 4, 4)
   else:
     assert outputs["det_boxes"].shape[:2] == (1, 2) and outputs["gt_boxes"].shape == (1, 2, 4, 4)
+
+
+@pytest.mark.parametrize("name", ["unet_shapes", "yolo_shapes", "fast_rcnn_shapes"])
+@pytest.mark.parametrize("key, value, message", [
+    ("augment", "cifar", "input.augment='cifar' crops and shifts the images but not the"),
+    ("augment", "shift", "input.augment='shift'"),
+    ("augment", "inception", "input.augment='inception'"),
+    ("center_crop", True, "input.center_crop crops the images but not the"),
+    ("resize", 24, "input.resize=24 shrinks the images inside zero padding but not the"),
+])
+def test_image_only_geometry_is_refused(name, key, value, message):
+  config = _config(name)
+  data = tasks.DataInfo(3, (32, 32, 3), {"train": 2000, "test": 500},
+                        adapters.SEGMENTATION_AND_DETECTION)
+  config.input.size = 32
+  config.input.resize = 32  # The same side as the input: nothing to pad, allowed.
+  tasks.create(config, data)
+  config.input[key] = value
+  with pytest.raises(UsageError, match=message) as error:
+    tasks.create(config, data)
+  assert "\n" not in str(error.value)
 
 
 def test_jittered_proposals_cover_objects_and_stay_in_the_image():

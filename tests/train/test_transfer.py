@@ -1,4 +1,5 @@
-"""Transfer learning: frozen parameters stay put in linear-probe mode, the head is new."""
+"""Transfer learning: frozen parameters stay put in linear-probe mode, the head is new, and
+a linear probe trains on the features evaluation sees."""
 
 import os
 import sys
@@ -12,11 +13,14 @@ from cnnjax import models
 from cnnjax.train import checkpoint
 from cnnjax.train import loop
 from cnnjax.train import optim
+from cnnjax.train import parallel
 from cnnjax.train import state as state_lib
+from cnnjax.train import tasks
 from cnnjax.train import transfer
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs"))
 import lenet_digits  # noqa: E402
+import train_helpers  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +103,88 @@ def test_torchvision_weights_initialise_all_but_the_head(tmp_path):
                                 source["params"]["conv1"]["kernel"])
   np.testing.assert_array_equal(merged["batch_stats"]["bn1"]["mean"],
                                 source["batch_stats"]["bn1"]["mean"])
+
+
+HEAD = ["fc/kernel", "fc/bias"]
+
+
+def _probe_setup(mode: str = "linear_probe"):
+  """A tiny ResNet-20 (BatchNorm) task in `mode`, its variables and frozen patterns."""
+  config = train_helpers.tiny_config(**{"transfer.init_from": "unused", "transfer.mode": mode,
+                                        "global_bn": False})
+  task = train_helpers.make_task(config)
+  variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(0)))
+  # Running statistics unlike any batch's, so batch and running statistics cannot agree.
+  variables["batch_stats"] = jax.tree.map(lambda x: x + 0.5, variables["batch_stats"])
+  return config, task, variables, transfer.frozen_patterns(config, variables["params"], HEAD)
+
+
+def _per_device(fn):
+  """`fn` run under a named device axis of size 1, as the trainer's steps are."""
+  return jax.jit(jax.vmap(fn, in_axes=(None, 0), axis_name=tasks.AXIS))
+
+
+def _images(seed: int = 0) -> np.ndarray:
+  images = np.random.default_rng(seed).integers(0, 256, (1, 8, *train_helpers.IMAGE_SHAPE),
+                                                dtype=np.uint8)
+  return {"image": images, "label": np.zeros((1, 8), np.int32)}
+
+
+@pytest.mark.parametrize("mode", ["linear_probe", "finetune_all"])
+def test_linear_probe_trains_on_eval_features_and_keeps_batch_stats(mode):
+  _, task, variables, _ = _probe_setup(mode)
+  rng = jax.random.key(1)
+
+  def train_and_eval(variables, batch):
+    images = task.preprocess(batch, rng, train=True)["image"]
+    trained, batch_stats = task.apply(variables, images, train=True, rng=rng)
+    return trained, batch_stats, task.model.apply(variables, images, train=False)
+
+  trained, batch_stats, evaluated = _per_device(train_and_eval)(variables, _images())
+  same_stats = all(np.array_equal(a[0], b) for a, b in zip(
+      jax.tree.leaves(batch_stats), jax.tree.leaves(variables["batch_stats"])))
+  if mode == "linear_probe":
+    np.testing.assert_allclose(trained, evaluated, rtol=1e-6, atol=1e-6)
+    assert same_stats
+  else:  # Fine-tuning trains BatchNorm on batch statistics, as before.
+    assert not np.allclose(trained, evaluated, atol=1e-3) and not same_stats
+
+
+def test_linear_probe_step_runs_the_backbone_forward_only():
+  config, task, variables, frozen = _probe_setup()
+  schedule = optim.create_schedule(config, 2)
+  tx = optim.create_optimizer(config, variables["params"], schedule, frozen)
+  state = state_lib.create_state(variables, tx, optim.plateau_transform(config))
+  batch = {k: v[0] for k, v in _images().items()}
+
+  def convolutions(frozen_patterns):
+    step = state_lib.make_train_step(task, tx, schedule, jax.random.key(2),
+                                     update_batch_stats=False, frozen=frozen_patterns)
+    jaxpr = jax.make_jaxpr(jax.vmap(step, in_axes=(None, 0), axis_name=tasks.AXIS))(
+        state, jax.tree.map(lambda x: x[None], batch))
+    return str(jaxpr).count("conv_general_dilated")
+
+  forward = str(jax.make_jaxpr(lambda v, x: task.model.apply(v, x, train=False))(
+      variables, np.zeros((8, *train_helpers.IMAGE_SHAPE), np.float32))).count(
+          "conv_general_dilated")
+  # stop_gradient on the frozen backbone leaves no convolution to differentiate.
+  assert convolutions(frozen) == forward < convolutions(())
+
+  runner = parallel.Runner("shard_map")
+  step = runner.compile(state_lib.make_train_step(task, tx, schedule, jax.random.key(2),
+                                                  update_batch_stats=False, frozen=frozen),
+                        in_specs=(parallel.REPLICATED, parallel.SHARDED),
+                        out_specs=(parallel.REPLICATED, parallel.REPLICATED), donate_argnums=(0,))
+  replicated = runner.replicate(jax.device_get(state))
+  for seed in range(2):
+    replicated, _ = step(replicated, runner.shard_batch(
+        train_helpers.batches(1, 16, seed=seed)[0]))
+  final = runner.to_host(replicated, parallel.REPLICATED)
+  for collection in ("params", "batch_stats"):
+    names = jax.tree.leaves(optim.path_names(variables[collection]))
+    for name, before, after in zip(names, jax.tree.leaves(variables[collection]),
+                                   jax.tree.leaves(getattr(final, collection))):
+      if name in HEAD:
+        assert not np.array_equal(before, after), name
+      else:
+        np.testing.assert_array_equal(before, after, err_msg=name)

@@ -29,7 +29,7 @@ def split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
 
 
 class Digits(tfds.core.GeneratorBasedBuilder):
-  """scikit-learn's 8x8 digits, 10 classes, fixed stratified 1,437 / 360 split."""
+  """scikit-learn's 8x8 digits, 10 classes, fixed stratified 1,438 / 359 split."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}

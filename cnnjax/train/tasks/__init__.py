@@ -43,7 +43,8 @@ Optional hooks: `config_defaults()` adds the task's own config sections (so that
 `cnnjax.train.config.defaults(task)` knows them and the CLI can override them),
 `sampler_kwargs_for(num_devices)` asks the input pipeline for e.g. P x K batches,
 `has_embeddings` plus outputs "embedding" and "label" draw a 2-D projection at the end,
-and `apply(...)` runs the model with the dropout key and mutable batch_stats handled.
+and `apply(variables, *inputs, train=..., rng=...)` runs the model with the dropout key,
+mutable batch_stats and the inference-mode features of a linear probe handled.
 """
 
 import abc
@@ -57,6 +58,7 @@ import ml_collections
 import numpy as np
 
 from cnnjax.errors import UsageError
+from cnnjax.train import transfer
 
 AXIS = "batch"
 
@@ -162,12 +164,26 @@ class Task(abc.ABC):
     self.last_outputs = outputs
     return self.finalize_eval(sums, outputs)
 
-  def apply(self, variables: dict[str, PyTree], images: jax.Array, train: bool,
-            rng: jax.Array | None = None):
-    """Runs the model; in training returns (outputs, new batch_stats)."""
-    if not train:
-      return self.model.apply(variables, images, train=False), variables.get("batch_stats", {})
-    outputs, updates = self.model.apply(variables, images, train=True, mutable=["batch_stats"],
+  @property
+  def frozen_features(self) -> bool:
+    """Whether training is a linear probe: a new head on the pretrained model's features."""
+    return transfer.freezes_batch_stats(self.config)
+
+  def apply(self, variables: dict[str, PyTree], *inputs: jax.Array, train: bool,
+            rng: jax.Array | None = None) -> tuple[Any, PyTree]:
+    """Runs the model on `inputs` (images [B, h, w, c], then any other model arguments).
+
+    In training the model runs in training mode (BatchNorm on batch statistics, dropout
+    keyed by `device_key(rng)`), except in a linear probe (`frozen_features`): there it
+    runs in inference mode, as evaluation does, so the head learns on exactly the features
+    it is evaluated on and the pretrained BatchNorm statistics stay as they are.
+
+    Returns:
+      (the model's outputs, batch_stats after the call: updated when BatchNorm trained).
+    """
+    if not train or self.frozen_features:
+      return self.model.apply(variables, *inputs, train=False), variables.get("batch_stats", {})
+    outputs, updates = self.model.apply(variables, *inputs, train=True, mutable=["batch_stats"],
                                         rngs={"dropout": device_key(rng)})
     return outputs, updates.get("batch_stats", {})
 

@@ -33,7 +33,7 @@ class Classification(tasks.Task):
 
   def loss_fn(self, params, batch_stats, batch, rng, train):
     variables = {"params": params, "batch_stats": batch_stats}
-    outputs, new_batch_stats = self.apply(variables, batch["image"], train, rng)
+    outputs, new_batch_stats = self.apply(variables, batch["image"], train=train, rng=rng)
     logits, *aux_logits = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
     smoothing = self.config.get("label_smoothing", 0.0)
     main_loss = cross_entropy(logits, batch["label"], self.data.num_classes, smoothing).mean()

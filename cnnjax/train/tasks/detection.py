@@ -6,7 +6,9 @@ stored image, 'box_labels' int32 [B, M] in [0, K) and 'box_valid' bool [B, M] (t
 COCO mAP@[.5:.95] ('coco_map') over the eval split, in model-input pixels.
 
 Config section `detection`:
-  random_flip: horizontal flips of images and boxes in training.
+  random_flip: horizontal flips of images and boxes in training. Boxes follow these flips
+    and the resize to `input.size`; the image-only geometry of `config.input` (augment,
+    center_crop, resize) is refused.
   score_threshold, nms_iou, max_detections: the test-time filter (per-class NMS).
   yolo: grid and box counts come from the model; lambda_coord, lambda_noobj weight its loss.
   region_cnn:
@@ -129,6 +131,7 @@ class _Detection(tasks.Task):
     if missing:
       raise UsageError(f"dataset {self.config.dataset} has no boxes; use shapes or voc for "
                        f"detection.")
+    inputs.check_targets_follow(self.config, "boxes")
 
   def preprocess(self, batch, rng, train):
     size = self.input_shape[0]
@@ -194,7 +197,7 @@ class YOLO(_Detection):
 
   def loss_fn(self, params, batch_stats, batch, rng, train):
     variables = {"params": params, "batch_stats": batch_stats}
-    outputs, new_batch_stats = self.apply(variables, batch["image"], train, rng)
+    outputs, new_batch_stats = self.apply(variables, batch["image"], train=train, rng=rng)
     loss, metrics = self._loss(outputs, batch)
     return loss, ({"loss": loss, **metrics}, new_batch_stats)
 
@@ -247,15 +250,6 @@ class RegionCNN(_Detection):
       raw = jnp.clip(jnp.round(resized), 0, 255).astype(jnp.uint8)
     return selective_search_proposals(raw, section.num_proposals, tuple(section.proposal_scales))
 
-  def _forward(self, variables, images, rois, train, rng):
-    if not train:
-      return self.model.apply(variables, images, rois, train=False), variables.get(
-          "batch_stats", {})
-    outputs, updates = self.model.apply(variables, images, rois, train=True,
-                                        mutable=["batch_stats"],
-                                        rngs={"dropout": tasks.device_key(rng)})
-    return outputs, updates.get("batch_stats", {})
-
   def loss_fn(self, params, batch_stats, batch, rng, train):
     section = self.config.detection
     proposals, proposal_valid = self._proposals(batch, rng, train)
@@ -267,7 +261,8 @@ class RegionCNN(_Detection):
                 keys, proposals, proposal_valid, batch["boxes"], batch["box_labels"],
                 batch["box_valid"])
     variables = {"params": params, "batch_stats": batch_stats}
-    (logits, deltas), new_batch_stats = self._forward(variables, batch["image"], rois, train, rng)
+    (logits, deltas), new_batch_stats = self.apply(variables, batch["image"], rois, train=train,
+                                                   rng=rng)
     loss, metrics = det_losses.fast_rcnn_loss(
         logits.reshape(-1, logits.shape[-1]), deltas.reshape(-1, deltas.shape[-2], 4),
         labels.reshape(-1), targets.reshape(-1, 4), weights.reshape(-1), return_metrics=True)

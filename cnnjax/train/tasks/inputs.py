@@ -9,8 +9,11 @@
     resized crop and flip of the stored image), or "shift" (pad and crop, no flip: digits).
   pad: zero padding of "cifar" and "shift" before the random crop; default 4.
   center_crop: evaluate on a resize + central crop (ImageNet protocol) instead of a resize.
-  mean, std: per-channel normalisation in [0, 1] units; default the dataset's statistics
-    from `cnnjax.data.augment.DATASET_STATS`, else 0.5 and 0.5.
+  mean, std: per-channel normalisation in [0, 1] units; empty (the default): the dataset's
+    statistics from `cnnjax.data.augment.DATASET_STATS`, else 0.5 and 0.5.
+
+Segmentation and detection move their targets with the image only through `size` and
+their own random flips; `check_targets_follow` refuses the other geometric options there.
 """
 
 from typing import Any
@@ -18,23 +21,24 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from cnnjax.data import augment
 from cnnjax.errors import UsageError
 from cnnjax.train import tasks
 
 AUGMENTATIONS = ("none", "shift", "cifar", "inception")
 
 
-def _augment_module():
-  from cnnjax.data import augment  # Imported lazily: only augmented runs need it.
-  return augment
-
-
 def normalization(config: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  """(mean, std) per channel for `config.dataset`, overridable in `config.input`."""
+  """(mean, std) per channel for `config.dataset`, overridable in `config.input`.
+
+  An empty `input.mean` or `input.std` (the config default is `()`) takes the dataset's
+  statistics; TFDS versions and configs ("cifar10:3.0.2", "mnist/x") share their base name's.
+  """
   input_config = config.get("input", {})
   mean, std = input_config.get("mean"), input_config.get("std")
-  if mean is None or std is None:
-    stats = getattr(_augment_module(), "DATASET_STATS", {}).get(config.dataset)
+  if not mean or not std:
+    base = config.get("dataset", "").split(":")[0].split("/")[0]
+    stats = augment.DATASET_STATS.get(base)
     if stats is not None:
       mean, std = (mean or stats[0]), (std or stats[1])
   return tuple(mean or (0.5,)), tuple(std or (0.5,))
@@ -58,24 +62,50 @@ def prepare_images(images: jax.Array, rng: jax.Array, train: bool, config: Any,
                    size: int, dtype: jnp.dtype) -> jax.Array:
   """images: uint8 [B, H, W, C] -> normalised `dtype` [B, size, size, C]."""
   input_config = config.get("input", {})
-  augment = input_config.get("augment", "none") if train else "none"
-  if augment not in AUGMENTATIONS:
-    raise UsageError(f"unknown input.augment {augment!r}; choose one of {', '.join(AUGMENTATIONS)}.")
+  recipe = input_config.get("augment", "none") if train else "none"
+  if recipe not in AUGMENTATIONS:
+    raise UsageError(f"unknown input.augment {recipe!r}; choose one of "
+                     f"{', '.join(AUGMENTATIONS)}.")
   pad = input_config.get("pad", 4)
   x = images.astype(jnp.float32) / 255.0
-  if augment == "inception":
-    x = tasks.per_example(_augment_module().inception_train, rng, x, size)
+  if recipe == "inception":
+    x = tasks.per_example(augment.inception_train, rng, x, size)
   elif not train and input_config.get("center_crop", False):
-    x = _augment_module().eval_resize_center_crop(x, size)
+    x = augment.eval_resize_center_crop(x, size)
   x = resize_and_pad(x, input_config.get("resize") or size, size)
-  if augment == "cifar":  # On the model input, so the shift is `pad` of its pixels.
-    x = tasks.per_example(_augment_module().cifar_train, rng, x, pad)
-  elif augment == "shift":
-    crop = _augment_module().pad_and_random_crop
+  if recipe == "cifar":  # On the model input, so the shift is `pad` of its pixels.
+    x = tasks.per_example(augment.cifar_train, rng, x, pad)
+  elif recipe == "shift":
+    crop = augment.pad_and_random_crop
     x = jax.vmap(lambda key, image: crop(key, image, pad))(tasks.example_keys(rng, len(x)), x)
   mean, std = normalization(config)
   x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
   return x.astype(dtype)
+
+
+def check_targets_follow(config: Any, targets: str) -> None:
+  """UsageError when `config.input` moves image pixels in a way `targets` would not follow.
+
+  `prepare_images` crops, shifts and pads the image alone; tasks whose labels are positions
+  in the image (masks, boxes) only resize them to `input.size` and flip them with the image.
+
+  Args:
+    config: the experiment config.
+    targets: what the task's labels are, for the message, e.g. "segmentation masks".
+  """
+  input_config = config.get("input", {})
+  recipe = input_config.get("augment", "none")
+  resize = input_config.get("resize", 0)
+  if recipe != "none":
+    problem = f"input.augment={recipe!r} crops and shifts the images"
+  elif input_config.get("center_crop", False):
+    problem = "input.center_crop crops the images"
+  elif resize and resize != input_config.get("size", 0):
+    problem = f"input.resize={resize} shrinks the images inside zero padding"
+  else:
+    return
+  raise UsageError(f"{problem} but not the {targets}; set input.augment='none', "
+                   "input.center_crop=False and input.resize=0 (the task flips both itself).")
 
 
 def prepare_batch(task: tasks.Task, batch: tasks.Batch, rng: jax.Array,

@@ -78,7 +78,7 @@ class MetricLearning(tasks.Task):
 
   def loss_fn(self, params, batch_stats, batch, rng, train):
     variables = {"params": params, "batch_stats": batch_stats}
-    embeddings, new_batch_stats = self.apply(variables, batch["image"], train, rng)
+    embeddings, new_batch_stats = self.apply(variables, batch["image"], train=train, rng=rng)
     metric = self.config.metric
     loss, metrics = LOSSES[metric.loss](embeddings, batch["label"], margin=metric.margin,
                                         distance=metric.distance, axis_name=tasks.AXIS,

@@ -7,6 +7,8 @@ Config section `segmentation`:
   ignore_index: a mask value left out of loss and metrics; -1: none.
   dice_weight: weight of the soft Dice loss added to the cross-entropy.
   random_flip: flip image and mask together at random in training.
+Masks follow the image's resize to `input.size` and these flips; the image-only geometry
+of `config.input` (augment, center_crop, resize) is refused.
 
 Models whose output is smaller than their input (the original valid-padded U-Net) are
 compared with the centre of the mask, the part of the image they see whole.
@@ -56,6 +58,7 @@ class Segmentation(tasks.Task):
     if "mask" not in self.data.features:
       raise UsageError(f"dataset {self.config.dataset} has no segmentation masks; use shapes, "
                        "oxford_iiit_pet or another dataset with a 'mask' feature.")
+    inputs.check_targets_follow(self.config, "segmentation masks")
     return models.create(self.config.model, **self.backbone_kwargs(self.num_classes))
 
   def preprocess(self, batch, rng, train):
@@ -76,7 +79,7 @@ class Segmentation(tasks.Task):
 
   def loss_fn(self, params, batch_stats, batch, rng, train):
     variables = {"params": params, "batch_stats": batch_stats}
-    outputs, new_batch_stats = self.apply(variables, batch["image"], train, rng)
+    outputs, new_batch_stats = self.apply(variables, batch["image"], train=train, rng=rng)
     logits, mask = self._logits_and_mask(outputs, batch["mask"])
     ce = seg_losses.pixel_cross_entropy(logits, mask, self.ignore_index)
     dice = seg_losses.soft_dice_loss(logits, mask, self.ignore_index)

@@ -19,6 +19,7 @@ import ml_collections
 
 from cnnjax import losses
 from cnnjax import models
+from cnnjax.data import augment
 from cnnjax.evaluate import linear_probe
 from cnnjax.evaluate import retrieval
 from cnnjax.train import tasks
@@ -71,7 +72,6 @@ class SimCLR(tasks.Task):
       images = inputs.prepare_images(batch["image"], rng, False, self.config,
                                      self.input_shape[0], self.dtype)
       return {**batch, "image": images}
-    from cnnjax.data import augment
     mean, std = inputs.normalization(self.config)
     view1, view2 = tasks.per_example(
         augment.simclr_views, rng, batch["image"], self.input_shape[0],
@@ -81,7 +81,7 @@ class SimCLR(tasks.Task):
   def loss_fn(self, params, batch_stats, batch, rng, train):
     variables = {"params": params, "batch_stats": batch_stats}
     views = jnp.concatenate([batch["view1"], batch["view2"]])
-    (_, projections), new_batch_stats = self.apply(variables, views, train, rng)
+    (_, projections), new_batch_stats = self.apply(variables, views, train=train, rng=rng)
     z1, z2 = jnp.split(projections, 2)
     simclr = self.config.simclr
     loss, metrics = losses.nt_xent_loss(z1, z2, simclr.temperature, axis_name=tasks.AXIS,

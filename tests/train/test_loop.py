@@ -1,0 +1,165 @@
+"""The training loop on LeNet-5 and digits: step counts of sliced splits, bad input and
+workdirs refused in one line without losing or creating anything, the NaN guard's step,
+reduce-on-plateau for a metric to maximise, and the experiment fingerprint."""
+
+import json
+import os
+import sys
+
+import pytest
+
+import fake_gcs
+from cnnjax import main
+from cnnjax.errors import UsageError
+from cnnjax.train import checkpoint
+from cnnjax.train import loop
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs"))
+import lenet_digits  # noqa: E402
+import simclr_digits  # noqa: E402
+import triplet_digits  # noqa: E402
+
+LENET = os.path.join(os.path.dirname(lenet_digits.__file__), "lenet_digits.py")
+DIGITS = {"train": 1438, "test": 359}
+
+
+def _lenet(**overrides):
+  """LeNet-5 on digits for a few steps, evaluated and checkpointed only when asked."""
+  config = lenet_digits.get_config()
+  config.num_epochs = 0.0
+  config.num_steps = 3
+  config.batch_size = 64
+  config.eval_every = 0
+  config.log_every = 1
+  config.async_checkpoints = False
+  config.progress = "lines"
+  for key, value in overrides.items():
+    node = config
+    *parents, last = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[last] = value
+  return config
+
+
+def _records(workdir) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _cli_error(capsys, argv: list[str]) -> str:
+  with pytest.raises(SystemExit) as exit_info:
+    main.run_cli(["cnnjax", *argv])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+  return err
+
+
+@pytest.mark.parametrize("split, examples", [
+    ("train", DIGITS["train"]),
+    ("train[:50%]", DIGITS["train"] // 2),
+    ("train+test", DIGITS["train"] + DIGITS["test"]),
+    ("train[:100]+test[:10%]", 100 + 36),
+])
+def test_epochs_count_the_examples_of_the_sliced_split(split, examples):
+  config = _lenet(num_steps=0, num_epochs=2.0, train_split=split)
+  assert loop.Experiment(config, "unused").num_steps == -(-2 * examples // 64)
+
+
+def test_an_unknown_train_split_is_one_line():
+  config = _lenet(num_steps=0, num_epochs=1.0, train_split="validation")
+  with pytest.raises(UsageError, match="train_split 'validation' of digits.*Unknown split"):
+    loop.Experiment(config, "unused")
+
+
+@pytest.mark.parametrize("override", ["--config.num_steps=-3", "--config.num_epochs=-1"])
+def test_negative_lengths_are_refused(capsys, tmp_path, override):
+  err = _cli_error(capsys, ["train", f"--config={LENET}", f"--workdir={tmp_path / 'w'}", override])
+  assert "must be positive" in err and override.split(".")[1].split("=")[0] in err
+  assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_workdir_under_a_file_is_one_line(capsys, tmp_path, command):
+  a_file = tmp_path / "file"
+  a_file.write_text("not a directory")
+  err = _cli_error(capsys, [command, f"--config={LENET}", f"--workdir={a_file / 'run'}"])
+  assert f"lies under {a_file}, which is a file" in err
+
+
+def test_eval_of_a_workdir_without_checkpoints_creates_nothing(capsys, tmp_path):
+  err = _cli_error(capsys, ["eval", f"--config={LENET}", f"--workdir={tmp_path / 'missing'}"])
+  assert "no checkpoint" in err
+  assert not (tmp_path / "missing").exists()
+  (tmp_path / "empty").mkdir()
+  assert "no checkpoint" in _cli_error(
+      capsys, ["eval", f"--config={LENET}", f"--workdir={tmp_path / 'empty'}"])
+  assert list((tmp_path / "empty").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_misspelled_best_metric_stops_at_the_first_evaluation_keeping_its_checkpoint(tmp_path):
+  config = _lenet(best_metric="acc", eval_every=1)
+  with pytest.raises(UsageError, match="best_metric 'acc'.*choose one of accuracy"):
+    loop.run(config, str(tmp_path))
+  checkpointer = checkpoint.Checkpointer(str(tmp_path), create=False)
+  assert checkpointer.all_steps() == [1]
+  checkpointer.close()
+  # The corrected run resumes from that checkpoint.
+  summary = loop.run(_lenet(best_metric="accuracy", eval_every=1), str(tmp_path))
+  assert summary["step"] == 3
+  assert [r["step"] for r in _records(tmp_path) if r["split"] == "train"] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_nonfinite_loss_names_the_step_as_progress_counts_it(tmp_path):
+  # An infinite rate makes the first update non-finite: the loss of step 2 is NaN.
+  config = _lenet(num_steps=4, **{"schedule.name": "constant",
+                                  "schedule.learning_rate": float("inf"),
+                                  "schedule.warmup_steps": 0, "optimizer.name": "sgd",
+                                  "optimizer.weight_decay": 0.0})
+  with pytest.raises(UsageError, match="NaN/Inf at step 2; no checkpoint was saved"):
+    loop.run(config, str(tmp_path))
+  assert [r["step"] for r in _records(tmp_path) if r["split"] == "train"] == [1]
+
+
+@pytest.mark.slow
+def test_plateau_decays_a_stalled_accuracy(tmp_path):
+  # A learning rate too small to move the accuracy: it stalls from the first evaluation.
+  config = _lenet(num_steps=5, eval_every=1, best_metric="accuracy", best_mode="max",
+                  **{"schedule.name": "plateau", "schedule.learning_rate": 1e-9,
+                     "schedule.warmup_steps": 0, "schedule.patience": 2})
+  loop.run(config, str(tmp_path))
+  rates = [r["learning_rate"] for r in _records(tmp_path) if r["split"] == "train"]
+  accuracies = [r["accuracy"] for r in _records(tmp_path) if r["split"] == "eval"]
+  assert len(set(accuracies)) == 1
+  # Evaluations after steps 2 and 3 do not improve: from step 4 on the rate is divided by 10.
+  assert rates == pytest.approx([1e-9, 1e-9, 1e-9, 1e-10, 1e-10])
+
+
+@pytest.mark.slow
+def test_fingerprint_ignores_evaluation_only_settings():
+  def fingerprint(module, **changes):
+    config = module.get_config("local") if module is not lenet_digits else module.get_config()
+    for key, value in changes.items():
+      section, name = key.split(".")
+      config[section][name] = value
+    return loop.Experiment(config, "unused").fingerprint()
+
+  assert fingerprint(triplet_digits) == fingerprint(triplet_digits, **{"metric.knn_k": 7})
+  assert fingerprint(simclr_digits) == fingerprint(
+      simclr_digits, **{"simclr.knn_k": 9, "simclr.probe_epochs": 3})
+  assert fingerprint(triplet_digits) != fingerprint(triplet_digits,
+                                                    **{"metric.distance": "cosine"})
+  assert fingerprint(lenet_digits) != fingerprint(lenet_digits, **{"input.size": 36})
+
+
+def test_remote_workdir_stays_remote(tmp_path, monkeypatch):
+  store = fake_gcs.install(monkeypatch)
+  monkeypatch.chdir(tmp_path)
+  directory = loop._check_workdir("gs://bucket/run", train=True)
+  assert str(directory) == "gs://bucket/run"
+  with pytest.raises(UsageError, match="no checkpoint in --workdir gs://bucket/run"):
+    loop._check_workdir("gs://bucket/run", train=False)
+  assert store == {} and list(tmp_path.iterdir()) == []

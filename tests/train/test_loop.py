@@ -33,12 +33,7 @@ def _lenet(**overrides):
   config.log_every = 1
   config.async_checkpoints = False
   config.progress = "lines"
-  for key, value in overrides.items():
-    node = config
-    *parents, last = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[last] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

@@ -26,12 +26,7 @@ def tiny_config(task: str = "classification", **overrides):
   config.optimizer.weight_decay = 1e-4
   config.schedule.name = "constant"
   config.schedule.learning_rate = 0.1
-  for key, value in overrides.items():
-    node = config
-    *parents, last = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[last] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

@@ -193,8 +193,7 @@ class Experiment:
       evaluate(variables, batch) -> (summed sums, per-example outputs).
     """
     train_step = state_lib.make_train_step(
-        self.task, self.tx, self.schedule, self.step_rng,
-        update_batch_stats=not transfer.freezes_batch_stats(self.config), frozen=self.frozen)
+        self.task, self.tx, self.schedule, self.step_rng, frozen=self.frozen)
     train = self.runner.compile(train_step, in_specs=(REPLICATED, SHARDED),
                                 out_specs=(REPLICATED, REPLICATED), donate_argnums=(0,))
     evaluate = self.runner.compile(state_lib.make_eval_step(self.task),

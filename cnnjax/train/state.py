@@ -47,12 +47,11 @@ def create_state(variables: dict[str, Any], tx: optax.GradientTransformation,
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    base_rng: jax.Array, update_batch_stats: bool = True,
-                    frozen: tuple[str, ...] = ()
+                    base_rng: jax.Array, frozen: tuple[str, ...] = ()
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """The per-device train step (state, batch shard) -> (new state, averaged metrics).
 
-  With `update_batch_stats=False` (a linear probe) BatchNorm statistics stay as they are.
+  In a linear probe (`task.frozen_features`) BatchNorm statistics stay as they are.
   `frozen` holds regexes of the parameters the optimizer leaves unchanged
   (`transfer.frozen_patterns`): they enter the loss through `stop_gradient`, so their
   gradients are zero and never computed (a linear probe's backbone runs forward only).
@@ -77,7 +76,10 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: opta
     grads = jax.lax.pmean(grads, AXIS)
     metrics = jax.lax.pmean({**metrics, "loss": loss}, AXIS)
     # Replicas that normalise their own shard still keep identical running statistics.
-    batch_stats = jax.lax.pmean(batch_stats, AXIS) if update_batch_stats else state.batch_stats
+    if task.frozen_features:
+      batch_stats = state.batch_stats
+    else:
+      batch_stats = jax.lax.pmean(batch_stats, AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     updates = optim.scale_updates(updates, state.plateau.scale)
     params = optax.apply_updates(state.params, updates)

@@ -159,7 +159,7 @@ def test_linear_probe_step_runs_the_backbone_forward_only():
 
   def convolutions(frozen_patterns):
     step = state_lib.make_train_step(task, tx, schedule, jax.random.key(2),
-                                     update_batch_stats=False, frozen=frozen_patterns)
+                                     frozen=frozen_patterns)
     jaxpr = jax.make_jaxpr(jax.vmap(step, in_axes=(None, 0), axis_name=tasks.AXIS))(
         state, jax.tree.map(lambda x: x[None], batch))
     return str(jaxpr).count("conv_general_dilated")
@@ -172,7 +172,7 @@ def test_linear_probe_step_runs_the_backbone_forward_only():
 
   runner = parallel.Runner("shard_map")
   step = runner.compile(state_lib.make_train_step(task, tx, schedule, jax.random.key(2),
-                                                  update_batch_stats=False, frozen=frozen),
+                                                  frozen=frozen),
                         in_specs=(parallel.REPLICATED, parallel.SHARDED),
                         out_specs=(parallel.REPLICATED, parallel.REPLICATED), donate_argnums=(0,))
   replicated = runner.replicate(jax.device_get(state))

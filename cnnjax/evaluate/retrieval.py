@@ -1,4 +1,4 @@
-"""Embedding quality on the host: kNN accuracy, recall@k and pair verification accuracy.
+"""Embedding quality on the host: kNN votes and accuracy, recall@k, pair verification accuracy.
 
 All take numpy embeddings [N, D] and integer labels [N]; distances are Euclidean.
 Queries are processed in chunks, so memory is O(chunk x N).
@@ -21,6 +21,8 @@ def nearest_neighbours(queries: np.ndarray, keys: np.ndarray, k: int,
                        exclude_self: bool = False) -> np.ndarray:
   """Indices [Q, k] of each query's k nearest keys, nearest first.
 
+  Keys at equal distance (as computed, in float64) are ordered by index, lowest first, so
+  the result is deterministic also where a tie straddles the k-th place.
   With `exclude_self`, queries and keys are the same set and a query never returns itself.
   """
   k = min(k, len(keys) - int(exclude_self))
@@ -31,9 +33,38 @@ def nearest_neighbours(queries: np.ndarray, keys: np.ndarray, k: int,
       rows = np.arange(d.shape[0])
       d[rows, start + rows] = np.inf
     part = np.argpartition(d, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(d, part, axis=1).max(axis=1, keepdims=True)
+    # argpartition picks arbitrary keys among those tied at the k-th distance; such rows
+    # (rare on real embeddings) take the first k of a full stable sort instead.
+    straddles = (d <= kth).sum(axis=1) > k
+    part[straddles] = np.argsort(d[straddles], axis=1, kind="stable")[:, :k]
+    part.sort(axis=1)  # By index, so that the stable sort by distance orders ties by index.
     order = np.take_along_axis(d, part, axis=1).argsort(axis=1, kind="stable")
     result[start:start + CHUNK] = np.take_along_axis(part, order, axis=1)
   return result
+
+
+def knn_predict(train_embeddings: np.ndarray, train_labels: np.ndarray,
+                test_embeddings: np.ndarray, k: int = 1,
+                exclude_self: bool = False) -> np.ndarray:
+  """Labels [Q] voted by each test point's k nearest train points.
+
+  The class with the most votes wins; a tie goes to the tied class whose nearest member
+  ranks first, i.e. the label of the nearest neighbour whose class has the maximal count.
+  Neighbours at equal distance rank by train index (see `nearest_neighbours`).
+
+  Args:
+    train_embeddings: [N, D]; train_labels: [N] ints.
+    test_embeddings: [Q, D].
+    k: neighbours that vote (at most N, or N - 1 with `exclude_self`).
+    exclude_self: test and train are the same set; a point does not vote for itself.
+  """
+  neighbours = nearest_neighbours(test_embeddings, train_embeddings, k, exclude_self)
+  votes = np.asarray(train_labels)[neighbours]  # [Q, k], nearest first.
+  # counts[q, j]: votes for the class of neighbour j; argmax takes the first, nearest, maximum.
+  counts = np.stack([(votes == votes[:, j:j + 1]).sum(axis=1) for j in range(votes.shape[1])],
+                    axis=1)
+  return votes[np.arange(len(votes)), counts.argmax(axis=1)]
 
 
 def knn_accuracy(train_embeddings: np.ndarray, train_labels: np.ndarray,
@@ -41,17 +72,11 @@ def knn_accuracy(train_embeddings: np.ndarray, train_labels: np.ndarray,
                  exclude_self: bool = False) -> float:
   """Fraction of test points whose k nearest train points vote for their label.
 
-  Ties in the vote go to the class of the nearest neighbour among the tied classes.
+  Ties in the vote go to the class of the nearest neighbour among the tied classes, as
+  `knn_predict` says.
   """
-  neighbours = nearest_neighbours(test_embeddings, train_embeddings, k, exclude_self)
-  votes = np.asarray(train_labels)[neighbours]  # [Q, k], nearest first.
-  num_classes = int(max(np.max(train_labels), np.max(test_labels))) + 1
-  counts = np.zeros((len(votes), num_classes))
-  np.add.at(counts, (np.arange(len(votes))[:, None], votes), 1.0)
-  # Break ties towards nearer neighbours with a weight below one vote.
-  np.add.at(counts, (np.arange(len(votes))[:, None], votes),
-            np.linspace(0.5, 0.0, votes.shape[1], endpoint=False)[None, :] / votes.shape[1])
-  return float(np.mean(counts.argmax(1) == np.asarray(test_labels)))
+  predictions = knn_predict(train_embeddings, train_labels, test_embeddings, k, exclude_self)
+  return float(np.mean(predictions == np.asarray(test_labels)))
 
 
 def recall_at_k(embeddings: np.ndarray, labels: np.ndarray,

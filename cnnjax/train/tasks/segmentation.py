@@ -97,16 +97,20 @@ class Segmentation(tasks.Task):
     confusion = seg_metrics.confusion_matrix(jnp.argmax(logits, -1), mask, self.num_classes,
                                              self.ignore_index, weights=valid)
     ce = seg_losses.pixel_cross_entropy(logits, mask, self.ignore_index, reduction="none")
+    # Integer counts: a float32 sum stops counting at 2^24 pixels (64 images of 512x512).
+    counted = jnp.broadcast_to(valid > 0, mask.shape)
+    if self.ignore_index is not None:
+      counted &= mask != self.ignore_index
     return {"confusion": confusion, "loss": jnp.sum(ce * valid),
-            "pixels": jnp.sum(jnp.broadcast_to(valid, ce.shape))}, {}
+            "pixels": jnp.sum(counted, dtype=jnp.int32)}, {}
 
   def finalize_eval(self, sums, outputs):
     del outputs
     confusion = sums["confusion"]
-    metrics = {"miou": seg_metrics.mean_iou(confusion),
+    metrics = {"miou": seg_metrics.mean_iou(confusion, ignore_index=self.ignore_index),
                "pixel_accuracy": seg_metrics.pixel_accuracy(confusion),
                "loss": float(sums["loss"]) / max(float(sums["pixels"]), 1.0)}
-    for c, iou in enumerate(seg_metrics.per_class_iou(confusion)):
+    for c, iou in enumerate(seg_metrics.per_class_iou(confusion, ignore_index=self.ignore_index)):
       if iou == iou:  # Classes absent from labels and predictions have no IoU (NaN).
         metrics[f"iou/{c}"] = float(iou)
     return metrics

@@ -57,4 +57,4 @@ class LeNet5(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype, name="output")(x)
 
 
-register("lenet5", LeNet5)
+register("lenet5", LeNet5, input_shape=(INPUT_SIZE, INPUT_SIZE, 1))

@@ -68,4 +68,4 @@ class NiN(nn.Module):
     return layers.GlobalAvgPool()(x)
 
 
-register("nin", NiN)
+register("nin", NiN, input_shape=(32, 32, 3))  # CIFAR-10.

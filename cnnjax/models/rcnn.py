@@ -293,5 +293,7 @@ def detect(class_logits: jnp.ndarray, box_deltas: jnp.ndarray, proposals: jnp.nd
                                    valid.reshape(n, candidates))
 
 
-registry.register("fast_rcnn", FastRCNN)
-registry.register("rcnn", RCNN)
+# Fast R-CNN scales a PASCAL VOC image's shorter side to 600 (500x375 -> 800x600); R-CNN
+# crops its proposals from the image as it is.
+registry.register("fast_rcnn", FastRCNN, input_shape=(600, 800, 3))
+registry.register("rcnn", RCNN, input_shape=(375, 500, 3))

@@ -176,4 +176,5 @@ for _depth in CIFAR_DEPTHS:
   # depth = 6n + 2: n basic blocks per stage, three stages.
   register(f"resnet{_depth}",
            functools.partial(ResNet, stage_sizes=((_depth - 2) // 6,) * 3, block=BasicBlock,
-                             num_classes=10, width=16, stem="cifar", shortcut="zero_pad"))
+                             num_classes=10, width=16, stem="cifar", shortcut="zero_pad"),
+           input_shape=(32, 32, 3))

@@ -136,5 +136,7 @@ class UNet(nn.Module):
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
 
 
-register("unet", UNet)
-register("unet_same", functools.partial(UNet, padding="same", use_batch_norm=True))
+register("unet", UNet, input_shape=(572, 572, 1))
+# The paper's 512x512 ISBI cell images, whole: 'same' padding needs no 572 tiles around them.
+register("unet_same", functools.partial(UNet, padding="same", use_batch_norm=True),
+         input_shape=(512, 512, 1))

@@ -171,4 +171,5 @@ def decode(predictions: jnp.ndarray, num_boxes: int, image_size: tuple[int, int]
                                    max_detections)
 
 
-registry.register("yolo_v1", functools.partial(YOLOv1, grid_size=7, num_boxes=2, num_classes=20))
+registry.register("yolo_v1", functools.partial(YOLOv1, grid_size=7, num_boxes=2, num_classes=20),
+                  input_shape=(448, 448, 3))

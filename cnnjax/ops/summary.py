@@ -4,6 +4,10 @@
   print(format_summary(summary))
 
 The command line's `cnnjax summary NAME [--input=H,W,C] [--num-classes=N]` prints the same.
+Without an input shape a registered model is measured on its native input
+(`cnnjax.models.native_input`: 32x32x1 for lenet5, 572x572x1 for unet, ...), and without
+num_classes on its default classes. Detectors whose `__call__` takes `proposals` (R-CNN,
+Fast R-CNN) get NUM_PROPOSALS boxes per image; the Summary's notes say what was assumed.
 
 The variables' shapes come from `jax.eval_shape` of the model's `init`; one trace of its
 evaluation-mode `apply` (`jax.make_jaxpr`, no real compute) then gives everything else, so
@@ -16,7 +20,9 @@ training) are left out of the rows and the MACs, as in torchvision's figures:
 - Multiply-accumulates, as torchvision's reference figures count them: convolutions and
   dense layers only (pooling, BatchNorm, activations and additions are not counted).
   Conv and Dense: output positions x kernel size (kh * kw * in / groups * out);
-  ConvTranspose: input positions x kernel size. Batch size 1.
+  ConvTranspose: input positions x kernel size. One image: the positions include the
+  leading axis, so a layer that runs on each of a detector's R proposals counts all R
+  (its row's output shape is one proposal's).
 - Receptive field, per spatial axis: the size r of the input window that one unit sees
   and the jump j (input pixels between adjacent units). The traced program (jaxpr) is
   walked equation by equation, carrying (r, j) for every spatial axis of every array, so
@@ -27,8 +33,10 @@ training) are left out of the rows and the MACs, as in torchvision's figures:
   before a dense layer) leaves the whole extent r + (n - 1) j and no jump. AdaptiveAvgPool
   (a matrix product in the jaxpr) is handled at the layer: its longest bin and the mean
   spacing of its bins. Any other operation is treated as elementwise: inputs of the output's
-  shape align axis by axis and other inputs count as reduced (gather, scatter and control
-  flow are never in these models). These are the theoretical receptive fields: padding is
+  shape align axis by axis and other inputs count as reduced. Loops and conditionals are
+  not entered but treated so too: only the RoI ops of the detectors have them (and the
+  gathers inside), and the features they pool from a box may lie anywhere in the map, so
+  their rows see its whole extent. These are the theoretical receptive fields: padding is
   ignored and r can exceed the input size.
 
 Each layer's output is tagged in the jaxpr with `jax.ad_checkpoint.checkpoint_name` (an
@@ -36,6 +44,7 @@ identity), which is how receptive fields computed on the jaxpr are matched to la
 """
 
 import dataclasses
+import inspect
 import math
 import types
 from collections.abc import Mapping, Sequence
@@ -52,6 +61,9 @@ from cnnjax.errors import UsageError
 from cnnjax.models import layers
 
 _TAG = "cnnjax.summary:"
+# Proposals per image for detectors: the roughly 2,000 selective-search boxes that R-CNN and
+# Fast R-CNN score per test image. Only their number matters to shapes and costs.
+NUM_PROPOSALS = 2000
 _POOLS = (layers.MaxPool, layers.AvgPool, layers.AdaptiveAvgPool, layers.GlobalAvgPool)
 
 
@@ -60,7 +72,8 @@ class LayerRow:
   """One layer call.
 
   name: module path ("layer1_0/conv1"); kind: module class name; kernel: "3x3/2"
-  (window / stride) or "". output_shape excludes the batch axis. receptive_field and jump
+  (window / stride) or "". output_shape excludes the leading axis (the batch of one, or a
+  detector's proposals for layers that run on each). receptive_field and jump
   are (height, width) in input pixels; jump is None once the spatial axes are reduced.
   """
   name: str
@@ -79,13 +92,15 @@ class Summary:
 
   total_params counts every parameter: the rows' sum, plus parameters of layers that do
   not run in evaluation (GoogLeNet's auxiliary heads) and of modules that are not layers
-  but own parameters themselves. total_macs is the rows' sum.
+  but own parameters themselves. total_macs is the rows' sum. notes: what was assumed
+  rather than given (native input, default classes, proposals), one sentence each.
   """
   model: str
   input_shape: tuple[int, int, int]
   rows: tuple[LayerRow, ...]
   total_params: int
   total_macs: int
+  notes: tuple[str, ...] = ()
 
 
 # --- Receptive-field bookkeeping over the jaxpr -------------------------------------------
@@ -308,8 +323,14 @@ _RULES = {
 }
 
 
+# A loop body runs many times and a cond one of its branches: neither is walked as a call.
+_CONTROL_FLOW = ("scan", "while", "cond")
+
+
 def _sub_jaxpr(eqn) -> jex.ClosedJaxpr | None:
   """The called jaxpr of a call-like equation (jit, custom_jvp/vjp, remat), if any."""
+  if eqn.primitive.name in _CONTROL_FLOW:
+    return None
   for value in eqn.params.values():
     if isinstance(value, jex.ClosedJaxpr) and len(value.jaxpr.invars) == len(eqn.invars):
       return value
@@ -410,9 +431,9 @@ def _macs(module: nn.Module, own: Mapping[str, Any], in_shape, out_shape) -> int
   if kernel is None:
     return 0
   if isinstance(module, nn.ConvTranspose):
-    return math.prod(in_shape[1:-1]) * kernel.size
+    return math.prod(in_shape[:-1]) * kernel.size
   if isinstance(module, (nn.Conv, nn.Dense)):
-    return math.prod(out_shape[1:-1]) * kernel.size
+    return math.prod(out_shape[:-1]) * kernel.size
   return 0
 
 
@@ -467,48 +488,70 @@ def _rf_pair(field: _Field | None) -> tuple[tuple[float, float] | None,
 
 
 def summarize(name_or_model: str | nn.Module, input_shape: Sequence[int] | None = None,
-              num_classes: int | None | types.EllipsisType = ..., **model_kwargs) -> Summary:
+              num_classes: int | None | types.EllipsisType = ...,
+              num_proposals: int = NUM_PROPOSALS, **model_kwargs) -> Summary:
   """Per-layer summary of a model on one [H, W, C] input, without running it.
 
   Args:
     name_or_model: a registered model name (`cnnjax.models.names()`) or a Flax Module
       called as `model.init(rngs, x, train=False)` and `model.apply(variables, x,
-      train=False)` with x [N, H, W, C].
-    input_shape: (H, W, C) of one image; None means 224x224x3.
+      train=False)` with x [N, H, W, C]; a Module whose `__call__` takes `proposals` is
+      called as `model.apply(variables, x, proposals, train=False)`, proposals [N, R, 4].
+    input_shape: (H, W, C) of one image; None means the named model's native input
+      (`cnnjax.models.native_input`), and is an error with a Module.
     num_classes: classes of the classifier (None: pooled features); `...` keeps the model's
       default. Only with a name, as are further `**model_kwargs` for `cnnjax.models.create`.
+    num_proposals: R, the boxes given to a model that takes proposals.
 
   Returns:
     A Summary: one row per layer call of the evaluation-mode forward pass in call order,
-    total parameters and MACs.
+    total parameters and MACs, and notes on what was assumed.
 
   Raises:
-    UsageError: unknown model, a malformed input shape, or an input too small for the model.
+    UsageError: unknown model, a malformed input shape or proposal count, or an input too
+      small for the model.
   """
-  input_shape = (224, 224, 3) if input_shape is None else tuple(int(d) for d in input_shape)
+  is_name = not isinstance(name_or_model, nn.Module)  # The registry rejects a non-string.
+  notes = []
+  if input_shape is None:
+    if not is_name:
+      raise UsageError("give summarize() an input_shape (H, W, C) for a Module; only registered "
+                       "names have a native input.")
+    input_shape = models.native_input(name_or_model)
+    notes.append(f"{name_or_model}'s native input {'x'.join(map(str, input_shape))}")
+  input_shape = tuple(int(d) for d in input_shape)
   if len(input_shape) != 3 or min(input_shape) < 1:
     raise UsageError(f"input shape must be three positive sizes H,W,C, got {input_shape}.")
   if num_classes is not ...:
     model_kwargs["num_classes"] = num_classes
-  if isinstance(name_or_model, str):
+  if is_name:
     model, model_name = models.create(name_or_model, **model_kwargs), name_or_model
+    if num_classes is ... and hasattr(model, "num_classes"):
+      notes.append(f"{model_name}'s default num_classes={model.num_classes}")
   else:
     if model_kwargs:
       raise UsageError("set num_classes and other fields on the module itself, not in summarize().")
     model, model_name = name_or_model, type(name_or_model).__name__
 
-  x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+  inputs = (jax.ShapeDtypeStruct((1, *input_shape), jnp.float32),)
+  if "proposals" in inspect.signature(type(model).__call__).parameters:
+    if num_proposals < 1:
+      raise UsageError(f"num_proposals must be at least 1, got {num_proposals}.")
+    inputs += (jax.ShapeDtypeStruct((1, num_proposals, 4), jnp.float32),)
+    notes.append(f"{num_proposals} proposals per image (their positions change no shape or "
+                 f"cost); layers that run on every proposal show one proposal's output and "
+                 f"count the MACs of all {num_proposals}")
   rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-  variables = jax.eval_shape(lambda x: model.init(rngs, x, train=False), x)
+  variables = jax.eval_shape(lambda inputs: model.init(rngs, *inputs, train=False), inputs)
   recorder = _Recorder()
 
-  def apply(x, variables):
+  def apply(inputs, variables):
     with nn.intercept_methods(recorder):
-      return model.apply(variables, x, train=False)
+      return model.apply(variables, *inputs, train=False)
 
-  closed = jax.make_jaxpr(apply)(x, variables)
+  closed = jax.make_jaxpr(apply)(inputs, variables)
   image_field = _Field((None, ("h", 1.0, 1.0), ("w", 1.0, 1.0), None))
-  # The image is the first input; the variables' leaves follow and see no pixels.
+  # The image is the first input; proposals and the variables' leaves see no pixels.
   in_fields = [image_field] + [_empty(len(v.aval.shape)) for v in closed.jaxpr.invars[1:]]
   tracer = _FieldTracer(recorder.overrides)
   tracer.run(closed.jaxpr, in_fields)
@@ -521,7 +564,8 @@ def summarize(name_or_model: str | nn.Module, input_shape: Sequence[int] | None 
     rows.append(LayerRow(**row, receptive_field=receptive_field, jump=jump))
   total_params = sum(leaf.size for leaf in jax.tree.leaves(variables.get("params", {})))
   return Summary(model=model_name, input_shape=input_shape, rows=tuple(rows),
-                 total_params=total_params, total_macs=sum(row.macs for row in rows))
+                 total_params=total_params, total_macs=sum(row.macs for row in rows),
+                 notes=tuple(notes))
 
 
 def _number(value: float) -> str:
@@ -556,4 +600,5 @@ def format_summary(summary: Summary) -> str:
   body = [render(header), rule, *(render(line) for line in lines[1:]), rule]
   body.append(f"{summary.model} on {h}x{w}x{c}: {summary.total_params:,} parameters, "
               f"{summary.total_macs:,} MACs ({summary.total_macs / 1e9:.3f} G)")
+  body.extend(f"assumed: {note}" for note in summary.notes)
   return "\n".join(body)

@@ -1,12 +1,14 @@
-"""Tests for cnnjax.ops.summary: totals against ANCHORS.md, hand-computed receptive fields."""
+"""Tests for cnnjax.ops.summary: every model at its native input, totals against ANCHORS.md,
+detectors' proposals, hand-computed receptive fields."""
 
 import flax.linen as nn
 import jax.numpy as jnp
 import pytest
 
+from cnnjax import models
 from cnnjax.errors import UsageError
 from cnnjax.models import layers
-from cnnjax.ops.summary import format_summary, summarize
+from cnnjax.ops.summary import NUM_PROPOSALS, format_summary, summarize
 
 # shared/ANCHORS.md, torchvision models at 224x224x3 and 1000 classes: (params, GMACs).
 TORCHVISION_ANCHORS = {
@@ -32,13 +34,78 @@ TORCHVISION_ANCHORS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(TORCHVISION_ANCHORS))
-def test_totals_match_anchors(name):
-  params, gmacs = TORCHVISION_ANCHORS[name]
-  summary = summarize(name, (224, 224, 3))
-  assert summary.total_params == params
-  assert sum(row.params for row in summary.rows) == params
-  assert summary.total_macs / 1e9 == pytest.approx(gmacs, rel=0.01)
+@pytest.mark.parametrize("name", models.names())
+def test_every_model_summarizes_at_its_native_input(name):
+  summary = summarize(name)
+  native = models.native_input(name)
+  assert summary.input_shape == native
+  assert summary.notes[:2] == (f"{name}'s native input {'x'.join(map(str, native))}",
+                               f"{name}'s default num_classes={models.create(name).num_classes}")
+  assert summary.rows and summary.total_macs > 0
+  assert sum(row.params for row in summary.rows) == summary.total_params
+  if name in TORCHVISION_ANCHORS:  # Native: 224x224x3 and 1000 classes, as the anchors.
+    params, gmacs = TORCHVISION_ANCHORS[name]
+    assert summary.total_params == params
+    assert summary.total_macs / 1e9 == pytest.approx(gmacs, rel=0.01)
+
+
+def test_lenet5_without_input_is_the_papers_network():
+  summary = summarize("lenet5")
+  assert summary.input_shape == (32, 32, 1)
+  assert summary.total_params == 61_706
+  assert summary.rows[-1].output_shape == (10,)
+
+
+def test_resnet20_at_its_native_32x32():
+  summary = summarize("resnet20")
+  # conv1 3x3x3 -> 16 at 32x32; stage 1: six 3x3 16 -> 16 convs at 32x32; stages 2 and 3:
+  # one 3x3 conv from the narrower width, five at the width, at 16x16 and 8x8 (the zero-pad
+  # shortcuts have no MACs); fc 64 -> 10.
+  expected = (32 * 32 * 27 * 16 + 6 * 32 * 32 * 9 * 16 * 16 + 16 * 16 * 9 * 16 * 32
+              + 5 * 16 * 16 * 9 * 32 * 32 + 8 * 8 * 9 * 32 * 64 + 5 * 8 * 8 * 9 * 64 * 64
+              + 64 * 10)
+  assert summary.total_macs == expected == 40_551_040  # 0.041 GMACs.
+  assert summary.total_params == 269_722
+
+
+def test_unet_at_the_papers_572x572x1():
+  summary = summarize("unet")
+  assert summary.input_shape == (572, 572, 1)
+  assert summary.rows[-1].output_shape == (388, 388, 2)
+  assert summary.total_params == 31_030_658
+
+
+def test_yolo_v1_at_448():
+  summary = summarize("yolo_v1")
+  assert summary.input_shape == (448, 448, 3)
+  # resnet18 maps 448 to 14x14, pooled to the 7x7 grid; 7 * 7 * (2 * 5 + 20) outputs.
+  pooled = [row for row in summary.rows if row.kind == "AdaptiveAvgPool"]
+  assert [row.output_shape for row in pooled] == [(7, 7, 512)]
+  assert summary.rows[-1].output_shape == (7 * 7 * 30,)
+
+
+def _macs(summary, prefix):
+  return sum(row.macs for row in summary.rows if row.name.startswith(prefix))
+
+
+def test_fast_rcnn_runs_its_head_on_every_proposal():
+  few = summarize("fast_rcnn", num_proposals=3)
+  full = summarize("fast_rcnn")
+  assert full.notes[2].startswith(f"{NUM_PROPOSALS} proposals per image")
+  # The backbone runs once per image; the head's first layer on every 7x7x512 RoI.
+  assert _macs(few, "ResNet_0/") == _macs(full, "ResNet_0/") > 0
+  head = {row.name: row for row in full.rows}["DetectionHead_0/Dense_0"]
+  assert head.output_shape == (1024,)
+  assert head.macs == NUM_PROPOSALS * 7 * 7 * 512 * 1024
+  assert _macs(full, "DetectionHead_0/") == NUM_PROPOSALS / 3 * _macs(few, "DetectionHead_0/")
+  assert few.total_params == full.total_params
+
+
+def test_rcnn_runs_its_cnn_on_every_warped_proposal():
+  summary = summarize("rcnn", num_proposals=5)
+  alexnet = summarize("alexnet", (227, 227, 3), num_classes=None)
+  assert _macs(summary, "AlexNet_0/") == 5 * alexnet.total_macs
+  assert "5 proposals per image" in format_summary(summary)
 
 
 def test_googlenet_aux_heads_count_parameters_but_no_rows_or_macs():
@@ -149,7 +216,26 @@ def test_num_classes_and_default_input():
   assert summary.total_params == TORCHVISION_ANCHORS["resnet18"][0] - 513 * 990
 
 
+def test_explicit_input_and_classes_are_not_notes():
+  summary = summarize("resnet20", (64, 64, 3), 100)
+  assert summary.input_shape == (64, 64, 3) and summary.notes == ()
+  assert "assumed" not in format_summary(summary)
+
+
+def test_format_summary_prints_the_assumptions():
+  text = format_summary(summarize("lenet5"))
+  assert text.endswith("lenet5 on 32x32x1: 61,706 parameters, 416,520 MACs (0.000 G)\n"
+                       "assumed: lenet5's native input 32x32x1\n"
+                       "assumed: lenet5's default num_classes=10")
+
+
 def test_bad_input_raises_usage_errors():
+  with pytest.raises(UsageError, match="give summarize\\(\\) an input_shape"):
+    summarize(_Branches())
+  with pytest.raises(UsageError, match="a model name must be a string"):
+    summarize(None)
+  with pytest.raises(UsageError, match="num_proposals must be at least 1"):
+    summarize("fast_rcnn", num_proposals=0)
   with pytest.raises(UsageError):
     summarize(_Branches(), (14, 14))
   with pytest.raises(UsageError):

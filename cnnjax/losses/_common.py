@@ -1,5 +1,6 @@
 """Pieces shared by the losses: argument checks, safe maths, the cross-device convention."""
 
+import math
 from typing import Any
 
 import jax
@@ -11,6 +12,9 @@ AxisName = Any
 # What a loss returns: its value, or (value, metrics) when called with return_metrics=True.
 Loss = jax.Array | tuple[jax.Array, dict[str, jax.Array]]
 REDUCTIONS = ('mean', 'sum', 'none')
+FLOAT32_MAX = float(jnp.finfo(jnp.float32).max)
+# float32's smallest normal number; below it accelerators flush to zero.
+FLOAT32_TINY = float(jnp.finfo(jnp.float32).tiny)
 
 
 def concrete_number(value: Any) -> float | None:
@@ -19,6 +23,30 @@ def concrete_number(value: Any) -> float | None:
     return float(value)
   except (TypeError, jax.errors.ConcretizationTypeError):
     return None
+
+
+def check_number(value: Any, name: str, loss_name: str, minimum: float, use: str,
+                 strict: bool = False) -> None:
+  """Raises UsageError unless a concrete `value` is finite in float32 and >= minimum (> when
+  strict); `use` says what to pass instead. Traced values cannot be checked.
+  """
+  number = concrete_number(value)
+  if number is None:
+    return
+  if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+    problem = 'is not a finite float32 number'
+  elif number < minimum or (strict and number == minimum):
+    problem = 'is negative' if number < 0 <= minimum else 'is too small'
+  else:
+    return
+  raise UsageError(f'{loss_name}: {name}={number} {problem}; use {use}.')
+
+
+def check_batch(batch_size: int, loss_name: str, what: str = 'examples') -> None:
+  """Raises UsageError for an empty batch (of `what`), whose mean loss would be 0 / 0."""
+  if batch_size == 0:
+    raise UsageError(f'{loss_name}: the batch is empty (0 {what}); pass at least one, or skip '
+                     'the step.')
 
 
 def check_reduction(reduction: str, loss_name: str) -> None:
@@ -35,9 +63,13 @@ def check_embeddings(x: jax.Array, name: str, loss_name: str) -> None:
 
 
 def safe_sqrt(x: jax.Array) -> jax.Array:
-  """sqrt(max(x, 0)) whose value and gradient are 0 (not NaN or Inf) at and below zero."""
+  """sqrt(max(x, 0)) whose value and gradient are 0 (not NaN or Inf) at and below zero.
+
+  NaN stays NaN, so that a NaN input shows in the loss instead of being hidden.
+  """
   positive = x > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)),
+                   jnp.where(jnp.isnan(x), x, 0.0))
 
 
 def l2_normalize(x: jax.Array, epsilon: float = 1e-12) -> jax.Array:
@@ -47,14 +79,16 @@ def l2_normalize(x: jax.Array, epsilon: float = 1e-12) -> jax.Array:
 
 
 def power_of_two_scale(*arrays: jax.Array) -> jax.Array:
-  """Smallest power of two above max |x| over `arrays` (1 for all zeros); no gradient.
+  """Largest power of two at most max |x| over `arrays` (1 for all zeros or none); no gradient.
 
-  Dividing by it keeps squared norms far from float32 overflow for huge embeddings and,
-  being a power of two, leaves every value (and so every tie between distances) exact.
+  Dividing by it puts every |x| below 2, which keeps squared norms far from float32
+  overflow for huge embeddings and, being a power of two, leaves every value (and so every
+  tie between distances) exact. NaN or Inf anywhere gives NaN, so it reaches every result.
   """
-  largest = jnp.max(jnp.stack([jnp.max(jnp.abs(a)) for a in arrays]))
+  largest = jnp.max(jnp.stack([jnp.max(jnp.abs(a), initial=0.0) for a in arrays]))
   _, exponent = jnp.frexp(largest)
-  scale = jnp.where(largest > 0, jnp.ldexp(jnp.float32(1), exponent), 1.0)
+  scale = jnp.where(largest > 0, jnp.ldexp(jnp.float32(1), exponent - 1), 1.0)
+  scale = jnp.where(jnp.isfinite(largest), scale, jnp.nan)
   return jax.lax.stop_gradient(scale.astype(jnp.float32))
 
 
@@ -104,10 +138,10 @@ def reduce_terms(per_anchor: jax.Array, num_terms: jax.Array, reduction: str,
   """
   if reduction == 'none':
     return per_anchor
-  total = jnp.sum(per_anchor)
   if reduction == 'mean':
-    total = total / jnp.maximum(global_sum(num_terms, axis_name), 1)
-  return global_value(total, axis_name)
+    # Dividing before summing keeps a mean of huge terms finite when it fits in float32.
+    per_anchor = per_anchor / jnp.maximum(global_sum(num_terms, axis_name), 1)
+  return global_value(jnp.sum(per_anchor), axis_name)
 
 
 def count_ratio(numerator: jax.Array, count: jax.Array) -> jax.Array:

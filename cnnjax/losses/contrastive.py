@@ -15,6 +15,10 @@ the single-device gradient on the global batch exactly, under pmap and shard_map
 With `block_size` set, the [2n, 2N] similarity matrix is never formed: an online
 log-sum-exp runs over column blocks, and a custom VJP recomputes each block in the backward
 pass, so memory is O(n x block_size) instead of O(n x N).
+
+NaN or Inf in z1 or z2 gives a NaN loss, dense and blockwise alike (every anchor's softmax
+runs over all views), so a diverged model shows in the loss. An empty batch raises
+UsageError in both.
 """
 
 import functools
@@ -132,7 +136,9 @@ def nt_xent_loss(z1: jax.Array, z2: jax.Array, temperature: float = 0.5,
     z1: [N, D] projections of the first views (this device's shard with axis_name).
     z2: [N, D] projections of the second views; z1[i] and z2[i] are a positive pair.
       Any float dtype; computed in float32, L2-normalised here.
-    temperature: positive softmax temperature (0.5 for CIFAR, 0.1 for ImageNet in SimCLR).
+    temperature: softmax temperature (0.5 for CIFAR, 0.1 for ImageNet in SimCLR): finite
+      and at least float32's smallest normal number, about 1.2e-38, so that 1 / temperature
+      is finite (checked when concrete).
     axis_name: named device axis; negatives then come from every device (see module doc).
     block_size: if set, columns are processed in blocks of this many views with an online
       log-sum-exp and a recomputing custom VJP; same values and gradients as dense.
@@ -150,10 +156,10 @@ def nt_xent_loss(z1: jax.Array, z2: jax.Array, temperature: float = 0.5,
   if z1.shape != z2.shape:
     raise UsageError(f'nt_xent_loss: z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)} must have '
                      'the same shape (one row per example in each).')
-  temperature_value = _common.concrete_number(temperature)
-  if temperature_value is not None and temperature_value <= 0:
-    raise UsageError(f'nt_xent_loss: temperature={temperature_value} must be > 0 '
-                     '(SimCLR uses 0.1 to 0.5).')
+  _common.check_batch(z1.shape[0], 'nt_xent_loss')
+  _common.check_number(temperature, 'temperature', 'nt_xent_loss', _common.FLOAT32_TINY,
+                       f'a temperature >= {_common.FLOAT32_TINY:.8g}, so that 1 / temperature '
+                       'is finite in float32 (SimCLR uses 0.1 to 0.5)')
   if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
     raise UsageError(f'nt_xent_loss: block_size={block_size!r} must be a positive int or None.')
   _common.check_reduction(reduction, 'nt_xent_loss')

@@ -2,9 +2,10 @@
 
 Both are pure array functions with static shapes (ground truth padded to M boxes with a
 validity mask), jit- and grad-safe: images without objects and batches without positive
-RoIs give finite losses. Concrete inputs are checked (box order, coordinate range, label
-range) and raise UsageError; traced inputs cannot be checked, and the docstrings say what
-happens to bad values then.
+RoIs give finite losses, while an empty batch (no images, no RoIs) raises UsageError.
+Concrete inputs are checked (box order, coordinate range, label range) and raise
+UsageError; traced inputs cannot be checked, and the docstrings say what happens to bad
+values then.
 """
 
 import jax
@@ -125,6 +126,7 @@ def yolo_v1_loss(predictions: jax.Array, boxes: jax.Array, labels: jax.Array, va
   """
   _common.check_reduction(reduction, "yolo_v1_loss")
   n, grid, grid_w, _ = predictions.shape
+  _common.check_batch(n, "yolo_v1_loss", "images")
   if grid != grid_w:
     raise UsageError(f"yolo_v1_loss: predictions must be on a square S x S grid, got "
                      f"{grid}x{grid_w}.")
@@ -172,12 +174,10 @@ def yolo_v1_loss(predictions: jax.Array, boxes: jax.Array, labels: jax.Array, va
 def smooth_l1(x: jax.Array, beta: float = 1.0) -> jax.Array:
   """Elementwise smooth L1 (as torch): 0.5 x^2 / beta where |x| < beta, |x| - 0.5 beta elsewhere.
 
-  beta = 0 is plain L1, |x|, with finite gradients. A negative beta raises UsageError when
-  concrete; traced, it also gives |x| - 0.5 beta.
+  beta = 0 is plain L1, |x|, with finite gradients. A negative or non-finite beta raises
+  UsageError when concrete; traced, a negative one also gives |x| - 0.5 beta.
   """
-  beta_value = _common.concrete_number(beta)
-  if beta_value is not None and beta_value < 0:
-    raise UsageError(f"smooth_l1: beta={beta_value} is negative; use beta >= 0 (0 is plain L1).")
+  _common.check_number(beta, "beta", "smooth_l1", 0.0, "a finite beta >= 0 (0 is plain L1)")
   # |x| whose gradient at 0 is sign(0) = 0, as torch's L1 (jnp.abs gives 1 there).
   magnitude = x * jax.lax.stop_gradient(jnp.sign(x))
   # The quadratic branch is never taken when beta is 0; the safe divisor keeps its gradient
@@ -214,6 +214,7 @@ def fast_rcnn_loss(class_logits: jax.Array, box_deltas: jax.Array, labels: jax.A
   """
   _common.check_reduction(reduction, "fast_rcnn_loss")
   num_rois, num_outputs = class_logits.shape
+  _common.check_batch(num_rois, "fast_rcnn_loss", "RoIs")
   box_deltas = box_deltas.reshape(num_rois, num_outputs, 4).astype(jnp.float32)
   if is_concrete(labels) and np.size(labels):
     values = np.asarray(labels)

@@ -3,7 +3,7 @@
 Labels outside [0, num_classes) that are not `ignore_index` are a user error: concrete
 labels raise UsageError; traced labels (under jit) cannot be inspected, so such pixels are
 left out of the loss exactly like `ignore_index` pixels. A batch with no counted pixel
-gives loss 0 with zero gradient, never NaN.
+gives loss 0 with zero gradient, never NaN; a batch with no image raises UsageError.
 """
 
 import jax
@@ -21,6 +21,7 @@ def _check(logits: jax.Array, labels: jax.Array, ignore_index: int | None, loss_
   if logits.ndim != labels.ndim + 1 or logits.shape[:-1] != labels.shape:
     raise UsageError(f"{loss_name}: logits must be [N, H, W, K] and labels [N, H, W], got "
                      f"{tuple(logits.shape)} and {tuple(labels.shape)}.")
+  _common.check_batch(logits.shape[0], loss_name, "images")
   if isinstance(labels, jax.core.Tracer):
     return
   values = np.asarray(labels)
@@ -91,9 +92,8 @@ def soft_dice_loss(logits: jax.Array, labels: jax.Array, ignore_index: int | Non
   """
   _check(logits, labels, ignore_index, "soft_dice_loss", reduction)
   num_classes = logits.shape[-1]
-  if smooth <= 0:
-    raise UsageError(f"soft_dice_loss: smooth must be > 0 (it keeps empty classes finite), "
-                     f"got {smooth}.")
+  _common.check_number(smooth, "smooth", "soft_dice_loss", 0.0,
+                       "a finite smooth > 0 (it keeps empty classes finite)", strict=True)
   if not include_background and num_classes < 2:
     raise UsageError("soft_dice_loss: include_background=False needs at least 2 classes.")
   counted = _counted(labels, num_classes, ignore_index)[..., None]

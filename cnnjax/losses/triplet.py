@@ -6,6 +6,18 @@ computed in float32 (bfloat16 and float16 inputs are upcast) and are safe at zer
 gradient of the distance between identical embeddings is zero, never NaN. A batch without
 any positive pair or without any negative gives loss 0 and zero gradients.
 
+Huge embeddings: distances are computed between embeddings divided by a power of two near
+their largest magnitude, and each term's difference of distances is scaled back before the
+margin is added, so no overflowed distance is ever subtracted from another (Inf - Inf).
+Terms are therefore right whenever they fit in float32 and +Inf or 0 when the true value
+overflows, never NaN; a loss whose sum overflows float32 is +Inf. Gradients stay finite
+while the distances fit in float32, and for 'squared_l2' while max |x| is below 2^64
+(about 1.8e19).
+
+NaN or Inf in the embeddings: the loss is NaN (with NaN gradients) whenever the batch has
+any term, even for the other anchors, so a diverged model shows in the loss instead of
+being hidden by the mining. An empty batch raises UsageError.
+
 With `axis_name` set (inside `jax.shard_map` or `jax.pmap`), `embeddings` and `labels` are
 this device's shard: its rows are the anchors, and positives and negatives come from the
 global batch gathered with `jax.lax.all_gather`. For reduction 'mean' and 'sum' the value
@@ -48,8 +60,9 @@ def pairwise_distances(a: jax.Array, b: jax.Array, distance: Distance = 'l2') ->
       vector is at distance 1 from everything).
 
   Returns:
-    [M, N] float32 distances, clamped at 0. Gradients are finite everywhere, and zero for
-    the 'l2' distance between identical rows.
+    [M, N] float32 distances, clamped at 0; Inf where a distance overflows float32, NaN
+    everywhere when an input holds NaN or Inf. Gradients are finite while the distances
+    fit in float32, and zero for the 'l2' distance between identical rows.
   """
   _check_distance(distance, 'pairwise_distances')
   _common.check_embeddings(a, 'a', 'pairwise_distances')
@@ -62,19 +75,36 @@ def pairwise_distances(a: jax.Array, b: jax.Array, distance: Distance = 'l2') ->
 
 @functools.partial(jax.jit, static_argnames=('distance',))
 def _pairwise_distances(a, b, *, distance):
+  scaled, scale = _scaled_distances(a, b, distance)
+  return _rescale(scaled, scale, distance)
+
+
+def _scaled_distances(a: jax.Array, b: jax.Array, distance: str) -> tuple[jax.Array, jax.Array]:
+  """(distances [M, N] between a / s and b / s, s), with s = power_of_two_scale(a, b)."""
   a, b = a.astype(jnp.float32), b.astype(jnp.float32)
   scale = _common.power_of_two_scale(a, b)
   a, b = a / scale, b / scale
   dot = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
   if distance == 'cosine':
     cosine = dot(_common.l2_normalize(a), _common.l2_normalize(b).T)
-    return jnp.maximum(1.0 - cosine, 0.0)
+    return jnp.maximum(1.0 - cosine, 0.0), scale
   squared = (jnp.sum(jnp.square(a), axis=1)[:, None] + jnp.sum(jnp.square(b), axis=1)[None, :]
              - 2.0 * dot(a, b.T))
-  squared = jnp.where(squared > 0, squared, 0.0)
+  # Rounding can make it slightly negative; a NaN must stay NaN.
+  squared = jnp.where(squared < 0, 0.0, squared)
   if distance == 'squared_l2':
-    return squared * jnp.square(scale)
-  return _common.safe_sqrt(squared) * scale
+    return squared, scale
+  return _common.safe_sqrt(squared), scale
+
+
+def _rescale(values: jax.Array, scale: jax.Array, distance: str) -> jax.Array:
+  """Distances (or differences of distances) between rows divided by `scale` -> unscaled."""
+  if distance == 'cosine':
+    return values
+  if distance == 'l2':
+    return values * scale
+  # Two products: scale ** 2 alone overflows from 2^64, and then 0 * Inf would be NaN.
+  return values * scale * scale
 
 
 def _check_arguments(embeddings: jax.Array, labels: jax.Array, margin: float, distance: str,
@@ -86,23 +116,23 @@ def _check_arguments(embeddings: jax.Array, labels: jax.Array, margin: float, di
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise UsageError(f'{loss_name}: labels must be integer class ids, got {labels.dtype}; '
                      'cast them with .astype(jnp.int32).')
-  margin_value = _common.concrete_number(margin)
-  if margin_value is not None and margin_value < 0:
-    raise UsageError(f'{loss_name}: margin={margin_value} is negative; use a margin >= 0.')
+  _common.check_batch(embeddings.shape[0], loss_name, 'embeddings')
+  _common.check_number(margin, 'margin', loss_name, 0.0, 'a finite margin >= 0')
   _check_distance(distance, loss_name)
   _common.check_reduction(reduction, loss_name)
 
 
 def _pair_masks(embeddings: jax.Array, labels: jax.Array, distance: str,
                 axis_name: AxisName | None):
-  """Distances [b, B] from local anchors to the global batch, positive and negative masks."""
+  """Scaled distances [b, B] from local anchors to the global batch, their scale (see
+  `_scaled_distances`; the same on every device), positive and negative masks [b, B]."""
   all_embeddings, first_row = _common.gather_global(embeddings, axis_name)
   all_labels, _ = _common.gather_global(labels, axis_name)
-  distances = _pairwise_distances(embeddings, all_embeddings, distance=distance)
+  distances, scale = _scaled_distances(embeddings, all_embeddings, distance)
   row_ids = first_row + jnp.arange(embeddings.shape[0])
   same_label = labels[:, None] == all_labels[None, :]
   not_self = row_ids[:, None] != jnp.arange(all_labels.shape[0])[None, :]
-  return distances, same_label & not_self, ~same_label
+  return distances, scale, same_label & not_self, ~same_label
 
 
 def triplet_semihard_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 1.0,
@@ -141,7 +171,7 @@ def triplet_semihard_loss(embeddings: jax.Array, labels: jax.Array, margin: floa
 
 @functools.partial(jax.jit, static_argnames=_STATIC_ARGUMENTS)
 def _semihard(embeddings, labels, margin, *, distance, axis_name, reduction, return_metrics):
-  distances, positive, negative = _pair_masks(embeddings, labels, distance, axis_name)
+  distances, scale, positive, negative = _pair_masks(embeddings, labels, distance, axis_name)
   num_columns = distances.shape[1]
   columns = jnp.broadcast_to(jnp.arange(num_columns, dtype=jnp.int32), distances.shape)
   # Sort each anchor's row by distance, negatives first among equal distances, so that the
@@ -165,7 +195,7 @@ def _semihard(embeddings, labels, margin, *, distance, axis_name, reduction, ret
       distances, jnp.take_along_axis(order, chosen, axis=1), axis=1)
 
   valid = positive & (last_negative >= 0)
-  gap = positive_distances - negative_distances + margin
+  gap = _rescale(positive_distances - negative_distances, scale, distance) + margin
   pair_losses = jnp.where(valid, jax.nn.relu(gap), 0.0)
   num_pairs = jnp.sum(valid)
   loss = _common.reduce_terms(jnp.sum(pair_losses, axis=1), num_pairs, reduction, axis_name)
@@ -176,12 +206,16 @@ def _semihard(embeddings, labels, margin, *, distance, axis_name, reduction, ret
   def pair_mean(values):
     return _common.count_ratio(_common.global_sum(jnp.sum(values), axis_name), total_pairs)
 
+  def mean_distance(values):
+    # Averaged before rescaling, so that a sum of huge distances cannot overflow.
+    return _rescale(pair_mean(jnp.where(valid, values, 0.0)), scale, distance)
+
   metrics = {
       'num_pairs': total_pairs,
       'fallback_fraction': pair_mean(valid & ~has_semihard),
       'active_fraction': pair_mean(valid & (gap > 0)),
-      'mean_positive_distance': pair_mean(jnp.where(valid, positive_distances, 0.0)),
-      'mean_negative_distance': pair_mean(jnp.where(valid, negative_distances, 0.0)),
+      'mean_positive_distance': mean_distance(positive_distances),
+      'mean_negative_distance': mean_distance(negative_distances),
   }
   return loss, metrics
 
@@ -216,14 +250,14 @@ def triplet_hard_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 
 
 @functools.partial(jax.jit, static_argnames=_STATIC_ARGUMENTS)
 def _hard(embeddings, labels, margin, *, distance, axis_name, reduction, return_metrics):
-  distances, positive, negative = _pair_masks(embeddings, labels, distance, axis_name)
+  distances, scale, positive, negative = _pair_masks(embeddings, labels, distance, axis_name)
   keys = jax.lax.stop_gradient(distances)
   hardest_positive = jnp.argmax(jnp.where(positive, keys, -jnp.inf), axis=1)[:, None]
   hardest_negative = jnp.argmin(jnp.where(negative, keys, jnp.inf), axis=1)[:, None]
   positive_distances = jnp.take_along_axis(distances, hardest_positive, axis=1)[:, 0]
   negative_distances = jnp.take_along_axis(distances, hardest_negative, axis=1)[:, 0]
   valid = jnp.any(positive, axis=1) & jnp.any(negative, axis=1)
-  gap = positive_distances - negative_distances + margin
+  gap = _rescale(positive_distances - negative_distances, scale, distance) + margin
   anchor_losses = jnp.where(valid, jax.nn.relu(gap), 0.0)
   num_valid = jnp.sum(valid)
   loss = _common.reduce_terms(anchor_losses, num_valid, reduction, axis_name)
@@ -234,11 +268,15 @@ def _hard(embeddings, labels, margin, *, distance, axis_name, reduction, return_
   def anchor_mean(values):
     return _common.count_ratio(_common.global_sum(jnp.sum(values), axis_name), total)
 
+  def mean_distance(values):
+    # Averaged before rescaling, so that a sum of huge distances cannot overflow.
+    return _rescale(anchor_mean(jnp.where(valid, values, 0.0)), scale, distance)
+
   metrics = {
       'num_anchors': total,
       'active_fraction': anchor_mean(valid & (gap > 0)),
-      'mean_positive_distance': anchor_mean(jnp.where(valid, positive_distances, 0.0)),
-      'mean_negative_distance': anchor_mean(jnp.where(valid, negative_distances, 0.0)),
+      'mean_positive_distance': mean_distance(positive_distances),
+      'mean_negative_distance': mean_distance(negative_distances),
   }
   return loss, metrics
 
@@ -274,13 +312,14 @@ def triplet_all_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 1
 
 @functools.partial(jax.jit, static_argnames=_STATIC_ARGUMENTS)
 def _all(embeddings, labels, margin, *, distance, axis_name, reduction, return_metrics):
-  distances, positive, negative = _pair_masks(embeddings, labels, distance, axis_name)
+  distances, scale, positive, negative = _pair_masks(embeddings, labels, distance, axis_name)
   num_columns = distances.shape[1]
 
   @jax.checkpoint
   def anchor_terms(row):
     anchor_distances, anchor_positive, anchor_negative = row
-    gap = anchor_distances[:, None] - anchor_distances[None, :] + margin  # [positive, negative]
+    # [positive, negative]
+    gap = _rescale(anchor_distances[:, None] - anchor_distances[None, :], scale, distance) + margin
     valid = anchor_positive[:, None] & anchor_negative[None, :]
     active = valid & (gap > 0)
     return (jnp.sum(jnp.where(valid, jax.nn.relu(gap), 0.0)),

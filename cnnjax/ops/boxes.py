@@ -6,6 +6,11 @@ Malformed boxes (x2 < x1 or y2 < y1): when the boxes are concrete arrays (not tr
 jit) every function here raises `UsageError`. Under jit they cannot be inspected, so widths
 and heights are clamped at zero: such a box has area 0 and IoU 0 with everything. Where
 torchvision divides 0 by 0 (two zero-area boxes), these functions return 0, never NaN.
+Wrong shapes and sizes raise `UsageError` under jit too.
+
+IoUs (box_iou, generalized_box_iou, elementwise_box_iou, nms) are computed in at least
+float32 and returned in the boxes' float dtype: float16 areas overflow at 65504, so the
+union of a box with itself is already Inf once a side reaches 181 pixels.
 """
 
 import math
@@ -32,16 +37,32 @@ def is_concrete(*values: Any) -> bool:
   return not any(isinstance(x, jax.core.Tracer) for x in values)
 
 
-def check_boxes(boxes: ArrayLike, name: str = "boxes") -> None:
-  """Raises UsageError when concrete `boxes` [..., 4] have x2 < x1 or y2 < y1 or are not finite.
+def check_int(value: Any, name: str, minimum: int | None = None) -> int:
+  """`value` as an int; UsageError unless it is a Python or NumPy integer (>= minimum if set).
 
-  Traced boxes are not checked (see the module docstring for how they are handled).
+  For static sizes and counts (output lengths, grid sizes), which must be known when tracing.
   """
+  if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+      or (minimum is not None and value < minimum)):
+    requirement = "an int" if minimum is None else f"an int >= {minimum}"
+    raise UsageError(f"{name} must be {requirement}, got {value!r}.")
+  return int(value)
+
+
+def check_boxes(boxes: ArrayLike, name: str = "boxes", ndim: int | None = None) -> None:
+  """Raises UsageError when `boxes` are not [..., 4] ([N, 4] with ndim=2) or, concrete, have
+  x2 < x1 or y2 < y1 or coordinates that are not finite.
+
+  Shapes are checked under jit too; traced values are not (see the module docstring for how
+  they are handled).
+  """
+  shape = tuple(np.shape(boxes))
+  if shape[-1:] != (4,) or (ndim is not None and len(shape) != ndim):
+    layout = "[N, 4]" if ndim == 2 else "[..., 4]"
+    raise UsageError(f"{name} must have shape {layout} (x1, y1, x2, y2), got {shape}.")
   if not is_concrete(boxes):
     return
   values = np.asarray(boxes)
-  if values.shape[-1:] != (4,):
-    raise UsageError(f"{name} must have shape [..., 4] (x1, y1, x2, y2), got {values.shape}.")
   if not np.isfinite(values).all():
     raise UsageError(f"{name} contain NaN or Inf coordinates; drop or fix those boxes first.")
   if (values[..., 2] < values[..., 0]).any() or (values[..., 3] < values[..., 1]).any():
@@ -66,9 +87,26 @@ def _safe_divide(numerator: jnp.ndarray, denominator: jnp.ndarray,
   return xp.where(positive, numerator / xp.where(positive, denominator, 1), 0)
 
 
+def _iou_dtypes(boxes1: ArrayLike, boxes2: ArrayLike, xp: ModuleType = jnp):
+  """(dtype to compute IoUs in, dtype to return them in) for these boxes.
+
+  At least float32 inside, since float16 areas overflow at 65504; the boxes' float dtype
+  outside (integer boxes give the dtype their division gives: float32, or float64 in NumPy).
+  """
+  dtype = xp.result_type(boxes1, boxes2)
+  if not xp.issubdtype(dtype, xp.floating):
+    dtype = xp.result_type(dtype, xp.float32)
+  return xp.promote_types(dtype, xp.float32), dtype
+
+
 def _intersection_union(boxes1: ArrayLike, boxes2: ArrayLike,
                         xp: ModuleType = jnp) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """boxes1 [..., 4] and boxes2 [..., 4], broadcast -> intersection and union areas [...]."""
+  """boxes1 [..., 4] and boxes2 [..., 4], broadcast -> intersection and union areas [...].
+
+  Computed in at least float32 (see `_iou_dtypes`).
+  """
+  compute_dtype, _ = _iou_dtypes(boxes1, boxes2, xp)
+  boxes1, boxes2 = boxes1.astype(compute_dtype), boxes2.astype(compute_dtype)
   top_left = xp.maximum(boxes1[..., :2], boxes2[..., :2])
   bottom_right = xp.minimum(boxes1[..., 2:], boxes2[..., 2:])
   wh = xp.maximum(bottom_right - top_left, 0)
@@ -82,10 +120,11 @@ def elementwise_box_iou(boxes1: ArrayLike, boxes2: ArrayLike,
   """IoU of boxes1[..., 4] with boxes2[..., 4], broadcast against each other; 0 for empty unions.
 
   Unchecked (callers check or mask), so it runs inside traced code. `xp` is the array
-  module: jax.numpy by default, numpy for float64 evaluation on the host.
+  module: jax.numpy by default, numpy for float64 evaluation on the host. Computed in at
+  least float32, returned in the boxes' float dtype.
   """
   intersection, union = _intersection_union(boxes1, boxes2, xp)
-  return _safe_divide(intersection, union, xp)
+  return _safe_divide(intersection, union, xp).astype(_iou_dtypes(boxes1, boxes2, xp)[1])
 
 
 def box_iou(boxes1: jnp.ndarray, boxes2: jnp.ndarray) -> jnp.ndarray:
@@ -96,10 +135,11 @@ def box_iou(boxes1: jnp.ndarray, boxes2: jnp.ndarray) -> jnp.ndarray:
     boxes2: [M, 4] xyxy.
 
   Returns:
-    [N, M] IoU in [0, 1]; 0 where the union is empty (torchvision gives NaN there).
+    [N, M] IoU in [0, 1] in the boxes' float dtype; 0 where the union is empty (torchvision
+    gives NaN there).
   """
-  check_boxes(boxes1, "boxes1")
-  check_boxes(boxes2, "boxes2")
+  check_boxes(boxes1, "boxes1", ndim=2)
+  check_boxes(boxes2, "boxes2", ndim=2)
   return elementwise_box_iou(jnp.asarray(boxes1)[:, None], jnp.asarray(boxes2)[None, :])
 
 
@@ -111,18 +151,21 @@ def generalized_box_iou(boxes1: jnp.ndarray, boxes2: jnp.ndarray) -> jnp.ndarray
     boxes2: [M, 4] xyxy.
 
   Returns:
-    [N, M] GIoU in [-1, 1]; the enclosing-box term is 0 when the enclosing box is empty.
+    [N, M] GIoU in [-1, 1] in the boxes' float dtype; the enclosing-box term is 0 when the
+    enclosing box is empty.
   """
-  check_boxes(boxes1, "boxes1")
-  check_boxes(boxes2, "boxes2")
+  check_boxes(boxes1, "boxes1", ndim=2)
+  check_boxes(boxes2, "boxes2", ndim=2)
   boxes1, boxes2 = jnp.asarray(boxes1)[:, None], jnp.asarray(boxes2)[None, :]
+  compute_dtype, dtype = _iou_dtypes(boxes1, boxes2)
+  boxes1, boxes2 = boxes1.astype(compute_dtype), boxes2.astype(compute_dtype)
   intersection, union = _intersection_union(boxes1, boxes2)
   iou = _safe_divide(intersection, union)
   top_left = jnp.minimum(boxes1[..., :2], boxes2[..., :2])
   bottom_right = jnp.maximum(boxes1[..., 2:], boxes2[..., 2:])
   wh = jnp.maximum(bottom_right - top_left, 0)
   enclosing = wh[..., 0] * wh[..., 1]
-  return iou - _safe_divide(enclosing - union, enclosing)
+  return (iou - _safe_divide(enclosing - union, enclosing)).astype(dtype)
 
 
 def _centers_sizes(boxes: jnp.ndarray):
@@ -198,35 +241,56 @@ def _largest_at_most(threshold: ArrayLike, dtype: jnp.dtype) -> ArrayLike:
   return rounded
 
 
+def _at_least_float32(boxes: ArrayLike) -> jnp.ndarray:
+  """Boxes as a float array of at least float32 precision (float16 areas overflow at 65504)."""
+  boxes = jnp.asarray(boxes)
+  return boxes.astype(jnp.promote_types(boxes.dtype, jnp.float32))
+
+
+def _check_nms_arguments(boxes: ArrayLike, scores: ArrayLike, iou_threshold: ArrayLike,
+                         max_output: int, classes: ArrayLike | None = None) -> None:
+  """Raises UsageError for arguments of nms and batched_nms that cannot give a right answer."""
+  check_boxes(boxes, ndim=2)
+  num_boxes = np.shape(boxes)[0]
+  if np.shape(scores) != (num_boxes,):
+    raise UsageError(f"scores must be [N] = [{num_boxes}], one per box, got shape "
+                     f"{np.shape(scores)}.")
+  if classes is not None and np.shape(classes) != (num_boxes,):
+    raise UsageError(f"classes must be [N] = [{num_boxes}], one per box, got shape "
+                     f"{np.shape(classes)}.")
+  check_int(max_output, "max_output", 0)
+  if is_concrete(iou_threshold) and np.isnan(np.asarray(iou_threshold)).any():
+    raise UsageError("iou_threshold is NaN; pass a number such as 0.5.")
+
+
 def nms(boxes: jnp.ndarray, scores: jnp.ndarray, iou_threshold: float,
         max_output: int) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Greedy non-maximum suppression with torchvision's semantics and a static output size.
 
   Repeatedly keeps the highest-scored remaining box and removes every remaining box whose
   IoU with it is greater than `iou_threshold`. Runs `max_output` rounds of O(N) work each,
-  so memory stays O(N) (no N x N IoU matrix). IoUs are computed in the boxes' float dtype
-  and compared with the threshold as torchvision compares them, with the threshold as a
-  double, so IoUs equal to the threshold in exact arithmetic (whole-pixel boxes) give the
-  same result. A traced threshold is compared in the boxes' dtype instead.
+  so memory stays O(N) (no N x N IoU matrix). IoUs are computed in float32 (float16 and
+  bfloat16 boxes are upcast, float64 ones kept) and compared with the threshold as
+  torchvision compares them, with the threshold as a double, so IoUs equal to the threshold
+  in exact arithmetic (whole-pixel boxes) give the same result. A traced threshold is
+  compared in that dtype instead.
 
   Args:
     boxes: [N, 4] xyxy.
     scores: [N].
-    iou_threshold: boxes with IoU > threshold against a kept box are dropped.
-    max_output: static length of the result.
+    iou_threshold: boxes with IoU > threshold against a kept box are dropped (not NaN).
+    max_output: static length of the result, an int >= 0.
 
   Returns:
     indices: [max_output] int32 indices into `boxes`, kept boxes in descending score order,
       padded with 0 after the last kept box.
     valid: [max_output] bool, True for the kept entries.
   """
-  check_boxes(boxes)
-  boxes, scores = jnp.asarray(boxes), jnp.asarray(scores)
+  _check_nms_arguments(boxes, scores, iou_threshold, max_output)
+  boxes, scores = _at_least_float32(boxes), jnp.asarray(scores)
   num_boxes = boxes.shape[0]
   if num_boxes == 0:
     return jnp.zeros((max_output,), jnp.int32), jnp.zeros((max_output,), bool)
-  if not jnp.issubdtype(boxes.dtype, jnp.floating):
-    boxes = boxes.astype(jnp.float32)
   threshold = _largest_at_most(iou_threshold, boxes.dtype)
   # A stable descending sort: among equal scores the lower index wins, NaN scores come last.
   order = jnp.argsort(-scores, stable=True).astype(jnp.int32)
@@ -262,10 +326,11 @@ def batched_nms(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndarray,
   Returns:
     (indices [max_output], valid [max_output]) as `nms`, over all classes together.
   """
-  check_boxes(boxes)
-  if boxes.shape[0] == 0:
+  _check_nms_arguments(boxes, scores, iou_threshold, max_output, classes)
+  if np.shape(boxes)[0] == 0:
     return nms(boxes, scores, iou_threshold, max_output)
-  boxes, classes = jnp.asarray(boxes), jnp.asarray(classes)
+  # Upcast before shifting: shifted float16 coordinates would lose most of their digits.
+  boxes, classes = _at_least_float32(boxes), jnp.asarray(classes)
   span = jnp.max(boxes) - jnp.min(boxes) + 1
   shifted = boxes + (classes.astype(boxes.dtype) * span)[:, None]
   return nms(shifted, scores, iou_threshold, max_output)

@@ -114,6 +114,14 @@ def test_single_example_has_only_its_positive():
     (dict(z1=np.zeros((8, 4), np.int32), z2=np.zeros((8, 4), np.int32)), 'floating'),
     (dict(temperature=0.0), 'temperature'),
     (dict(temperature=-1.0), 'temperature'),
+    (dict(temperature=float('nan')), 'temperature=nan is not a finite'),
+    (dict(temperature=float('inf')), 'temperature=inf is not a finite'),
+    (dict(temperature=1e-45), 'temperature=1e-45 is too small'),
+    (dict(temperature=1e-39), 'too small'),
+    (dict(z1=np.zeros((0, 4), np.float32), z2=np.zeros((0, 4), np.float32)),
+     r'the batch is empty \(0 examples\)'),
+    (dict(z1=np.zeros((0, 4), np.float32), z2=np.zeros((0, 4), np.float32), block_size=2),
+     r'the batch is empty \(0 examples\)'),
     (dict(block_size=0), 'block_size'),
     (dict(reduction='avg'), 'unknown'),
 ])
@@ -123,3 +131,21 @@ def test_bad_arguments_raise_at_trace_time(kwargs, message):
   arrays.update({k: v for k, v in kwargs.items() if k in arrays})
   with pytest.raises(UsageError, match=message):
     jax.eval_shape(lambda a: nt_xent_loss(**a, **options), arrays)
+
+
+@pytest.mark.parametrize('block_size', [None, 3])
+@pytest.mark.parametrize('bad', [np.nan, np.inf])
+def test_nan_or_inf_view_gives_nan_loss(block_size, bad):
+  z1, z2 = views(6, 6, 4)
+  z1[2, 0] = bad
+  assert np.isnan(float(nt_xent_loss(z1, z2, block_size=block_size)))
+  per_anchor = np.asarray(nt_xent_loss(z1, z2, block_size=block_size, reduction='none'))
+  assert np.isnan(per_anchor).all()
+
+
+@pytest.mark.parametrize('block_size', [None, 3])
+def test_smallest_allowed_temperature_gives_finite_loss(block_size):
+  # 1 / 1.2e-38 = 8.5e37: logits, their differences and the mean all fit in float32.
+  z1, z2 = views(7, 4, 3)
+  loss = nt_xent_loss(z1, z2, float(np.finfo(np.float32).tiny), block_size=block_size)
+  assert np.isfinite(float(loss)) and float(loss) > 1e36

@@ -216,3 +216,31 @@ def test_smooth_l1_rejects_negative_beta_and_fast_rcnn_loss_takes_beta_zero():
   value, grad = jax.value_and_grad(loss_fn)(deltas.at[0, 1, 0].set(0.5))
   np.testing.assert_allclose(float(value), math.log(3) + 0.5 / 2, rtol=1e-6)
   assert np.isfinite(np.asarray(grad)).all()
+
+
+@pytest.mark.parametrize("loss_fn, what", [
+    (lambda: segmentation.pixel_cross_entropy(jnp.zeros((0, 4, 4, 3)),
+                                              jnp.zeros((0, 4, 4), jnp.int32)), "images"),
+    (lambda: segmentation.soft_dice_loss(jnp.zeros((0, 4, 4, 3)),
+                                         jnp.zeros((0, 4, 4), jnp.int32)), "images"),
+    (lambda: detection.yolo_v1_loss(jnp.zeros((0, 2, 2, 13)), jnp.zeros((0, 1, 4)),
+                                    jnp.zeros((0, 1), jnp.int32), jnp.zeros((0, 1), bool)),
+     "images"),
+    (lambda: detection.fast_rcnn_loss(jnp.zeros((0, 3)), jnp.zeros((0, 3, 4)),
+                                      jnp.zeros(0, jnp.int32), jnp.zeros((0, 4))), "RoIs"),
+])
+def test_empty_batches_raise_instead_of_nan(loss_fn, what):
+  with pytest.raises(UsageError, match=f"the batch is empty \\(0 {what}\\)"):
+    loss_fn()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_beta_and_smooth_raise(value):
+  with pytest.raises(UsageError, match="beta=.* is not a finite"):
+    detection.smooth_l1(jnp.ones(3), value)
+  with pytest.raises(UsageError, match="smooth=.* is not a finite"):
+    segmentation.soft_dice_loss(jnp.zeros((1, 2, 2, 3)), jnp.zeros((1, 2, 2), jnp.int32),
+                                smooth=value)
+  with pytest.raises(UsageError, match="smooth=0.0 is too small"):
+    segmentation.soft_dice_loss(jnp.zeros((1, 2, 2, 3)), jnp.zeros((1, 2, 2), jnp.int32),
+                                smooth=0.0)

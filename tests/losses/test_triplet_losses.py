@@ -14,6 +14,8 @@ from cnnjax.losses import triplet_hard_loss
 from cnnjax.losses import triplet_semihard_loss
 from loss_helpers import finite_difference_grad
 
+DISTANCES = ('l2', 'squared_l2', 'cosine')
+
 
 def reference_distances(x, distance):
   x = np.asarray(x, np.float64)
@@ -243,6 +245,11 @@ def test_reductions_and_metrics():
     (dict(labels=np.zeros((8, 1), np.int32)), 'labels must be'),
     (dict(labels=np.zeros(8, np.float32)), 'integer'),
     (dict(margin=-0.1), 'negative'),
+    (dict(margin=float('nan')), 'margin=nan is not a finite'),
+    (dict(margin=float('inf')), 'margin=inf is not a finite'),
+    (dict(margin=1e39), 'not a finite float32'),
+    (dict(embeddings=np.zeros((0, 3), np.float32), labels=np.zeros(0, np.int32)),
+     r'the batch is empty \(0 embeddings\)'),
     (dict(distance='manhattan'), 'unknown'),
     (dict(reduction='max'), 'unknown'),
     (dict(embeddings=np.zeros((8,), np.float32)), r'\[batch, dim\]'),
@@ -254,3 +261,48 @@ def test_bad_arguments_raise_at_trace_time(kwargs, message):
   for loss_fn in (triplet_semihard_loss, triplet_hard_loss, triplet_all_loss):
     with pytest.raises(UsageError, match=message):
       jax.eval_shape(lambda a: loss_fn(**a, **options), arrays)
+
+
+@pytest.mark.parametrize('name', LOSSES)
+@pytest.mark.parametrize('distance', DISTANCES)
+@pytest.mark.parametrize('bad', [np.nan, np.inf])
+def test_nan_or_inf_embedding_gives_nan_loss(name, distance, bad):
+  x, labels = random_batch(8, 12, 3, 3)
+  x[5, 1] = bad
+  loss_fn = LOSSES[name][0]
+  assert np.isnan(float(loss_fn(x, labels, distance=distance)))
+  # Even anchors whose mining could skip the bad row report it.
+  assert np.isnan(np.asarray(loss_fn(x, labels, distance=distance, reduction='none'))).all()
+  assert np.isnan(np.asarray(pairwise_distances(x, x, distance))).all()
+
+
+@pytest.mark.parametrize('name', LOSSES)
+def test_squared_l2_beyond_2_to_64_is_exact_while_it_fits_and_inf_past_float32(name):
+  loss_fn, reference = LOSSES[name]
+  rng = np.random.default_rng(9)
+  # x = 2^64 (1 + k / 64) for small integers k: squared norms overflow float32, while the
+  # squared distances (2^116 times whole numbers, so exact, ties included) and sums fit.
+  x = (2.0**64 * (1 + rng.integers(0, 7, size=(12, 2)) / 64)).astype(np.float32)
+  labels = rng.integers(0, 3, 12).astype(np.int32)
+  value, grad = jax.value_and_grad(
+      lambda v: loss_fn(v, labels, margin=2.0**117, distance='squared_l2'))(x)
+  want = reference(x.astype(np.float64), labels, 2.0**117, 'squared_l2')
+  np.testing.assert_allclose(float(value), want, rtol=1e-6)
+  assert np.isfinite(np.asarray(grad)).all()
+  x, labels = random_batch(10, 12, 3, 3)
+  np.testing.assert_allclose(loss_fn(x * 1e18, labels, distance='squared_l2'),
+                             reference(x * 1e18, labels, 1.0, 'squared_l2'), rtol=1e-4)
+  # The true loss overflows float32 here: Inf, never Inf - Inf = NaN.
+  assert float(loss_fn(x * 1e20, labels, distance='squared_l2')) == np.inf
+  per_anchor = np.asarray(loss_fn(x * 1e20, labels, distance='squared_l2', reduction='none'))
+  assert not np.isnan(per_anchor).any() and (per_anchor == np.inf).any()
+
+
+def test_pairwise_distances_of_huge_rows_overflow_to_inf_not_nan():
+  x = np.array([[3e19, 0.0], [-3e19, 0.0], [3e19, 0.0], [2e19, 0.0]], np.float32)
+  squared = np.asarray(pairwise_distances(x, x, 'squared_l2'))
+  assert not np.isnan(squared).any()
+  np.testing.assert_array_equal(np.diag(squared), 0.0)
+  assert squared[0, 1] == np.inf and squared[0, 2] == 0.0
+  np.testing.assert_allclose(squared[0, 3], 1e38, rtol=1e-5)
+  np.testing.assert_allclose(pairwise_distances(x, x, 'l2')[0, 1], 6e19, rtol=1e-6)

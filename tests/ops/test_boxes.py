@@ -184,3 +184,51 @@ def test_malformed_boxes_raise_when_concrete_and_give_zero_iou_under_jit():
   with pytest.raises(UsageError, match="x2 < x1"):
     ops.nms(bad, np.ones(1, np.float32), 0.5, 1)
   assert float(jax.jit(ops.box_iou)(bad, good)[0, 0]) == 0.0
+
+
+@pytest.mark.parametrize("side", [100.0, 181.0, 256.0, 1000.0])
+def test_float16_boxes_compute_iou_in_float32(side):
+  # float16 areas overflow at 65504: a box's union with itself is Inf from a 181-pixel side.
+  boxes = np.array([[0, 0, side, side], [side / 2, 0, side * 1.5, side]], np.float16)
+  iou = ops.box_iou(boxes, boxes)
+  assert iou.dtype == np.float16
+  np.testing.assert_allclose(np.asarray(iou, np.float32), [[1, 1 / 3], [1 / 3, 1]], rtol=1e-3)
+  np.testing.assert_allclose(np.asarray(ops.generalized_box_iou(boxes, boxes), np.float32),
+                             [[1, 1 / 3], [1 / 3, 1]], rtol=1e-3)
+  indices, valid = ops.nms(np.concatenate([boxes, boxes]), np.array([4, 3, 2, 1], np.float16),
+                           0.5, 4)
+  assert np.asarray(indices)[np.asarray(valid)].tolist() == [0, 1]
+  indices, valid = ops.batched_nms(np.concatenate([boxes, boxes]), np.ones(4, np.float16),
+                                   np.array([0, 1, 0, 1]), 0.9, 4)
+  assert sorted(np.asarray(indices)[np.asarray(valid)].tolist()) == [0, 1]
+
+
+def test_float16_iou_matches_float32_iou_of_the_same_boxes():
+  rng = np.random.default_rng(6)
+  boxes = _random_boxes(rng, 20, size=600.0).astype(np.float16)
+  ours = np.asarray(ops.box_iou(boxes, boxes), np.float32)
+  np.testing.assert_allclose(ours, _iou_loop(boxes, boxes, np.float32), atol=1e-3)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: ops.nms(np.zeros((3, 4), np.float32), np.zeros(2, np.float32), 0.5, 3),
+     r"scores must be \[N\] = \[3\]"),
+    (lambda: ops.nms(np.zeros((3, 4), np.float32), np.zeros(3, np.float32), 0.5, -1),
+     "max_output must be an int >= 0"),
+    (lambda: ops.nms(np.zeros((3, 4), np.float32), np.zeros(3, np.float32), 0.5, 2.0),
+     "max_output must be an int >= 0"),
+    (lambda: ops.nms(np.array([0, 0, 1, 1], np.float32), np.zeros(4, np.float32), 0.5, 1),
+     r"boxes must have shape \[N, 4\]"),
+    (lambda: ops.nms(np.zeros((3, 4), np.float32), np.zeros(3, np.float32), float("nan"), 3),
+     "iou_threshold is NaN"),
+    (lambda: ops.batched_nms(np.zeros((3, 4), np.float32), np.zeros(3, np.float32),
+                             np.zeros(4, np.int32), 0.5, 3), r"classes must be \[N\] = \[3\]"),
+    (lambda: ops.box_iou(np.array([0, 0, 1, 1], np.float32), np.zeros((2, 4), np.float32)),
+     r"boxes1 must have shape \[N, 4\]"),
+    (lambda: jax.jit(ops.nms, static_argnums=(2, 3))(np.zeros((3, 4), np.float32),
+                                                    np.zeros(4, np.float32), 0.5, 3),
+     r"scores must be \[N\] = \[3\]"),
+])
+def test_bad_nms_and_iou_arguments_raise_usage_errors(call, message):
+  with pytest.raises(UsageError, match=message):
+    call()

@@ -1,6 +1,7 @@
 """roi_pool and roi_align against NumPy loops (torchvision's kernels) and torchvision.ops."""
 
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -163,3 +164,122 @@ def test_bad_input_raises_or_is_handled():
   for op in (ops.roi_pool, ops.roi_align):
     empty = op(features, np.zeros((0, 4), np.float32), np.zeros((0,), np.int32), (2, 3))
     assert empty.shape == (0, 2, 3, 3)
+
+
+def _axis_weights(start, bin_size, grid, bins, size):
+  """float64 [bins, size] bilinear weights summed over each bin's points, vectorised."""
+  weights = np.zeros((bins, size))
+  points = np.arange(grid, dtype=np.float64)
+  for p in range(bins):
+    coord = start + p * bin_size + (points + 0.5) * bin_size / grid
+    coord = coord[(coord >= -1.0) & (coord <= size)]
+    coord = np.maximum(coord, 0.0)
+    low = np.floor(coord).astype(np.int64)
+    at_edge = low >= size - 1
+    low[at_edge] = size - 1
+    coord[at_edge] = low[at_edge]
+    high = np.where(at_edge, size - 1, low + 1)
+    np.add.at(weights[p], low, 1 - (coord - low))
+    np.add.at(weights[p], high, coord - low)
+  return weights
+
+
+def _roi_align_separable(image, box, out_h, out_w):
+  """roi_align (adaptive, aligned=False, scale 1) of one box by separable float64 sums."""
+  x1, y1, x2, y2 = (float(v) for v in box)
+  bin_h, bin_w = max(y2 - y1, 1.0) / out_h, max(x2 - x1, 1.0) / out_w
+  grid_h, grid_w = math.ceil(bin_h), math.ceil(bin_w)
+  rows = _axis_weights(y1, bin_h, grid_h, out_h, image.shape[0])
+  cols = _axis_weights(x1, bin_w, grid_w, out_w, image.shape[1])
+  return np.einsum("ph,hwc,qw->pqc", rows, image.astype(np.float64), cols) / (grid_h * grid_w)
+
+
+def test_roi_align_visits_only_points_on_the_map_and_stays_exact():
+  # 251 x 191 adaptive points per bin, more than the 2 * size + 48 visited: the window must
+  # still hold every point that lands on the map. (Corners off the whole numbers keep points
+  # off the map's edges -1 and size, where float32 rounding decides.)
+  features, _, _ = _inputs(5)
+  boxes = np.array([[-200.3, -150.2, 300.4, 230.1], [-3.2, -2.1, 480.3, 5.4], [8, 6, 9, 7]],
+                   np.float32)
+  indices = np.array([0, 1, 0], np.int32)
+  align = jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))
+  for aligned in (False, True):
+    ours = np.asarray(align(features, boxes, indices, 2, 1.0, -1, aligned))
+    expected = _roi_align_loop(features, boxes, indices, 2, 2, 1.0, -1, aligned)
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+  # A 2^20-cell box: 2^19 x 2^19 points per bin, of which only a few land on the map, the
+  # first of them ~1e5 points into its bin. Power-of-two sizes keep float32 exact here.
+  x1, y1 = -2.0**18, -1e5
+  box = np.array([[x1, y1, x1 + 2**20, y1 + 2**20]], np.float32)
+  ours = np.asarray(align(features, box, np.zeros(1, np.int32), 2, 1.0, -1, False))
+  np.testing.assert_allclose(ours[0], _roi_align_separable(features[0], box[0], 2, 2),
+                             rtol=1e-5, atol=0)
+  assert np.abs(ours[0, 0, 0]).min() > 0
+
+
+def test_huge_boxes_take_bounded_time_and_stay_within_the_feature_range():
+  rng = np.random.default_rng(6)
+  features = rng.uniform(1, 2, (1, HEIGHT, WIDTH, 2)).astype(np.float32)
+  boxes = np.array([[0, 0, 1e30, 1e30], [-1e30, -1e30, 1e30, 1e30], [-1e9, 0, 1e9, 3e38],
+                    [0, 0, 1e6, 1e6], [-3e38, -3e38, 3e38, 3e38]], np.float32)
+  indices = np.zeros(len(boxes), np.int32)
+  align = jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))
+  pool = jax.jit(ops.roi_pool, static_argnums=(3, 4))
+  for aligned in (False, True):
+    align(features, boxes, indices, 3, 2.0, -1, aligned).block_until_ready()  # compile
+    start = time.perf_counter()
+    aligned_out = np.asarray(align(features, boxes, indices, 3, 2.0, -1, aligned))
+    assert time.perf_counter() - start < 5.0
+    # An average of samples, those off the map counting 0 (as torchvision): in [0, max].
+    assert np.isfinite(aligned_out).all()
+    assert aligned_out.min() >= 0 and aligned_out.max() <= features.max()
+  pooled = np.array(pool(features, boxes, indices, 3, 2.0))
+  # Every bin is the maximum over part of the map, or 0 where it misses the map.
+  assert np.isin(pooled, np.append(features.ravel(), 0)).all()
+  # Bin (0, 0) of a box starting at the origin covers the whole map, the other bins start
+  # beyond it (an int32 overflow once made them cover it too).
+  for k in (0, 3):
+    np.testing.assert_array_equal(pooled[k, 0, 0], features[0].max(axis=(0, 1)))
+    pooled[k, 0, 0] = 0
+    np.testing.assert_array_equal(pooled[k], 0)
+
+
+def test_constant_map_gives_one_inside_and_at_most_one_for_huge_boxes():
+  features = np.ones((1, 8, 8, 1), np.float32)
+  boxes = np.array([[1, 1, 6, 7], [0, 0, 1e30, 1e30], [0, 0, 1e6, 1e6]], np.float32)
+  out = np.asarray(ops.roi_align(features, boxes, np.zeros(3, np.int32), 2))
+  np.testing.assert_allclose(out[0], 1.0, rtol=1e-6)
+  # Huge boxes average their few samples on the map with the many off it: 8 of 5e5 per axis.
+  assert ((out >= 0) & (out <= 1)).all()
+  np.testing.assert_allclose(out[2, 0, 0, 0], (8 / 5e5) ** 2, rtol=1e-5)
+  np.testing.assert_array_equal(out[2, 1:], 0.0)
+
+
+def test_roi_pool_takes_the_exact_maximum_of_integer_features():
+  features, boxes, indices = _inputs(7)
+  integers = np.round((features - features.min()) * 40).astype(np.uint8)
+  pooled = ops.roi_pool(integers, boxes, indices, (3, 2), 1 / STRIDE)
+  assert pooled.dtype == np.uint8
+  expected = _roi_pool_loop(integers.astype(np.float32), boxes, indices, 3, 2, 1 / STRIDE)
+  np.testing.assert_array_equal(np.asarray(pooled), expected)
+
+
+@pytest.mark.parametrize("op, kwargs, message", [
+    ("roi_align", dict(output_size=-2), "output_size must be an int >= 1"),
+    ("roi_align", dict(output_size=2.5), "output_size must be an int or a pair"),
+    ("roi_pool", dict(output_size=(2, 0)), "output_size must be an int >= 1"),
+    ("roi_align", dict(batch_indices=np.zeros(10, np.float32)), "batch_indices must be integer"),
+    ("roi_align", dict(sampling_ratio=2.5), "sampling_ratio must be an int"),
+    ("roi_pool", dict(spatial_scale=0.0), "spatial_scale"),
+    ("roi_align", dict(spatial_scale=float("nan")), "spatial_scale"),
+    ("roi_pool", dict(roi_batch_size=0), "roi_batch_size"),
+    ("roi_align", dict(features=np.zeros((1, 4, 4, 1), np.uint8)), "floating point"),
+    ("roi_pool", dict(features=np.zeros((1, 4, 4, 1), bool)), "floating point or integer"),
+])
+def test_bad_arguments_raise_usage_errors(op, kwargs, message):
+  features, boxes, _ = _inputs(8)
+  arguments = dict(features=features, boxes=boxes, batch_indices=np.zeros(10, np.int32),
+                   output_size=2)
+  arguments.update(kwargs)
+  with pytest.raises(UsageError, match=message):
+    getattr(ops, op)(**arguments)

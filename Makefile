@@ -1,12 +1,17 @@
 # `make demo` and `make test` each create .venv on first use and install cnnjax into it.
+# `make test-min` does the same in $(MIN_VENV) with every direct dependency at the floor
+# pyproject.toml declares (.ci/min-versions.txt), then runs the smoke tests of .ci/smoke-tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cnnjax-installed
+MIN_VENV ?= build/venv-min
+MIN_BIN := $(MIN_VENV)/bin
+MIN_STAMP := $(MIN_VENV)/.cnnjax-installed
 WORKDIR ?= workdirs/lenet_digits
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test install
+.PHONY: demo test install test-min
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,3 +26,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests
+
+$(MIN_STAMP): pyproject.toml .ci/min-versions.txt
+	test -x $(MIN_BIN)/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_BIN)/python -m pip install -q --upgrade pip
+	$(MIN_BIN)/python -m pip install -q -e '.[test]' -c .ci/min-versions.txt
+	$(MIN_BIN)/python -m pip check
+	touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(MIN_BIN)/python -m pytest -n $(PYTEST_WORKERS) $$(sed -e 's/#.*//' .ci/smoke-tests)

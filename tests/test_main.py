@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+from absl import logging as absl_logging
+import jax
 import pytest
 
 from cnnjax import main
@@ -30,6 +32,8 @@ def _error_line(capsys, argv: list[str]) -> str:
     ("--config.no_such_key=1", "no_such_key"),
     ("--config.bogus=1", "unknown config key 'bogus'"),
     ("--config.optimizer.nmae=sgd", "unknown config key 'optimizer.nmae'"),
+    ("--config.schedule.learnig_rate=0.1", "did you mean 'schedule.learning_rate'?"),
+    ("--config.learning_rate=0.1", "did you mean 'schedule.learning_rate'?"),
     ("--config.task=segmentashun", "unknown task"),
     ("--config.optimizer.name=adamax", "unknown optimizer.name 'adamax'"),
     ("--config.schedule.name=linear", "unknown schedule.name"),
@@ -80,11 +84,14 @@ def _fake_run(monkeypatch, result: dict) -> dict:
   """Replaces the trainer: `main` then only parses; returns where the config lands."""
   seen = {}
 
-  def run(config, workdir, train):
-    seen.update(config=config, workdir=workdir, train=train)
-    return result
+  def fake(train):
+    def run(config, workdir):
+      seen.update(config=config, workdir=workdir, train=train)
+      return result
+    return run
 
-  monkeypatch.setattr(loop, "run", run)
+  monkeypatch.setattr(loop, "run", fake(train=True))
+  monkeypatch.setattr(loop, "evaluate", fake(train=False))
   monkeypatch.setattr(main, "_enable_compilation_cache", lambda: None)
   return seen
 
@@ -112,3 +119,47 @@ def test_preempted_exit_code(monkeypatch, tmp_path, flags, status):
   _fake_run(monkeypatch, {"preempted": True, "step": 3})
   assert main.main(["cnnjax", "train", f"--config={LENET}", f"--workdir={tmp_path}",
                     *flags]) == status
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def get_config(:\n  pass\n", "syntax error in the --config file {path}, line 1"),
+    (("import ml_collections\n\ndef get_config():\n  c = ml_collections.ConfigDict()\n"
+      "  c.model = 'lenet5'\n  return c\n"), "start from cnnjax.train.config.defaults()"),
+    ("def get_config():\n  return {'model': 'lenet5'}\n",
+     "config is a dict, not a ConfigDict; start from cnnjax.train.config.defaults()"),
+    (("from cnnjax.train import config as config_lib\n\ndef get_config():\n"
+      "  c = config_lib.defaults()\n  c.optimzer.name = 'sgd'\n  return c\n"),
+     "{path}, line 5: unknown config key 'optimzer'"),
+], ids=["syntax", "plain_configdict", "dict", "typo_read"])
+def test_config_file_mistakes_are_one_line(capsys, tmp_path, source, message):
+  path = tmp_path / "experiment.py"
+  path.write_text(source)
+  err = _error_line(capsys, ["train", f"--config={path}", f"--workdir={tmp_path / 'run'}"])
+  assert message.format(path=path) in err
+
+
+def test_jax_flags_set_jax_config(monkeypatch, tmp_path):
+  seen = {}
+
+  def run(config, workdir):
+    seen.update(nans=jax.config.jax_debug_nans, platforms=jax.config.jax_platforms)
+    return {"step": 1}
+
+  _fake_run(monkeypatch, {})
+  monkeypatch.setattr(loop, "run", run)
+  before = {name: getattr(jax.config, name) for name in ("jax_debug_nans", "jax_platforms")}
+  try:
+    assert main.main(["cnnjax", "train", f"--config={LENET}", f"--workdir={tmp_path}",
+                      "--jax_platforms=cpu", "--jax_debug_nans"]) == 0
+  finally:
+    for name, value in before.items():
+      jax.config.update(name, value)
+  assert seen == {"nans": True, "platforms": "cpu"}
+
+
+def test_opencv_advice_is_silenced_other_warnings_are_not(caplog):
+  assert main.main(["cnnjax", "models"]) == 0
+  with caplog.at_level("WARNING"):
+    absl_logging.warning("OpenCV is not installed. We recommend using OpenCV ...")
+    absl_logging.warning("something else")
+  assert [record.getMessage() for record in caplog.records] == ["something else"]

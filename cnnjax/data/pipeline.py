@@ -15,7 +15,7 @@ import dataclasses
 import math
 import os
 import re
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from absl import flags
 import filelock
@@ -126,6 +126,33 @@ def train_iterator(dataset: str, *, split: str, batch_size: int, seed: int,
   return _batched_iterator(ds, batch_size, worker_count, read_threads)
 
 
+def check_readable(dataset: str, splits: Sequence[str], data_dir: str | None = None) -> None:
+  """UsageError unless every split is prepared, non-empty and its first and last examples read.
+
+  Training reads the train split for hours before it first evaluates; reading one example
+  at each end of every split it will use finds a missing or corrupt file before the run
+  starts, not at its first evaluation.
+  """
+  data_dir = resolve_data_dir(data_dir)
+  builder = _builder(dataset, data_dir)
+  for split in dict.fromkeys(splits):
+    source = _source(builder, dataset, split, data_dir)
+    if not len(source):
+      raise UsageError(f'split {split!r} of {dataset} is empty: choose another split')
+    try:
+      for index in (0, len(source) - 1):
+        source[index]
+    except Exception as error:  # noqa: BLE001 -- any read failure is a damaged file.
+      reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else \
+          type(error).__name__
+      remedy = (f'delete {builder.data_dir} and cnnjax prepares it again'
+                if isinstance(builder, builders.BUILDERS) else
+                f'prepare it again with `tfds build {dataset} --data_dir={data_dir} '
+                '--file_format=array_record`')
+      raise UsageError(f'cannot read split {split!r} of {dataset} under {builder.data_dir} '
+                       f'({reason}); {remedy}') from None
+
+
 def eval_iterator(dataset: str, *, split: str, batch_size: int, data_dir: str | None = None,
                   process_index: int = 0, process_count: int = 1,
                   image_size: int | None = None, worker_count: int = 0,
@@ -230,13 +257,20 @@ def _shard(source: Any, process_index: int, process_count: int,
 def _builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   """The TFDS builder; cnnjax's own datasets are prepared on first use."""
   data_dir = resolve_data_dir(data_dir)  # Idempotent.
+  if '://' not in data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise UsageError(f'data_dir {data_dir} is a file: set --config.data_dir (or '
+                     '$TFDS_DATA_DIR) to a directory')
   try:
     builder = tfds.builder(dataset, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     raise UsageError(f'unknown dataset {dataset!r}: use a TFDS name (mnist, cifar10, ...) or '
                      f"one of cnnjax's builders: {', '.join(builders.NAMES)}") from None
   if isinstance(builder, builders.BUILDERS) and not builder.is_prepared():
-    builder = _prepare_once(dataset, data_dir)
+    try:
+      builder = _prepare_once(dataset, data_dir)
+    except OSError as error:  # E.g. a read-only data_dir: nowhere to write the dataset.
+      raise UsageError(f'cannot prepare {dataset} in {data_dir} ({error.strerror or error}): '
+                       'set --config.data_dir to a writable directory') from None
   return builder
 
 
@@ -282,7 +316,7 @@ def _source(builder: tfds.core.DatasetBuilder, dataset: str, split: str,
         f'dataset {dataset} is not prepared in {data_dir} and cnnjax does not download: on a '
         f'machine with internet and tensorflow run `tfds build {dataset} --data_dir=DIR '
         f'--file_format=array_record`, then copy DIR/{builder.name} into {data_dir} '
-        '(or pass --data_dir)') from None
+        '(or set --config.data_dir)') from None
 
 
 def _adapter(builder: tfds.core.DatasetBuilder, image_size: int | None) -> adapters.Adapter:

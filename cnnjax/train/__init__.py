@@ -1,5 +1,5 @@
 """The trainer: train state, parallel runners, optimizers, checkpoints, the loop and tasks."""
 
-from cnnjax.train.loop import run
+from cnnjax.train.loop import evaluate, run
 
-__all__ = ["run"]
+__all__ = ["evaluate", "run"]

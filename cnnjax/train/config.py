@@ -5,7 +5,13 @@ Starting from the defaults makes every key overridable from the command line
 add their own sections through `Task.config_defaults` (e.g. `metric`, `simclr`).
 """
 
-from typing import Any
+import ast
+import difflib
+import inspect
+import io
+import textwrap
+import tokenize
+from typing import Any, Callable
 
 import ml_collections
 
@@ -82,6 +88,9 @@ def defaults(task: str = "classification") -> ml_collections.ConfigDict:
   c.best_mode = "max"
   c.async_checkpoints = True
   c.progress = "auto"  # "auto" (bar on a terminal), "bar" or "lines".
+  c.profile_steps = ()  # (A, B): a jax.profiler trace of steps A+1..B into tensorboard/.
+  c.restart = False  # When no checkpoint restores: set them aside (renamed) and start over.
+  c.new_optimizer = False  # When the checkpoint's optimizer differs: fresh optimizer state.
 
   c.transfer = ml_collections.ConfigDict()
   c.transfer.init_from = ""  # A cnnjax workdir whose latest checkpoint initialises the model.
@@ -98,8 +107,12 @@ def defaults(task: str = "classification") -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """UsageError for the first unknown key or unknown name, before any work is done."""
-  _check_keys(config, defaults(config.get("task", "classification")), "")
+  """UsageError for the first unknown or missing key or unknown name, before any work is done."""
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UsageError(f"the config is a {type(config).__name__}, not a ConfigDict; start from "
+                     "cnnjax.train.config.defaults() and change its values.")
+  known = defaults(config.get("task", "classification"))
+  _check_keys(config, known, "", keys(known))
   choices = (("optimizer.name", config.optimizer.name, optim.OPTIMIZERS),
              ("schedule.name", config.schedule.name, optim.SCHEDULES),
              ("parallel", config.parallel, parallel.KINDS),
@@ -129,12 +142,78 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      "to an eval metric such as 'accuracy'.")
 
 
-def _check_keys(config: Any, known: Any, prefix: str) -> None:
-  """Recursively compares the keys of `config` with those of `known`."""
+def _check_keys(config: Any, known: Any, prefix: str, every_key: list[str]) -> None:
+  """Recursively compares the keys of `config` with those of `known` (dotted: `every_key`)."""
   for key in config.keys():
     if key not in known:
-      raise UsageError(f"unknown config key {prefix + key!r}; check its spelling in the config "
-                       "file or override.")
-    if key != "model_kwargs" and isinstance(config[key], ml_collections.ConfigDict) and \
-        isinstance(known[key], ml_collections.ConfigDict):
-      _check_keys(config[key], known[key], f"{prefix}{key}.")
+      # Over every dotted key: a key set at the wrong level finds its section too.
+      close = difflib.get_close_matches(prefix + key, every_key, n=1)
+      hint = f"did you mean {close[0]!r}? " if close else ""
+      raise UsageError(f"unknown config key {prefix + key!r}; {hint}check its spelling in the "
+                       "config file or override (`cnnjax config` lists the keys).")
+  for key in known.keys():
+    if key not in config or (isinstance(known[key], ml_collections.ConfigDict) and
+                             not isinstance(config[key], ml_collections.ConfigDict)):
+      raise UsageError(f"the config has no key {prefix + key!r}; start from "
+                       "cnnjax.train.config.defaults() and change its values.")
+    if key != "model_kwargs" and isinstance(known[key], ml_collections.ConfigDict):
+      _check_keys(config[key], known[key], f"{prefix}{key}.", every_key)
+
+
+def keys(config: ml_collections.ConfigDict) -> list[str]:
+  """Every key of `config` with sections flattened ("schedule.learning_rate"), sorted.
+
+  `model_kwargs` is one key: its fields belong to the model, not to the trainer.
+  """
+  found = []
+  for key in config.keys():
+    value = config[key]
+    if key != "model_kwargs" and isinstance(value, ml_collections.ConfigDict):
+      found += [f"{key}.{sub}" for sub in keys(value)]
+    else:
+      found.append(key)
+  return found
+
+
+def comments(task: str) -> dict[str, str]:
+  """Dotted key -> its comment, for every key that `defaults(task)` sets, in that order.
+
+  The comments are the trailing `# ...` of the assignments in the source of `defaults` and
+  of the task's `config_defaults`, so they are written once, next to the default; a key
+  without one maps to "".
+  """
+  return {**_assignment_comments(defaults),
+          **_assignment_comments(tasks.get(task).config_defaults)}
+
+
+def _assignment_comments(function: Callable[..., Any]) -> dict[str, str]:
+  """Dotted key -> trailing comment of each `VAR.key... = value  # comment` in `function`.
+
+  VAR is what `function` returns: the config itself (`return c`: keys "key...") or a dict
+  of named sections (`return {"metric": metric}`: keys "metric.key...").
+  """
+  source = textwrap.dedent(inspect.getsource(function))
+  line_comments = {token.start[0]: token.string.lstrip("#").strip()
+                   for token in tokenize.generate_tokens(io.StringIO(source).readline)
+                   if token.type == tokenize.COMMENT}
+  tree = ast.parse(source)
+  prefixes = {}
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Return) and isinstance(node.value, ast.Name):
+      prefixes[node.value.id] = ""
+    elif isinstance(node, ast.Return) and isinstance(node.value, ast.Dict):
+      prefixes.update({value.id: f"{key.value}." for key, value in
+                       zip(node.value.keys, node.value.values)
+                       if isinstance(key, ast.Constant) and isinstance(value, ast.Name)})
+  found = {}
+  assignments = [node for node in ast.walk(tree) if isinstance(node, ast.Assign)]
+  for node in sorted(assignments, key=lambda node: node.lineno):  # ast.walk is breadth-first.
+    if len(node.targets) != 1:
+      continue
+    path, target = [], node.targets[0]
+    while isinstance(target, ast.Attribute):
+      path.insert(0, target.attr)
+      target = target.value
+    if path and isinstance(target, ast.Name) and target.id in prefixes:
+      found[prefixes[target.id] + ".".join(path)] = line_comments.get(node.end_lineno, "")
+  return found

@@ -1,24 +1,31 @@
-"""The training loop: `run(config, workdir)` trains, evaluates and checkpoints one experiment.
+"""The training loop: `run(config, workdir)` trains one experiment, `evaluate` evaluates it.
 
-A run resumes automatically from the newest readable checkpoint in `workdir`, stops
-cleanly (after saving) on SIGTERM, and refuses a workdir that belongs to another
-experiment. Everything task-specific is delegated to the `Task` named by `config.task`.
+Before a run touches `workdir` it checks the config, the model and every data split it
+will read, so a mistake leaves the workdir as it was. It then locks the workdir (one
+trainer at a time), resumes from the newest checkpoint that verifies, and stops cleanly,
+after saving, on SIGTERM or Ctrl-C. A workdir that holds checkpoints is never trained
+from scratch by accident, and one that belongs to another experiment is refused.
+Everything task-specific is delegated to the `Task` named by `config.task`.
 """
 
+import contextlib
 import copy
 import math
 import queue
-import signal
+import sys
 import threading
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Iterator
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 from jax.experimental import multihost_utils
 
+from cnnjax import stopping
 from cnnjax.data import pipeline
 from cnnjax.errors import UsageError
 from cnnjax.train import checkpoint
@@ -37,33 +44,6 @@ from cnnjax.train.parallel import REPLICATED, SHARDED
 # may change between runs of one workdir.
 FINGERPRINT_KEYS = ("task", "model", "model_kwargs", "dataset", "input.size", "global_bn",
                     "metric.distance")
-
-
-class _Preemption:
-  """Turns SIGTERM into a flag the loop polls, so it can save and exit cleanly."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-  def any_process(self) -> bool:
-    """Whether any process was asked to stop (all processes must agree on the step)."""
-    if jax.process_count() == 1:
-      return self.requested
-    return bool(multihost_utils.process_allgather(np.array(self.requested)).any())
 
 
 class _Prefetch:
@@ -119,10 +99,13 @@ class Experiment:
     self.workdir = workdir
     self.runner = parallel.Runner(config.parallel)
     self.local_batch = self.runner.check_batch_size(config.batch_size)
-    self.local_eval_batch = self.runner.check_batch_size(config.eval_batch_size or
-                                                         config.batch_size)
+    self.local_eval_batch = self.runner.check_batch_size(
+        config.eval_batch_size or config.batch_size,
+        "eval_batch_size" if config.eval_batch_size else "batch_size")
     self.data_dir = config.data_dir or None
     info = pipeline.dataset_info(config.dataset, self.data_dir)
+    pipeline.check_readable(config.dataset, (config.train_split, config.eval_split),
+                            self.data_dir)
     self.data = tasks.DataInfo(info.num_classes, info.image_shape, info.splits, info.features)
     self.task = tasks.create(config, self.data)
     self.num_steps = self._num_steps()
@@ -183,19 +166,26 @@ class Experiment:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
                                                        sharding=sharding), self.initial_state)
 
-  def compile_steps(self) -> tuple[Callable[[Any, dict[str, Any]], tuple[Any, dict[str, Any]]],
+  def compile_steps(self) -> tuple[Callable[[Any, Any, dict[str, Any]], tuple[Any, Any]],
                                    Callable[[dict[str, Any], dict[str, Any]],
                                             tuple[dict[str, Any], dict[str, Any]]]]:
     """The compiled (train step, eval step) for this runner.
 
     Returns:
-      train(state, batch) -> (state, metrics), with the state's buffers donated, and
+      train(state, sums, batch) -> (state, sums + this step's metrics), with the state's
+      and the sums' buffers donated: the loop logs interval means without a host sync per
+      step (`sums=None` returns the metrics alone, for `jax.eval_shape`); and
       evaluate(variables, batch) -> (summed sums, per-example outputs).
     """
     train_step = state_lib.make_train_step(
         self.task, self.tx, self.schedule, self.step_rng, frozen=self.frozen)
-    train = self.runner.compile(train_step, in_specs=(REPLICATED, SHARDED),
-                                out_specs=(REPLICATED, REPLICATED), donate_argnums=(0,))
+
+    def train_and_sum(state, sums, batch):
+      state, metrics = train_step(state, batch)
+      return state, metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+
+    train = self.runner.compile(train_and_sum, in_specs=(REPLICATED, REPLICATED, SHARDED),
+                                out_specs=(REPLICATED, REPLICATED), donate_argnums=(0, 1))
     evaluate = self.runner.compile(state_lib.make_eval_step(self.task),
                                    in_specs=(REPLICATED, SHARDED), out_specs=(REPLICATED, SHARDED))
     return train, evaluate
@@ -229,7 +219,10 @@ class Experiment:
         sums, outputs = eval_step(variables, self.runner.shard_batch(batch))
         sums = self.runner.to_host(sums, REPLICATED)
         for name, value in sums.items():
-          totals[name] = totals.get(name, 0) + np.asarray(value, np.float64)
+          # Counts stay integers (exact at any size); other sums in float64.
+          value = np.asarray(value)
+          totals[name] = totals.get(name, 0) + value.astype(
+              np.int64 if np.issubdtype(value.dtype, np.integer) else np.float64)
         outputs = self.runner.to_host(outputs, SHARDED)
         valid = np.asarray(outputs.pop("valid"), bool)
         pieces.append({name: np.asarray(value)[valid] for name, value in outputs.items()})
@@ -240,130 +233,337 @@ class Experiment:
     return extract
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, train: bool = True) -> dict[str, Any]:
-  """Trains (resuming from `workdir`) and evaluates one experiment.
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains one experiment in `workdir`, resuming from its newest checkpoint, and evaluates it.
 
   Args:
     config: a ConfigDict from an experiment's `get_config`.
-    workdir: where checkpoints, metrics.jsonl, TensorBoard events, summary.json and plots go.
-    train: False only evaluates the newest checkpoint (`cnnjax eval`).
+    workdir: where checkpoints, metrics.jsonl, config.json, TensorBoard events,
+      summary.json and plots go.
   Returns:
-    The final eval metrics with "step"; or {"preempted": True, "step": ...} after SIGTERM.
+    The final eval metrics with "step"; or {"preempted": "SIGTERM" or "SIGINT", "step": N}
+    when a signal stopped the run (after saving a checkpoint).
   Raises:
-    UsageError: a bad config or workdir, or a loss that became NaN/Inf.
+    UsageError: a bad config, data or workdir, unrestorable checkpoints, or a loss that
+      became NaN/Inf.
   """
-  # SIGTERM is caught from the start: one during start-up stops the run after its first step.
-  with _Preemption() as preemption:
-    return _run(copy.deepcopy(config), workdir, train, preemption)
-
-
-def _run(config: ml_collections.ConfigDict, workdir: str, train: bool,
-         preemption: _Preemption) -> dict[str, Any]:
-  """`run` with the SIGTERM handler installed."""
-  config_lib.validate(config)  # Config mistakes first: they are the likelier ones.
-  directory = _check_workdir(workdir, train)
-  experiment = Experiment(config, workdir)
-  if train:
+  stopping.install()  # A no-op under the command line, which installed it first.
+  try:
+    config = copy.deepcopy(config)
+    experiment = Experiment(config, workdir)  # Every check that needs no workdir, first.
+    profiler = _Profiler(config.profile_steps, workdir)
+    directory = _check_workdir(workdir, train=True)
+    created = not directory.exists()
     try:
       directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
       raise UsageError(f"cannot create --workdir {workdir} ({error}).") from None
-  # Evaluation reads a workdir and creates nothing in it but its logs.
-  checkpoint.check_fingerprint(directory, experiment.fingerprint(), claim=train)
-  runner = experiment.runner
-  checkpointer = checkpoint.Checkpointer(
-      directory, keep=config.keep_checkpoints, best_metric=config.best_metric or None,
-      best_mode=config.best_mode, async_save=config.async_checkpoints, create=train)
-  restored = checkpointer.restore_latest(experiment.abstract_state())
-  state, data_state, step = experiment.initial_state, None, 0
-  if restored is not None:
-    step, state, data_state = restored
-  elif not train:
-    checkpointer.close()
-    raise UsageError(f"no readable checkpoint in {workdir}; train first with `cnnjax train`.")
-  state = runner.replicate(state)
-  train_step, eval_step = experiment.compile_steps()
-  progress = {"auto": None, "bar": True, "lines": False}.get(config.progress)
-  writer = writer_lib.MetricsWriter(directory, experiment.num_steps, step, progress)
-  if restored is not None:
-    writer.message(f"resumed from step {step} in {checkpointer.directory}")
-  task = experiment.task
-
-  def evaluate(state) -> dict[str, float]:
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    return task.evaluate(experiment.extractor(eval_step, state), variables)
-
-  def check_finite(state, last_saved: int | None) -> None:
-    bad = int(runner.to_host(state.nonfinite_step, REPLICATED))
-    if bad >= 0:
-      kept = f"the checkpoint at step {last_saved} is kept" if last_saved is not None else \
-          "no checkpoint was saved"
-      # `bad` counts the optimizer steps before the failing one; progress lines and
-      # checkpoints number a step by the count after it.
-      raise UsageError(f"loss or gradient became NaN/Inf at step {bad + 1}; {kept}; lower the "
-                       "learning rate or add optimizer.clip_norm.")
-
-  eval_metrics: dict[str, float] | None = None
-  last_saved = step if restored is not None else None
-  iterator = None
-  try:
-    iterator = experiment.train_iterator(data_state) if train else None
-    while train and step < experiment.num_steps:
-      batch = next(iterator)
-      state, metrics = train_step(state, runner.shard_batch(batch))
-      step += 1
-      last = step == experiment.num_steps
-      if step % config.log_every == 0 or last:
-        check_finite(state, last_saved)
-        writer.write(step, "train", runner.to_host(metrics, REPLICATED))
-      evaluate_now = last or (config.eval_every and step % config.eval_every == 0)
-      eval_metrics = None
-      bad_metric = None
-      if evaluate_now:
-        eval_metrics = evaluate(state)
-        writer.write(step, "eval", eval_metrics)
-        bad_metric = _check_best_metric(config, eval_metrics, step)
-        if bad_metric is None:
-          state = _step_plateau(experiment, state, eval_metrics)
-      # Agreeing on a stop across processes syncs every host with its device queue, so
-      # multi-host runs poll only at log steps; one process polls its flag every step.
-      poll = jax.process_count() == 1 or step % config.log_every == 0 or last
-      stop = poll and preemption.any_process()
-      if evaluate_now or stop or step % config.checkpoint_every == 0:
-        check_finite(state, last_saved)
-        checkpointer.save(step, runner.unreplicate(state),
-                          {"iterator": iterator.state},
-                          _checkpoint_metrics(config, eval_metrics))
-        last_saved = step
-      if bad_metric is not None:
-        # Raised only once this step's checkpoint is on disk: a corrected run resumes here.
-        checkpointer.wait()
-        raise UsageError(bad_metric)
-      if stop and not last:
-        checkpointer.wait()
-        writer.message(f"stopped by SIGTERM at step {step}; checkpoint saved; run the same "
-                       "command again to resume.")
-        return {"preempted": True, "step": step}
-    if eval_metrics is None:
-      eval_metrics = evaluate(state)
-      writer.write(step, "eval", eval_metrics)
-    checkpointer.wait()
-    summary = {**eval_metrics, "step": step}
-    if train:
-      writer_lib.write_summary(directory, summary)
-    if jax.process_index() == 0 and train:
-      writer_lib.plot_curves(directory)
-      outputs = getattr(task, "last_outputs", {})
-      if task.has_embeddings and "embedding" in outputs:
-        writer_lib.plot_embeddings(directory, outputs["embedding"], outputs["label"])
-    writer.message("final " + ", ".join(f"{k}={v:.4f}" for k, v in eval_metrics.items()
-                                        if k != "count"))
-    return summary
+    training = _Training(experiment, directory, profiler)
+    try:
+      with checkpoint.WorkdirLock(directory):
+        return training.run()
+    except BaseException:
+      # A run that failed before its first step leaves no workdir behind to claim.
+      if created and not training.started and jax.process_index() == 0 and \
+          not checkpoint.has_checkpoint(directory):
+        directory.rmtree(missing_ok=True)
+      raise
   finally:
-    if train and iterator is not None:
-      iterator.close()
+    stopping.uninstall()
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The eval metrics, with "step", of the newest checkpoint in `workdir`; writes nothing.
+
+  Raises:
+    UsageError: a bad config, or a workdir without a checkpoint of this experiment.
+  """
+  config = copy.deepcopy(config)
+  experiment = Experiment(config, workdir)
+  directory = _check_workdir(workdir, train=False)
+  checkpoint.check_fingerprint(directory, experiment.fingerprint(), claim=False)
+  checkpointer = _checkpointer(config, directory, create=False)
+  try:
+    # The optimizer state plays no part in evaluation: any optimizer's checkpoint will do.
+    restored = checkpointer.restore_latest(experiment.abstract_state(),
+                                           experiment.initial_state, new_optimizer=True)
+  finally:
     checkpointer.close()
-    writer.close()
+  _say(f"evaluating checkpoint {restored.step} in {checkpointer.directory}")
+  runner = experiment.runner
+  state = runner.replicate(restored.state)
+  _, eval_step = experiment.compile_steps()
+  metrics = experiment.task.evaluate(experiment.extractor(eval_step, state), _variables(state))
+  return {**metrics, "step": restored.step}
+
+
+def _say(text: str) -> None:
+  """A line on stderr from process 0, where the run has no MetricsWriter."""
+  if jax.process_index() == 0:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _checkpointer(config: ml_collections.ConfigDict, directory: epath.Path,
+                  create: bool) -> checkpoint.Checkpointer:
+  return checkpoint.Checkpointer(
+      directory, keep=config.keep_checkpoints, best_metric=config.best_metric or None,
+      best_mode=config.best_mode, async_save=config.async_checkpoints, create=create)
+
+
+def _variables(state: state_lib.TrainState) -> dict[str, Any]:
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+class _Training:
+  """One `cnnjax train` in a locked workdir: restore, then step, log, evaluate, save, stop."""
+
+  def __init__(self, experiment: Experiment, directory: epath.Path, profiler: "_Profiler"):
+    self.experiment = experiment
+    self.config = experiment.config
+    self.directory = directory
+    self.profiler = profiler
+    self.runner = experiment.runner
+    self.started = False  # Whether a train step ran: from then on the workdir is kept.
+
+  def run(self) -> dict[str, Any]:
+    config, experiment = self.config, self.experiment
+    checkpoint.check_fingerprint(self.directory, experiment.fingerprint(), claim=True)
+    self.checkpointer = _checkpointer(config, self.directory, create=True)
+    try:
+      step, state, data_state, notes = self._restore()
+      summary = writer_lib.read_summary(self.directory)
+      if step >= experiment.num_steps and summary is not None and summary.get("step") == step:
+        _say(f"already trained to step {step}; final metrics in "
+             f"{self.directory / writer_lib.SUMMARY_FILE}")
+        return summary
+      changes = writer_lib.record_config(self.directory, config.to_dict(), step)
+      self.writer = writer_lib.MetricsWriter(self.directory, experiment.num_steps, step,
+                                             {"auto": None, "bar": True,
+                                              "lines": False}[config.progress])
+      try:
+        self.writer.write_config(writer_lib.flat_config(config.to_dict()),
+                                 writer_lib.git_commit(), step)
+        for note in notes + changes:
+          self.writer.message(note)
+        if step >= experiment.num_steps:
+          return self._finish(step, self.runner.replicate(state), None)
+        return self._train(step, self.runner.replicate(state), data_state)
+      finally:
+        self.writer.close()
+    finally:
+      self.checkpointer.close()
+
+  def _restore(self) -> tuple[int, state_lib.TrainState, dict[str, Any] | None, list[str]]:
+    """(step, host state, data state, messages) to start from: a checkpoint, else step 0."""
+    experiment = self.experiment
+    try:
+      restored = self.checkpointer.restore_latest(
+          experiment.abstract_state(), experiment.initial_state,
+          new_optimizer=self.config.new_optimizer)
+    except checkpoint.NothingRestorable:
+      if not self.config.restart:
+        raise
+      self.checkpointer.close()
+      aside = checkpoint.set_aside(self.directory)
+      writer_lib.set_aside_metrics(self.directory, aside)
+      self.checkpointer = _checkpointer(self.config, self.directory, create=True)
+      return 0, experiment.initial_state, None, [
+          f"no checkpoint could be restored; they were moved to {aside}; training from step 0"]
+    if restored is None:
+      return 0, experiment.initial_state, None, []
+    notes = [f"resumed from step {restored.step} in {self.checkpointer.directory}"]
+    if restored.new_optimizer:
+      notes.append("the optimizer changed: parameters and BatchNorm statistics restored, "
+                   "optimizer state started afresh (config.new_optimizer)")
+    writer_lib.truncate_metrics(self.directory, restored.step)
+    return restored.step, restored.state, restored.data, notes
+
+  def _train(self, step: int, state: state_lib.TrainState,
+             data_state: dict[str, Any] | None) -> dict[str, Any]:
+    """Steps from `step` to the end (or to a stop signal), then finishes."""
+    config, experiment, runner = self.config, self.experiment, self.runner
+    train_step, self.eval_step = experiment.compile_steps()
+    iterator = experiment.train_iterator(data_state)
+    try:
+      batch = runner.shard_batch(next(iterator))
+      zeros = self._zero_metrics(train_step, state, batch)
+      sums = runner.replicate(zeros)
+      logged_step, speed = step, _Speed()
+      eval_metrics = None
+      while True:
+        state, sums = train_step(state, sums, batch)
+        step += 1
+        if not self.started:
+          self.started = True
+          jax.block_until_ready(state)
+          self.writer.message(f"first step (compilation included) took {speed.restart():.1f} s")
+        else:
+          speed.count()
+        self.profiler.after(step, state)
+        last = step == experiment.num_steps
+        if step % config.log_every == 0 or last:
+          self._check_finite(state)
+          totals = runner.to_host(sums, REPLICATED)
+          means = {name: value / (step - logged_step) for name, value in totals.items()}
+          self.writer.write(step, "train", {**means, "steps_per_second": speed.per_second()})
+          sums, logged_step = runner.replicate(zeros), step
+          speed.restart()
+        eval_metrics, bad_metric = None, None
+        if last or (config.eval_every and step % config.eval_every == 0):
+          with speed.excluded(state):
+            eval_metrics, bad_metric = self._evaluate(step, state)
+            if bad_metric is None:
+              state = _step_plateau(experiment, state, eval_metrics)
+        # Agreeing on a stop across processes syncs every host with its device queue, so
+        # multi-host runs poll only at log steps; one process polls every step.
+        stop = _stop_requested(jax.process_count() == 1 or step % config.log_every == 0
+                               or last)
+        if eval_metrics is not None or stop or step % config.checkpoint_every == 0:
+          with speed.excluded(state):
+            self._save(step, state, iterator.state, eval_metrics)
+        if bad_metric is not None:
+          self.checkpointer.wait()  # Raised only once the checkpoint is on disk.
+          raise UsageError(bad_metric)
+        if last:
+          return self._finish(step, state, eval_metrics)
+        if stop:
+          self.checkpointer.wait()
+          self.writer.message(f"stopped by {_SIGNAL_NAMES[stop]} at step {step}; checkpoint "
+                              "saved; run the same command again to resume.")
+          return {"preempted": stop, "step": step}
+        batch = runner.shard_batch(next(iterator))
+    finally:
+      iterator.close()
+      self.profiler.close()
+
+  def _zero_metrics(self, train_step: Callable, state: Any, batch: Any) -> Any:
+    """Host zeros shaped like one device's step metrics, to start each interval's sums."""
+    shapes = jax.eval_shape(train_step, state, None, batch)[1]
+    per_device = (lambda s: s.shape[1:]) if self.runner.kind == "pmap" else (lambda s: s.shape)
+    return jax.tree.map(lambda s: np.zeros(per_device(s), s.dtype), shapes)
+
+  def _evaluate(self, step: int, state: Any) -> tuple[dict[str, float], str | None]:
+    """(eval metrics, the error for a best_metric they lack or None), logged at `step`."""
+    experiment = self.experiment
+    eval_metrics = experiment.task.evaluate(experiment.extractor(self.eval_step, state),
+                                            _variables(state))
+    self.writer.write(step, "eval", eval_metrics)
+    return eval_metrics, _check_best_metric(self.config, eval_metrics, step)
+
+  def _save(self, step: int, state: Any, data_state: dict[str, Any],
+            eval_metrics: dict[str, float] | None) -> None:
+    self._check_finite(state)
+    self.checkpointer.save(step, self.runner.unreplicate(state), {"iterator": data_state},
+                           _checkpoint_metrics(self.config, eval_metrics))
+
+  def _check_finite(self, state: Any) -> None:
+    bad = int(self.runner.to_host(state.nonfinite_step, REPLICATED))
+    if bad < 0:
+      return
+    saved = self.checkpointer.all_steps()
+    kept = f"the checkpoint at step {saved[-1]} is kept" if saved else "no checkpoint was saved"
+    # `bad` counts the optimizer steps before the failing one; progress lines and
+    # checkpoints number a step by the count after it.
+    raise UsageError(f"loss or gradient became NaN/Inf at step {bad + 1}; {kept}; lower the "
+                     "learning rate or add optimizer.clip_norm (then rerun with "
+                     "--config.new_optimizer=True).")
+
+  def _finish(self, step: int, state: Any, eval_metrics: dict[str, float] | None
+              ) -> dict[str, Any]:
+    """Writes the run's summary and plots; evaluates only when `step` has no eval record."""
+    self.checkpointer.wait()
+    if eval_metrics is None:
+      self.eval_step = self.experiment.compile_steps()[1]
+      eval_metrics = writer_lib.eval_record(self.directory, step) or \
+          self._evaluate(step, state)[0]
+    summary = {**eval_metrics, "step": step}
+    writer_lib.write_summary(self.directory, summary)
+    if jax.process_index() == 0:
+      smoothing = self.config.label_smoothing
+      writer_lib.plot_curves(self.directory, notes={
+          "train/loss": f"label smoothing {smoothing}"} if smoothing else None)
+      writer_lib.plot_per_class(self.directory)
+      outputs = getattr(self.experiment.task, "last_outputs", {})
+      if self.experiment.task.has_embeddings and "embedding" in outputs:
+        writer_lib.plot_embeddings(self.directory, outputs["embedding"], outputs["label"])
+    self.writer.message("final " + ", ".join(f"{k}={v:.4f}" for k, v in eval_metrics.items()
+                                             if k not in ("count", "step")))
+    return summary
+
+
+_SIGNAL_NAMES = {"SIGTERM": "SIGTERM", "SIGINT": "Ctrl-C (SIGINT)"}
+_STOP_CODES = (None, "SIGTERM", "SIGINT")
+
+
+def _stop_requested(poll: bool) -> str | None:
+  """The stop signal any process received ("SIGTERM" or "SIGINT"), when `poll`; else None."""
+  if not poll:
+    return None
+  if jax.process_count() == 1:
+    return stopping.requested()
+  codes = multihost_utils.process_allgather(np.array(_STOP_CODES.index(stopping.requested())))
+  return _STOP_CODES[int(np.max(codes))]
+
+
+class _Speed:
+  """Steps per second of training alone: compilation, evaluations and checkpoints excluded."""
+
+  def __init__(self):
+    self._since, self._excluded, self._steps = time.perf_counter(), 0.0, 0
+
+  def restart(self) -> float:
+    """Starts a new interval; returns the seconds since the previous start."""
+    now = time.perf_counter()
+    elapsed, self._since, self._excluded, self._steps = now - self._since, now, 0.0, 0
+    return elapsed
+
+  def count(self) -> None:
+    self._steps += 1
+
+  @contextlib.contextmanager
+  def excluded(self, state: Any) -> Iterator[None]:
+    """Leaves the block's time out; first waits for the steps already queued on the device."""
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._excluded += time.perf_counter() - start
+
+  def per_second(self) -> float:
+    seconds = time.perf_counter() - self._since - self._excluded
+    return self._steps / seconds if self._steps and seconds > 0 else float("nan")
+
+
+class _Profiler:
+  """A jax.profiler trace of steps A+1..B (`config.profile_steps = (A, B)`) in tensorboard/."""
+
+  def __init__(self, profile_steps: tuple[int, ...], workdir: str):
+    steps = tuple(profile_steps)
+    if steps and (len(steps) != 2 or not all(isinstance(s, int) for s in steps)
+                  or not 0 <= steps[0] < steps[1]):
+      raise UsageError(f"config.profile_steps must be two steps A,B with 0 <= A < B, got "
+                       f"{profile_steps!r}.")
+    self.steps = steps
+    self.logdir = checkpoint.workdir_path(workdir) / writer_lib.TENSORBOARD_DIR
+    self.tracing = False
+
+  def after(self, step: int, state: Any) -> None:
+    """Starts or stops the trace once step `step` has been dispatched."""
+    if not self.steps or jax.process_index() != 0:
+      return
+    if step == self.steps[0]:
+      jax.block_until_ready(state)
+      jax.profiler.start_trace(str(self.logdir))
+      self.tracing = True
+    elif step == self.steps[1] and self.tracing:
+      jax.block_until_ready(state)
+      self.close()
+
+  def close(self) -> None:
+    if self.tracing:
+      jax.profiler.stop_trace()
+      self.tracing = False
 
 
 def _check_workdir(workdir: str, train: bool) -> epath.Path:

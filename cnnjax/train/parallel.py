@@ -48,10 +48,13 @@ class Runner:
     self.local_device_count = len(self.local_devices)
     self.mesh = Mesh(np.array(self.devices), (AXIS,))
 
-  def check_batch_size(self, global_batch: int) -> int:
-    """The per-process batch size; UsageError unless the devices divide `global_batch`."""
+  def check_batch_size(self, global_batch: int, name: str = "batch_size") -> int:
+    """The per-process batch size; UsageError unless the devices divide `global_batch`.
+
+    `name` is the config key the error names (e.g. "eval_batch_size").
+    """
     if global_batch <= 0 or global_batch % self.num_devices:
-      raise UsageError(f"batch_size {global_batch} is not divisible by the {self.num_devices} "
+      raise UsageError(f"{name} {global_batch} is not divisible by the {self.num_devices} "
                        f"devices; use a positive multiple of {self.num_devices}.")
     return global_batch // self.num_devices * self.local_device_count
 

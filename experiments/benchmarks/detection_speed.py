@@ -9,11 +9,11 @@ Weights are random: the cost does not depend on them.
     .venv/bin/python experiments/benchmarks/detection_speed.py --proposals 64 --batch 8
 """
 
-import argparse
 import importlib.util
 import pathlib
 import time
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,8 +22,14 @@ from cnnjax import models
 from cnnjax.data.builders import shapes
 from cnnjax.models import rcnn
 from cnnjax.ops.proposals import selective_search
+import _script  # experiments/benchmarks/_script.py: absl flags with cnnjax's --help.
 
 CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
+
+flags.DEFINE_integer("proposals", 64, "R, proposals per image")
+flags.DEFINE_integer("batch", 8, "images per call")
+flags.DEFINE_integer("size", 32, "image side (shapes/small: 32)")
+flags.DEFINE_integer("repeats", 5, "timed calls")
 
 
 def _model_kwargs(config_name: str) -> dict:
@@ -70,12 +76,7 @@ def _seconds_per_image(name: str, kwargs: dict, images, proposals, valid, repeat
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--proposals", type=int, default=64, help="R, proposals per image")
-  parser.add_argument("--batch", type=int, default=8, help="images per call")
-  parser.add_argument("--size", type=int, default=32, help="image side (shapes/small: 32)")
-  parser.add_argument("--repeats", type=int, default=5, help="timed calls")
-  args = parser.parse_args()
+  args = flags.FLAGS
   images, proposals, valid, search = _images_and_proposals(args.batch, args.size,
                                                            args.proposals)
   fast = _seconds_per_image("fast_rcnn", _model_kwargs("fast_rcnn_shapes"), images, proposals,
@@ -92,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  _script.run(main)

@@ -9,12 +9,12 @@ row times `cnnjax.data.augment.simclr_views` (both views of each image) on the d
   python experiments/benchmarks/input_pipeline.py [--batch_size=256] [--batches=20]
 """
 
-import argparse
 import functools
 import tempfile
 import time
 from typing import Iterator
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,8 +23,18 @@ import tensorflow_datasets as tfds
 
 from cnnjax import data
 from cnnjax.data import augment
+import _script  # experiments/benchmarks/_script.py: absl flags with cnnjax's --help.
 
 Row = dict[str, str]
+
+flags.DEFINE_integer('batch_size', 256, 'examples per host batch')
+flags.DEFINE_integer('batches', 20, 'timed batches')
+flags.DEFINE_integer('worker_count', 0, 'Grain worker processes')
+flags.DEFINE_integer('read_threads', 2, 'Grain read threads')
+flags.DEFINE_string('data_dir', None,
+                    'where digits and shapes are prepared (default: TFDS default)')
+flags.DEFINE_integer('augment_batch_size', 64, 'images per SimCLR augmentation call')
+flags.DEFINE_integer('augment_batches', 5, 'timed SimCLR augmentation calls')
 
 
 class ImagenetShaped(tfds.core.GeneratorBasedBuilder):
@@ -64,7 +74,7 @@ def _examples_per_second(iterator: Iterator[dict], batch_size: int, batches: int
   return batches * batch_size / (time.perf_counter() - start)
 
 
-def _host_row(dataset: str, label: str, args: argparse.Namespace,
+def _host_row(dataset: str, label: str, args: flags.FlagValues,
               data_dir: str | None) -> Row:
   info = data.dataset_info(dataset, data_dir)
   iterator = data.train_iterator(dataset, split='train', batch_size=args.batch_size, seed=0,
@@ -75,24 +85,24 @@ def _host_row(dataset: str, label: str, args: argparse.Namespace,
           'batch': str(args.batch_size), 'examples/s': f'{rate:,.0f}'}
 
 
-def digits_row(args: argparse.Namespace) -> Row:
+def digits_row(args: flags.FlagValues) -> Row:
   """Host: digits (8x8x1 PNG)."""
   return _host_row('digits', 'host: digits', args, args.data_dir)
 
 
-def shapes_row(args: argparse.Namespace) -> Row:
+def shapes_row(args: flags.FlagValues) -> Row:
   """Host: shapes default config (64x64x3 PNG + mask + boxes)."""
   return _host_row('shapes', 'host: shapes (image, mask, boxes)', args, args.data_dir)
 
 
-def imagenet_shaped_row(args: argparse.Namespace) -> Row:
+def imagenet_shaped_row(args: flags.FlagValues) -> Row:
   """Host: 224x224x3 JPEGs, as ImageNet is read after an offline resize."""
   with tempfile.TemporaryDirectory() as data_dir:
     ImagenetShaped(data_dir=data_dir).download_and_prepare(file_format='array_record')
     return _host_row('imagenet_shaped', 'host: ImageNet-shaped JPEG', args, data_dir)
 
 
-def simclr_augment_row(args: argparse.Namespace) -> Row:
+def simclr_augment_row(args: flags.FlagValues) -> Row:
   """Device: SimCLR's two-view recipe at 224x224, jit-compiled and vmapped over the batch."""
   images = jax.random.randint(jax.random.key(0), (args.augment_batch_size, 224, 224, 3), 0, 256)
   images = images.astype(jnp.uint8)
@@ -115,19 +125,10 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--batch_size', type=int, default=256)
-  parser.add_argument('--batches', type=int, default=20)
-  parser.add_argument('--worker_count', type=int, default=0)
-  parser.add_argument('--read_threads', type=int, default=2)
-  parser.add_argument('--data_dir', default=None,
-                      help='where digits and shapes are prepared (default: TFDS default)')
-  parser.add_argument('--augment_batch_size', type=int, default=64)
-  parser.add_argument('--augment_batches', type=int, default=5)
-  args = parser.parse_args()
+  args = flags.FLAGS
   rows = [digits_row(args), shapes_row(args), imagenet_shaped_row(args), simclr_augment_row(args)]
   print(markdown_table(rows))
 
 
 if __name__ == '__main__':
-  main()
+  _script.run(main)

@@ -17,13 +17,13 @@ compiled but not run, and its row shows that need.
   python experiments/benchmarks/losses.py [--quick] [--repeats=2] [--max_gb=10]
 """
 
-import argparse
 import json
 import resource
 import subprocess
 import sys
 import time
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +31,13 @@ import numpy as np
 from cnnjax.losses import nt_xent_loss
 from cnnjax.losses import pairwise_distances
 from cnnjax.losses import triplet_semihard_loss
+import _script  # experiments/benchmarks/_script.py: absl flags with cnnjax's --help.
+
+flags.DEFINE_bool('quick', False, 'small sizes only (a smoke test)')
+flags.DEFINE_integer('repeats', 2, 'timed calls after a warm-up; the best counts')
+flags.DEFINE_float('max_gb', 10.0, 'do not run a configuration whose XLA buffers need more')
+flags.DEFINE_string('one', None, 'internal: measure one KIND:SIZE in this process (the '
+                    'benchmark runs each configuration so, in a subprocess)')
 
 DIM = 128
 NUM_CLASSES_DIVISOR = 8  # Batches of B examples hold B / 8 classes of about 8 each.
@@ -111,13 +118,7 @@ def _row(result: dict, name: str, note: str = '') -> str:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--quick', action='store_true', help='small sizes only (a smoke test)')
-  parser.add_argument('--repeats', type=int, default=2)
-  parser.add_argument('--max_gb', type=float, default=10.0,
-                      help='do not run a configuration whose XLA buffers need more')
-  parser.add_argument('--one', help=argparse.SUPPRESS)
-  args = parser.parse_args()
+  args = flags.FLAGS
   if args.one:
     kind, size = args.one.split(':')
     print(json.dumps(measure(kind, int(size), args.repeats, args.max_gb)))
@@ -158,4 +159,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-  main()
+  _script.run(main)

@@ -8,10 +8,10 @@ installed. Prints one markdown table.
     python experiments/benchmarks/train_throughput.py --batch_size=32 --steps=10
 """
 
-import argparse
 import platform
 import time
 
+from absl import flags
 import jax
 import numpy as np
 
@@ -20,6 +20,14 @@ from cnnjax.train import optim
 from cnnjax.train import parallel
 from cnnjax.train import state as state_lib
 from cnnjax.train import tasks
+import _script  # experiments/benchmarks/_script.py: absl flags with cnnjax's --help.
+
+flags.DEFINE_string("models", "lenet5,resnet18,resnet50", "comma-separated names of MODELS")
+flags.DEFINE_integer("batch_size", 32, "global batch size")
+flags.DEFINE_integer("steps", 10, "timed steps")
+flags.DEFINE_integer("warmup", 2, "steps before the timed ones")
+flags.DEFINE_string("dtype", "float32", "JAX compute dtype (bfloat16 on TPU/GPU)")
+flags.DEFINE_bool("no_torch", False, "skip the PyTorch column")
 
 # name: (cnnjax model, input (H, W, C), classes)
 MODELS = {
@@ -103,14 +111,7 @@ def torch_images_per_second(name: str, batch_size: int, steps: int, warmup: int)
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--models", default="lenet5,resnet18,resnet50")
-  parser.add_argument("--batch_size", type=int, default=32, help="global batch size")
-  parser.add_argument("--steps", type=int, default=10)
-  parser.add_argument("--warmup", type=int, default=2)
-  parser.add_argument("--dtype", default="float32", help="JAX compute dtype (bfloat16 on TPU/GPU)")
-  parser.add_argument("--no_torch", action="store_true")
-  args = parser.parse_args()
+  args = flags.FLAGS
   devices = jax.devices()
   print(f"devices: {len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), "
         f"host: {platform.processor() or platform.machine()}, batch {args.batch_size}, "
@@ -127,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  _script.run(main)

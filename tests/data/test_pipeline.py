@@ -169,6 +169,25 @@ def test_unprepared_dataset_names_dataset_dir_and_remedy(tmp_path):
     data.dataset_info('no_such_dataset', str(tmp_path))
 
 
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
+  (tmp_path / 'file').write_text('not a directory')
+  with pytest.raises(UsageError, match='is a file: set --config.data_dir'):
+    data.dataset_info('digits', str(tmp_path / 'file'))
+
+
+def test_a_truncated_split_is_found_before_training_and_named(tmp_path):
+  data.dataset_info('digits', str(tmp_path))
+  data.pipeline.check_readable('digits', ('train', 'test'), str(tmp_path))
+  (test_file,) = tmp_path.glob('digits/*/digits-test.array_record*')
+  with open(test_file, 'r+b') as f:
+    f.truncate(test_file.stat().st_size // 2)
+  with pytest.raises(UsageError) as error:
+    data.pipeline.check_readable('digits', ('train', 'test'), str(tmp_path))
+  message = str(error.value)
+  assert "split 'test' of digits" in message and str(test_file.parent) in message
+  assert 'delete' in message and '\n' not in message
+
+
 @pytest.mark.parametrize('name, image_shape, features', [
     ('mnist', (28, 28, 1), ('image', 'label')),
     ('cifar100', (32, 32, 3), ('image', 'label')),

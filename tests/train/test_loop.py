@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 import fake_gcs
@@ -13,6 +15,7 @@ from cnnjax import main
 from cnnjax.errors import UsageError
 from cnnjax.train import checkpoint
 from cnnjax.train import loop
+from cnnjax.train import transfer
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs"))
 import lenet_digits  # noqa: E402
@@ -64,7 +67,7 @@ def test_epochs_count_the_examples_of_the_sliced_split(split, examples):
 
 def test_an_unknown_train_split_is_one_line():
   config = _lenet(num_steps=0, num_epochs=1.0, train_split="validation")
-  with pytest.raises(UsageError, match="train_split 'validation' of digits.*Unknown split"):
+  with pytest.raises(UsageError, match="unknown split 'validation' of digits: use one of test, train"):
     loop.Experiment(config, "unused")
 
 
@@ -158,3 +161,103 @@ def test_remote_workdir_stays_remote(tmp_path, monkeypatch):
   with pytest.raises(UsageError, match="no checkpoint in --workdir gs://bucket/run"):
     loop._check_workdir("gs://bucket/run", train=False)
   assert store == {} and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_train_scalars_are_means_over_the_log_interval(tmp_path):
+  every_step = _lenet(num_steps=6, log_every=1)
+  loop.run(every_step, str(tmp_path / "every"))
+  per_step = [r for r in _records(tmp_path / "every") if r["split"] == "train"]
+  loop.run(_lenet(num_steps=6, log_every=3), str(tmp_path / "three"))
+  intervals = [r for r in _records(tmp_path / "three") if r["split"] == "train"]
+  assert [r["step"] for r in intervals] == [3, 6]
+  for record, steps in zip(intervals, (per_step[:3], per_step[3:])):
+    for name in ("loss", "accuracy", "grad_norm"):
+      assert record[name] == pytest.approx(np.mean([r[name] for r in steps]), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_a_finished_run_rerun_appends_nothing_and_eval_names_its_checkpoint(tmp_path, capsys):
+  workdir = str(tmp_path / "run")
+  summary = loop.run(_lenet(), workdir)
+  records = _records(workdir)
+  assert loop.run(_lenet(), workdir) == summary
+  assert _records(workdir) == records
+  assert "already trained to step 3" in capsys.readouterr().err
+  assert loop.evaluate(_lenet(), workdir)["accuracy"] == summary["accuracy"]
+  assert "evaluating checkpoint 3" in capsys.readouterr().err
+  assert _records(workdir) == records
+  assert len(os.listdir(os.path.join(workdir, "tensorboard"))) == 1
+
+
+@pytest.mark.slow
+def test_config_is_recorded_and_resumed_changes_go_to_its_history(tmp_path, capsys):
+  workdir = str(tmp_path / "run")
+  loop.run(_lenet(num_steps=2), workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    recorded = json.load(f)
+  assert recorded["model"] == "lenet5" and recorded["num_steps"] == 2
+  loop.run(_lenet(num_steps=3, **{"schedule.learning_rate": 0.01}), workdir)
+  with open(os.path.join(workdir, "config_history.jsonl")) as f:
+    history = [json.loads(line) for line in f]
+  assert len(history) == 1 and history[0]["step"] == 2
+  assert history[0]["changed"] == {"num_steps": [2, 3],
+                                   "schedule.learning_rate": [recorded["schedule.learning_rate"],
+                                                              0.01]}
+  assert "config changed at step 2: num_steps 2 -> 3" in capsys.readouterr().err
+
+
+def test_a_missing_dataset_fails_before_the_workdir_exists(capsys, tmp_path):
+  err = _cli_error(capsys, ["train", "--config=experiments/configs/resnet_cifar10.py:resnet20",
+                            f"--workdir={tmp_path / 'w'}", f"--config.data_dir={tmp_path / 'd'}"])
+  assert "not prepared" in err and "--config.data_dir" in err
+  assert not (tmp_path / "w").exists()
+
+
+def test_an_indivisible_eval_batch_names_its_key():
+  with pytest.raises(UsageError, match="eval_batch_size 33 is not divisible"):
+    loop.Experiment(_lenet(eval_batch_size=33), "unused")
+
+
+def _corrupt_every_checkpoint(workdir: str) -> list[str]:
+  steps = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  for step in steps:
+    for root, _, files in os.walk(os.path.join(workdir, "checkpoints", step, "state")):
+      for name in files:
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"garbage")
+  return steps
+
+
+@pytest.mark.slow
+def test_unrestorable_checkpoints_are_never_trained_over(tmp_path):
+  workdir = str(tmp_path / "run")
+  loop.run(_lenet(num_steps=4, checkpoint_every=2), workdir)
+  steps = _corrupt_every_checkpoint(workdir)
+  with pytest.raises(UsageError, match="config.restart=True.*nothing was deleted"):
+    loop.run(_lenet(num_steps=6, checkpoint_every=2), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == steps
+  # Asked to, the run sets them aside, whole, and starts over.
+  summary = loop.run(_lenet(num_steps=6, checkpoint_every=2, restart=True), workdir)
+  assert summary["step"] == 6
+  aside = [name for name in os.listdir(workdir) if name.startswith("checkpoints.set-aside")]
+  assert len(aside) == 1
+  assert sorted(n for n in os.listdir(os.path.join(workdir, aside[0])) if n.isdigit()) == steps
+  assert [r["step"] for r in _records(workdir) if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_a_changed_optimizer_is_refused_unless_asked_and_keeps_the_parameters(tmp_path):
+  workdir = str(tmp_path / "run")
+  loop.run(_lenet(num_steps=2), workdir)
+  trained = transfer.load_source_workdir(workdir)
+  changed = {"optimizer.clip_norm": 1.0}
+  with pytest.raises(UsageError, match="new_optimizer=True"):
+    loop.run(_lenet(num_steps=2, **changed), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
+  # Asked to, it keeps the parameters (2 steps done: it trains none) and a fresh optimizer.
+  summary = loop.run(_lenet(num_steps=2, new_optimizer=True, **changed), workdir)
+  assert summary["step"] == 2
+  for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(
+      transfer.load_source_workdir(workdir))):
+    np.testing.assert_array_equal(a, b)

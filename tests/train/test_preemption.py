@@ -1,4 +1,4 @@
-"""SIGTERM mid-run saves and exits cleanly; the restarted run ends bit-identical."""
+"""SIGTERM or Ctrl-C mid-run saves and exits cleanly; the restarted run ends bit-identical."""
 
 import json
 import os
@@ -37,7 +37,11 @@ def _train_steps(workdir: str) -> list[int]:
     return [r["step"] for r in map(json.loads, filter(str.strip, f)) if r["split"] == "train"]
 
 
-def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("signum, status, said", [
+    (signal.SIGTERM, 0, "stopped by SIGTERM at step"),
+    (signal.SIGINT, 130, "stopped by Ctrl-C (SIGINT) at step"),
+])
+def test_stop_signal_then_resume_matches_uninterrupted_run(tmp_path, signum, status, said):
   straight_dir, stopped_dir = str(tmp_path / "straight"), str(tmp_path / "stopped")
   cache = str(tmp_path / "xla_cache")
   straight = _train(straight_dir, cache)
@@ -48,10 +52,10 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
   while max(_train_steps(stopped_dir), default=0) < 10:
     assert stopped.poll() is None and time.time() < deadline, stopped.communicate()[1][-2000:]
     time.sleep(0.05)
-  stopped.send_signal(signal.SIGTERM)
+  stopped.send_signal(signum)
   _, stderr = stopped.communicate(timeout=300)
-  assert stopped.returncode == 0, stderr[-2000:]
-  assert "stopped by SIGTERM at step" in stderr
+  assert stopped.returncode == status, stderr[-2000:]
+  assert said in stderr and "Traceback" not in stderr
   assert not os.path.exists(os.path.join(stopped_dir, "summary.json"))
   stopped_at = max(_train_steps(stopped_dir))
   assert 10 <= stopped_at < 120
@@ -69,3 +73,18 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(a, b)
   with open(os.path.join(stopped_dir, "summary.json")) as f:
     assert json.load(f)["step"] == 120
+
+
+def test_sigterm_during_start_up_stops_after_one_saved_step(tmp_path):
+  workdir = str(tmp_path / "run")
+  command = [sys.executable, "-m", "cnnjax.main", "train", f"--workdir={workdir}", *ARGS,
+             "--preempted_exit_code=75"]
+  env = {**os.environ, "CNNJAX_COMPILATION_CACHE": str(tmp_path / "xla_cache")}
+  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env)
+  time.sleep(1.0)  # Past the handler's installation, still importing jax and TFDS.
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 75, stderr[-2000:]
+  assert "stopped by SIGTERM at step 1;" in stderr
+  assert _train_steps(workdir) == [1]

@@ -13,7 +13,8 @@ Multi-host runs add `--distributed` (Cloud TPU, SLURM: detected automatically) o
 `--config.model_kwargs.KEY=VALUE` sets any field of the model (e.g. `width=8`); other
 `--config.KEY` overrides must name keys the config has.
 SIGTERM saves a checkpoint and exits with status 0, or `--preempted_exit_code` (launchers
-use 75 to tell a stopped run, which must be started again, from a finished one).
+use 75 to tell a stopped run, which must be started again, from a finished one); Ctrl-C
+saves and exits with 130, and a second Ctrl-C aborts at once.
 Mistakes a user can make print one line, `cnnjax: error: ...`, and exit with status 2.
 jax's own flags (`--jax_platforms=cpu`, `--jax_debug_nans`, ...) set `jax.config` for the
 commands that run jax; `cnnjax COMMAND --helpfull` lists them.

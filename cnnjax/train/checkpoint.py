@@ -40,6 +40,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 from cnnjax.errors import UsageError
+from cnnjax.train import optim
 
 FINGERPRINT_FILE = "experiment.json"
 CHECKPOINTS = "checkpoints"
@@ -52,7 +53,7 @@ OPT_STATE = "opt_state"
 
 def workdir_path(workdir: str | os.PathLike) -> epath.Path:
   """`workdir` as a path: remote URIs (gs://, s3://) as they are, local paths absolute."""
-  if _is_remote(workdir):
+  if is_remote(workdir):
     return epath.Path(workdir)
   return epath.Path(os.path.abspath(workdir))
 
@@ -97,14 +98,18 @@ def check_fingerprint(workdir: str | os.PathLike, fingerprint: dict[str, Any],
                        f"{', '.join(differing)}); pass the config it was trained with.")
     return
   if claim and jax.process_index() == 0:
-    # Written beside and renamed over, so that another process never reads half a file.
-    temporary = path.parent / f".{FINGERPRINT_FILE}.{uuid.uuid4().hex}.tmp"
-    try:
-      temporary.write_text(json.dumps(canonical, indent=2, sort_keys=True))
-      temporary.replace(path)
-    finally:
-      if temporary.exists():
-        temporary.unlink()
+    write_atomically(path, json.dumps(canonical, indent=2, sort_keys=True))
+
+
+def write_atomically(path: epath.Path, text: str) -> None:
+  """Writes `text` beside `path` and renames it over, so no reader sees half a file."""
+  temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+  try:
+    temporary.write_text(text)
+    temporary.replace(path)
+  finally:
+    if temporary.exists():
+      temporary.unlink()
 
 
 def set_aside(workdir: str | os.PathLike) -> epath.Path | None:
@@ -118,7 +123,7 @@ def set_aside(workdir: str | os.PathLike) -> epath.Path | None:
   directory = workdir_path(workdir) / CHECKPOINTS
   if not directory.exists():
     return None
-  target = directory.parent / f"{CHECKPOINTS}.set-aside-{_agreed_utc_stamp()}"
+  target = _set_aside_directory(directory)
   if jax.process_index() == 0:
     directory.rename(target)
   _sync_processes("cnnjax_set_aside")
@@ -331,7 +336,7 @@ class Checkpointer:
 
   def _set_aside_step(self, step: int) -> None:
     """Moves the unrestorable checkpoint of `step` aside, so that `step` can be saved again."""
-    target = self.directory.parent / f"{CHECKPOINTS}.set-aside-{_agreed_utc_stamp()}"
+    target = _set_aside_directory(self.directory)
     if jax.process_index() == 0:
       target.mkdir(parents=True, exist_ok=True)
       (self.directory / str(step)).rename(target / str(step))
@@ -391,7 +396,7 @@ class WorkdirLock:
     if jax.process_index() != 0:
       return self
     self._since = time.time()
-    if _is_remote(self.path):
+    if is_remote(self.path):
       self._acquire_remote()
     else:
       self._acquire_local()
@@ -546,10 +551,10 @@ def _checksums(state: Any) -> dict[str, str]:
   for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
       if not leaf.sharding.is_fully_replicated:
-        raise ValueError(f"checkpointed leaf {_path_name(path)} is not replicated.")
+        raise ValueError(f"checkpointed leaf {optim.path_name(path)} is not replicated.")
       leaf = leaf.addressable_data(0)
     value = np.asarray(leaf)
-    digest = hashes.setdefault(_key_name(path[0]), hashlib.blake2b(digest_size=16))
+    digest = hashes.setdefault(optim.path_name(path[:1]), hashlib.blake2b(digest_size=16))
     digest.update(f"{value.dtype.name}{value.shape};".encode())
     digest.update(np.ascontiguousarray(value).view(np.uint8))
   return {field: digest.hexdigest() for field, digest in hashes.items()}
@@ -561,19 +566,8 @@ def _leaf_specs(tree: Any) -> dict[str, str]:
   Stored metadata names a namedtuple's fields by dict keys and a live tree by attributes:
   both become the same path strings.
   """
-  return {_path_name(path): f"{np.dtype(leaf.dtype).name}[{','.join(map(str, leaf.shape))}]"
+  return {optim.path_name(path): f"{np.dtype(leaf.dtype).name}[{','.join(map(str, leaf.shape))}]"
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _path_name(path: tuple[Any, ...]) -> str:
-  return "/".join(_key_name(key) for key in path)
-
-
-def _key_name(key: Any) -> str:
-  for attribute in ("key", "name", "idx"):
-    if hasattr(key, attribute):
-      return str(getattr(key, attribute))
-  return str(key)
 
 
 def _describe(paths: list[str], stored: dict[str, str], target: dict[str, str]) -> str:
@@ -591,8 +585,14 @@ def _reason(error: BaseException) -> str:
   return f"{type(error).__name__}: {text[:120]}"
 
 
-def _is_remote(path: str | os.PathLike) -> bool:
+def is_remote(path: str | os.PathLike) -> bool:
+  """Whether `path` is a URI of an object store (gs://, s3://), not a local path."""
   return "://" in os.fspath(path)
+
+
+def _set_aside_directory(checkpoints: epath.Path) -> epath.Path:
+  """Where checkpoints set aside now go: `checkpoints.set-aside-<UTC time>` beside them."""
+  return checkpoints.parent / f"{CHECKPOINTS}.set-aside-{_agreed_utc_stamp()}"
 
 
 def _agreed_utc_stamp() -> str:

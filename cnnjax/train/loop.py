@@ -575,7 +575,7 @@ def _check_workdir(workdir: str, train: bool) -> epath.Path:
   try:
     if directory.exists() and not directory.is_dir():
       raise UsageError(f"--workdir {workdir} is a file; pass a directory path.")
-    if "://" not in workdir:
+    if not checkpoint.is_remote(workdir):
       ancestor = next(p for p in directory.parents if p.exists())
       if not ancestor.is_dir():
         raise UsageError(f"--workdir {workdir} lies under {ancestor}, which is a file; pass a "

@@ -127,10 +127,25 @@ def decay_mask(params: Any, decay_bn_and_bias: bool = False) -> Any:
   return jax.tree.map(lambda p: decay_bn_and_bias or p.ndim > 1, params)
 
 
+def path_name(path: tuple[Any, ...]) -> str:
+  """A pytree key path '/'-joined, e.g. 'layer4_1/conv1/kernel' or 'opt_state/0/mu'.
+
+  Dict keys, attribute names and sequence indices alike, so a namedtuple's field reads the
+  same in a live tree and in a checkpoint's metadata (where it is a dict key).
+  """
+  return "/".join(_key_name(key) for key in path)
+
+
+def _key_name(key: Any) -> str:
+  for attribute in ("key", "name", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
 def path_names(params: Any) -> Any:
   """The '/'-joined path of every leaf, e.g. 'layer4_1/conv1/kernel'."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path), params)
+  return jax.tree_util.tree_map_with_path(lambda path, _: path_name(path), params)
 
 
 def freeze_labels(params: Any, patterns: list[str] | tuple[str, ...]) -> Any:

@@ -143,7 +143,7 @@ class _JsonLines:
 
   def __init__(self, path: epath.Path):
     self._path = path
-    self._remote = "://" in os.fspath(path)
+    self._remote = checkpoint.is_remote(path)
     if self._remote:
       self._text = path.read_text() if path.exists() else ""
     else:
@@ -180,9 +180,7 @@ def truncate_metrics(workdir: str | os.PathLike, step: int) -> None:
   lines = [line for line in path.read_text().splitlines() if line.strip()]
   kept = [line for line in lines if json.loads(line)["step"] <= step]
   if len(kept) < len(lines):
-    temporary = path.parent / f".{METRICS_FILE}.tmp"
-    temporary.write_text("".join(line + "\n" for line in kept))
-    temporary.replace(path)
+    checkpoint.write_atomically(path, "".join(line + "\n" for line in kept))
 
 
 def set_aside_metrics(workdir: str | os.PathLike, aside: epath.Path) -> None:
@@ -214,8 +212,8 @@ def eval_record(workdir: str | os.PathLike, step: int) -> dict[str, float] | Non
 def write_summary(workdir: str | os.PathLike, metrics: dict[str, Any]) -> None:
   """`workdir/summary.json` with the final metrics (process 0 only)."""
   if jax.process_index() == 0:
-    (checkpoint.workdir_path(workdir) / SUMMARY_FILE).write_text(
-        json.dumps(metrics, indent=2, sort_keys=True))
+    checkpoint.write_atomically(checkpoint.workdir_path(workdir) / SUMMARY_FILE,
+                                json.dumps(metrics, indent=2, sort_keys=True))
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str | None:
@@ -485,9 +483,7 @@ def record_config(directory: epath.Path, config: dict[str, Any], step: int) -> l
       shown = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items())
       messages.append(f"config changed at step {step}: {shown} (recorded in "
                       f"{CONFIG_HISTORY_FILE})")
-  temporary = directory / f".{CONFIG_FILE}.tmp"
-  temporary.write_text(json.dumps(current, indent=2, sort_keys=True))
-  temporary.replace(path)
+  checkpoint.write_atomically(path, json.dumps(current, indent=2, sort_keys=True))
   return messages
 
 

@@ -131,7 +131,16 @@ def set_aside(workdir: str | os.PathLike) -> epath.Path | None:
 
 
 class NothingRestorable(UsageError):
-  """Step directories exist but none of them can be restored."""
+  """Step directories exist but none of them can be restored.
+
+  Attributes:
+    problems: why, e.g. "no checkpoint in D can be restored (step 40 is unreadable (...))".
+  """
+
+  def __init__(self, problems: str):
+    super().__init__(f"{problems}; set --config.restart=True to set them aside and start "
+                     "over, or choose a new --workdir; nothing was deleted.")
+    self.problems = problems
 
 
 class Restored(NamedTuple):
@@ -287,9 +296,7 @@ class Checkpointer:
       return Restored(step, state, data, fresh_optimizer)
     if failures:
       raise NothingRestorable(
-          f"no checkpoint in {self.directory} can be restored ({'; '.join(failures)}); set "
-          "--config.restart=True to set them aside and start over, or choose a new --workdir; "
-          "nothing was deleted.")
+          f"no checkpoint in {self.directory} can be restored ({'; '.join(failures)})")
     return None
 
   def _skip(self, step: int, problem: str, following: str) -> str:

@@ -287,6 +287,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     # The optimizer state plays no part in evaluation: any optimizer's checkpoint will do.
     restored = checkpointer.restore_latest(experiment.abstract_state(),
                                            experiment.initial_state, new_optimizer=True)
+  except checkpoint.NothingRestorable as error:
+    raise UsageError(f"{error.problems}; there is nothing to evaluate.") from None
   finally:
     checkpointer.close()
   _say(f"evaluating checkpoint {restored.step} in {checkpointer.directory}")

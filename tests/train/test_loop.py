@@ -236,6 +236,9 @@ def test_unrestorable_checkpoints_are_never_trained_over(tmp_path):
   steps = _corrupt_every_checkpoint(workdir)
   with pytest.raises(UsageError, match="config.restart=True.*nothing was deleted"):
     loop.run(_lenet(num_steps=6, checkpoint_every=2), workdir)
+  with pytest.raises(UsageError, match="can be restored.*nothing to evaluate") as raised:
+    loop.evaluate(_lenet(num_steps=6, checkpoint_every=2), workdir)
+  assert "restart" not in str(raised.value)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == steps
   # Asked to, the run sets them aside, whole, and starts over.
   summary = loop.run(_lenet(num_steps=6, checkpoint_every=2, restart=True), workdir)

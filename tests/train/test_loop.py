@@ -264,3 +264,17 @@ def test_a_changed_optimizer_is_refused_unless_asked_and_keeps_the_parameters(tm
   for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(
       transfer.load_source_workdir(workdir))):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_profile_steps_write_a_trace_tensorboard_opens(tmp_path):
+  loop.run(_lenet(num_steps=3, profile_steps=(1, 2)), str(tmp_path))
+  traces = list((tmp_path / "tensorboard" / "plugins" / "profile").glob("*/*.xplane.pb"))
+  assert len(traces) == 1
+
+
+@pytest.mark.parametrize("steps", [(3,), (2, 1), (-1, 2)])
+def test_bad_profile_steps_are_one_line_before_the_workdir_exists(tmp_path, steps):
+  with pytest.raises(UsageError, match="profile_steps must be two steps A,B"):
+    loop.run(_lenet(profile_steps=steps), str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()

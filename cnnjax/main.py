@@ -395,7 +395,7 @@ def _described_keys(config: "ml_collections.ConfigDict", comments: dict[str, str
 def _summary(positional: list[str], values: "flags.FlagValues") -> int:
   if len(positional) != 1:
     raise UsageError(f"usage: cnnjax {COMMANDS['summary'].usage}")
-  from cnnjax.ops import summary
+  from cnnjax.inspect import summary
   input_shape = None
   if values.input:
     try:

@@ -127,7 +127,7 @@ class Report:
 def _train_command(workdir: pathlib.Path, num_steps: int, checkpoint_every: int) -> list[str]:
   return [sys.executable, "-m", "cnnjax.main", "train", f"--workdir={workdir}",
           f"--config={CONFIG}", "--config.num_epochs=0", f"--config.num_steps={num_steps}",
-          "--config.batch_size=32", "--config.log_every=1", "--config.eval_every=0",
+          "--config.batch_size=32", "--config.log_every=1",
           f"--config.checkpoint_every={checkpoint_every}", "--config.progress=lines",
           "--config.schedule.warmup_steps=5"]
 
@@ -171,7 +171,7 @@ class _Attempt:
     complete = text[:text.rfind(b"\n") + 1]  # A line being written has no newline yet.
     self._offset += len(complete)
     for split, step, num_steps in PROGRESS.findall(complete.decode(errors="replace")):
-      if split == "eval":
+      if split != "train":
         self.evaluated |= step == num_steps
         continue
       self.step = max(self.step, int(step))

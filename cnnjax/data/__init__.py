@@ -1,7 +1,16 @@
-"""Datasets (TFDS builders), the Grain host pipeline and samplers."""
+"""Datasets (TFDS builders), the Grain host pipeline, augmentations, samplers, proposals.
 
-from cnnjax.data.pipeline import dataset_info
-from cnnjax.data.pipeline import DatasetInfo
-from cnnjax.data.pipeline import eval_iterator
-from cnnjax.data.pipeline import resolve_data_dir
-from cnnjax.data.pipeline import train_iterator
+The pipeline's names are loaded on first use, so that the on-device augmentations
+(`cnnjax.data.augment`) import without TFDS.
+"""
+
+import importlib
+from typing import Any
+
+__all__ = ["DatasetInfo", "dataset_info", "eval_iterator", "resolve_data_dir", "train_iterator"]
+
+
+def __getattr__(name: str) -> Any:
+  if name in __all__:
+    return getattr(importlib.import_module("cnnjax.data.pipeline"), name)
+  raise AttributeError(f"module 'cnnjax.data' has no attribute {name!r}")

@@ -20,6 +20,8 @@ axis_name)` of the per-device gradients, in every mode:
   a further pmean leaves it unchanged.
 """
 
+from cnnjax.losses.classification import classification_loss
+from cnnjax.losses.classification import cross_entropy
 from cnnjax.losses.contrastive import nt_xent_loss
 from cnnjax.losses.detection import fast_rcnn_loss
 from cnnjax.losses.detection import smooth_l1
@@ -32,6 +34,8 @@ from cnnjax.losses.triplet import triplet_hard_loss
 from cnnjax.losses.triplet import triplet_semihard_loss
 
 __all__ = [
+    'classification_loss',
+    'cross_entropy',
     'fast_rcnn_loss',
     'nt_xent_loss',
     'pairwise_distances',

@@ -40,7 +40,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 from cnnjax.errors import UsageError
-from cnnjax.train import optim
+from cnnjax import param_paths
 
 FINGERPRINT_FILE = "experiment.json"
 CHECKPOINTS = "checkpoints"
@@ -558,10 +558,10 @@ def _checksums(state: Any) -> dict[str, str]:
   for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
       if not leaf.sharding.is_fully_replicated:
-        raise ValueError(f"checkpointed leaf {optim.path_name(path)} is not replicated.")
+        raise ValueError(f"checkpointed leaf {param_paths.path_name(path)} is not replicated.")
       leaf = leaf.addressable_data(0)
     value = np.asarray(leaf)
-    digest = hashes.setdefault(optim.path_name(path[:1]), hashlib.blake2b(digest_size=16))
+    digest = hashes.setdefault(param_paths.path_name(path[:1]), hashlib.blake2b(digest_size=16))
     digest.update(f"{value.dtype.name}{value.shape};".encode())
     digest.update(np.ascontiguousarray(value).view(np.uint8))
   return {field: digest.hexdigest() for field, digest in hashes.items()}
@@ -573,7 +573,7 @@ def _leaf_specs(tree: Any) -> dict[str, str]:
   Stored metadata names a namedtuple's fields by dict keys and a live tree by attributes:
   both become the same path strings.
   """
-  return {optim.path_name(path): f"{np.dtype(leaf.dtype).name}[{','.join(map(str, leaf.shape))}]"
+  return {param_paths.path_name(path): f"{np.dtype(leaf.dtype).name}[{','.join(map(str, leaf.shape))}]"
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 

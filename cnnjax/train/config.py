@@ -2,7 +2,9 @@
 
 Starting from the defaults makes every key overridable from the command line
 (`--config.schedule.learning_rate=0.05`) and lets `validate` reject unknown keys. Tasks
-add their own sections through `Task.config_defaults` (e.g. `metric`, `simclr`).
+add their own sections through `Task.config_defaults` (e.g. `metric`, `simclr`) and their
+evaluators through `Task.default_evals`. `validate` is the one place that checks values
+and choices; the parts of the trainer read their sections as they are.
 """
 
 import ast
@@ -16,6 +18,7 @@ from typing import Any, Callable
 import ml_collections
 
 from cnnjax.errors import UsageError
+from cnnjax.train import evaluators
 from cnnjax.train import optim
 from cnnjax.train import parallel
 from cnnjax.train import tasks
@@ -32,7 +35,6 @@ def defaults(task: str = "classification") -> ml_collections.ConfigDict:
   c.dataset = ""  # A TFDS name, e.g. "digits", "cifar10".
   c.data_dir = ""  # Default: $TFDS_DATA_DIR or ~/tensorflow_datasets.
   c.train_split = "train"
-  c.eval_split = "test"
   c.batch_size = 128  # Global, over all devices and processes.
   c.eval_batch_size = 0  # 0: batch_size.
   c.num_steps = 0  # Optimizer steps; 0: num_epochs over the train split.
@@ -80,11 +82,11 @@ def defaults(task: str = "classification") -> ml_collections.ConfigDict:
   c.schedule.cooldown = 0
   c.schedule.min_scale = 0.0
 
+  c.evals = ml_collections.ConfigDict(tasks.get(task).default_evals())  # Named evaluators.
   c.log_every = 50
-  c.eval_every = 0  # 0: evaluate at the end only.
   c.checkpoint_every = 500
   c.keep_checkpoints = 2
-  c.best_metric = "accuracy"
+  c.best_metric = ""  # "NAME/metric" of an evaluator, e.g. "test/accuracy"; "": newest only.
   c.best_mode = "max"
   c.async_checkpoints = True
   c.progress = "auto"  # "auto" (bar on a terminal), "bar" or "lines".
@@ -107,27 +109,32 @@ def defaults(task: str = "classification") -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """UsageError for the first unknown or missing key or unknown name, before any work is done."""
+  """UsageError for the first unknown or missing key, unknown name or bad value.
+
+  Runs before any work is done; the rest of the trainer relies on it and checks nothing
+  of the config again.
+  """
   if not isinstance(config, ml_collections.ConfigDict):
     raise UsageError(f"the config is a {type(config).__name__}, not a ConfigDict; start from "
                      "cnnjax.train.config.defaults() and change its values.")
-  known = defaults(config.get("task", "classification"))
+  task_name = config.get("task", "classification")
+  task = tasks.get(task_name)
+  known = defaults(task_name)
   _check_keys(config, known, "", keys(known))
-  choices = (("optimizer.name", config.optimizer.name, optim.OPTIMIZERS),
-             ("schedule.name", config.schedule.name, optim.SCHEDULES),
-             ("parallel", config.parallel, parallel.KINDS),
-             ("input.augment", config.input.augment, inputs.AUGMENTATIONS),
-             ("transfer.mode", config.transfer.mode, transfer.MODES),
-             ("best_mode", config.best_mode, ("max", "min")),
-             ("progress", config.progress, ("auto", "bar", "lines")),
-             ("dtype", config.dtype, ("float32", "bfloat16", "float16")))
-  for key, value, allowed in choices:
+  choices = {"optimizer.name": optim.OPTIMIZERS, "schedule.name": optim.SCHEDULES,
+             "schedule.scale_with_batch": optim.BATCH_SCALINGS, "parallel": parallel.KINDS,
+             "input.augment": inputs.AUGMENTATIONS, "transfer.mode": transfer.MODES,
+             "best_mode": ("max", "min"), "progress": ("auto", "bar", "lines"),
+             "dtype": ("float32", "bfloat16", "float16"), **task.choices()}
+  for key, allowed in choices.items():
+    value = _value(config, key)
     if value not in allowed:
-      raise UsageError(f"unknown {key} {value!r}; choose one of {', '.join(allowed)}.")
+      raise UsageError(f"unknown {key} {value!r}; choose one of "
+                       f"{', '.join(repr(a) if a == '' else str(a) for a in allowed)}.")
   for key in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
     if config[key] <= 0:
       raise UsageError(f"config.{key} must be positive, got {config[key]}.")
-  for key in ("num_steps", "num_epochs", "eval_every"):
+  for key in ("num_steps", "num_epochs"):
     if config[key] < 0:
       raise UsageError(f"config.{key} must be positive (or 0: unset), got {config[key]}.")
   schedule = config.schedule
@@ -137,9 +144,70 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not 0 < schedule.rtol <= 1 or schedule.patience < 1:
     raise UsageError(f"config.schedule needs 0 < rtol <= 1 and patience >= 1, got rtol "
                      f"{schedule.rtol} and patience {schedule.patience}.")
-  if schedule.name == "plateau" and not config.best_metric:
+  if transfer.enabled(config.transfer) and config.transfer.mode == "finetune_last_stages" \
+      and not config.transfer.trainable:
+    raise UsageError("transfer.mode=finetune_last_stages needs transfer.trainable regexes, "
+                     "e.g. ('layer4',).")
+  _check_evals(config.evals, task)
+  _check_best_metric(config)
+
+
+def _value(config: ml_collections.ConfigDict, dotted: str) -> Any:
+  for part in dotted.split("."):
+    config = config[part]
+  return config
+
+
+def _check_evals(evals: ml_collections.ConfigDict, task: type[tasks.Task]) -> None:
+  """Each evaluator's kind (one the task can feed), split, cadence and option keys."""
+  usable = evaluators.kinds_for(task.produces)
+  for name, section in evals.items():
+    where = f"config.evals.{name}"
+    if name == "train" or "/" in name:
+      raise UsageError(f"{where}: rename it; evaluator names cannot be 'train' or hold '/'.")
+    if not isinstance(section, ml_collections.ConfigDict) or "kind" not in section:
+      raise UsageError(f"{where} must be a ConfigDict with kind, split and every, e.g. "
+                       f"dict(kind={usable[0]!r}, split='test', every=0).")
+    kind = section.kind
+    if kind not in evaluators.KINDS:
+      close = difflib.get_close_matches(str(kind).lower(), list(evaluators.KINDS), n=1)
+      hint = f"did you mean {close[0]!r}? " if close else ""
+      raise UsageError(f"{where}.kind {kind!r} is unknown; {hint}task {task.__name__} "
+                       f"works with {', '.join(usable)}.")
+    if kind not in usable:
+      raise UsageError(f"{where}.kind {kind!r} needs what task {task.__name__}'s eval step "
+                       f"does not give; choose one of {', '.join(usable)}.")
+    allowed = (*evaluators.COMMON_KEYS, *evaluators.KINDS[kind].options)
+    for key in section.keys():
+      if key not in allowed:
+        raise UsageError(f"{where} has no key {key!r}; kind {kind!r} takes "
+                         f"{', '.join(allowed)}.")
+    if not isinstance(section.get("split"), str) or not section.split:
+      raise UsageError(f"{where}.split must name a split of config.dataset, e.g. 'test'.")
+    every = section.get("every")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+      raise UsageError(f"{where}.every must be a whole number of steps >= 0 (0: at the end "
+                       f"only), got {every!r}.")
+
+
+def _check_best_metric(config: ml_collections.ConfigDict) -> None:
+  """`best_metric` is "" or "NAME/metric" of one of `config.evals`."""
+  offered = [f"{name}/{metric}" for name, section in config.evals.items()
+             for metric in evaluators.KINDS[section.kind].metrics]
+  if config.best_metric and config.best_metric not in offered:
+    close = difflib.get_close_matches(config.best_metric, offered, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(f"config.best_metric {config.best_metric!r} is no evaluator's metric; "
+                     f"{hint}choose one of {', '.join(offered) or 'none (config.evals is empty)'}"
+                     ", or '' to keep the newest checkpoints only.")
+  if config.schedule.name == "plateau" and not config.best_metric:
     raise UsageError("schedule 'plateau' watches config.best_metric, which is empty; set it "
-                     "to an eval metric such as 'accuracy'.")
+                     "to an evaluator's metric such as 'test/accuracy'.")
+
+
+# Sections whose keys are not the trainer's: a model's fields, and evaluators by name
+# (each checked by `_check_evals`).
+_OPEN_SECTIONS = ("model_kwargs", "evals")
 
 
 def _check_keys(config: Any, known: Any, prefix: str, every_key: list[str]) -> None:
@@ -156,7 +224,7 @@ def _check_keys(config: Any, known: Any, prefix: str, every_key: list[str]) -> N
                              not isinstance(config[key], ml_collections.ConfigDict)):
       raise UsageError(f"the config has no key {prefix + key!r}; start from "
                        "cnnjax.train.config.defaults() and change its values.")
-    if key != "model_kwargs" and isinstance(known[key], ml_collections.ConfigDict):
+    if key not in _OPEN_SECTIONS and isinstance(known[key], ml_collections.ConfigDict):
       _check_keys(config[key], known[key], f"{prefix}{key}.", every_key)
 
 
@@ -180,10 +248,18 @@ def comments(task: str) -> dict[str, str]:
 
   The comments are the trailing `# ...` of the assignments in the source of `defaults` and
   of the task's `config_defaults`, so they are written once, next to the default; a key
-  without one maps to "".
+  without one maps to "". The task's default evaluators' keys say what they are.
   """
-  return {**_assignment_comments(defaults),
-          **_assignment_comments(tasks.get(task).config_defaults)}
+  found = {**_assignment_comments(defaults),
+           **_assignment_comments(tasks.get(task).config_defaults)}
+  del found["evals"]  # Listed by evaluator below.
+  described = {"kind": f"Evaluator kind: {', '.join(evaluators.KINDS)}.",
+               "split": "A split of config.dataset.",
+               "every": "Steps between its evaluations; 0: at the end only."}
+  for name, section in tasks.get(task).default_evals().items():
+    for key in section.keys():
+      found[f"evals.{name}.{key}"] = described.get(key, f"Option of kind {section.kind!r}.")
+  return found
 
 
 def _assignment_comments(function: Callable[..., Any]) -> dict[str, str]:

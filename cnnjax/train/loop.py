@@ -5,7 +5,13 @@ will read, so a mistake leaves the workdir as it was. It then locks the workdir 
 trainer at a time), resumes from the newest checkpoint that verifies, and stops cleanly,
 after saving, on SIGTERM or Ctrl-C. A workdir that holds checkpoints is never trained
 from scratch by accident, and one that belongs to another experiment is refused.
-Everything task-specific is delegated to the `Task` named by `config.task`.
+Everything task-specific is delegated to the `Task` named by `config.task`, and metrics
+to the evaluators of `config.evals`.
+
+The data flow: `Experiment` turns the config into a task, its initial train state, the
+optimizer and the evaluators; `compile_steps` gives the jit-compiled train and eval steps
+for the device mesh; `_Training.run` restores the newest checkpoint, then repeats step,
+log, evaluate, checkpoint and stop until the last step, and writes the summary and plots.
 """
 
 import contextlib
@@ -15,7 +21,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +35,9 @@ from cnnjax import stopping
 from cnnjax.data import pipeline
 from cnnjax.errors import UsageError
 from cnnjax.train import checkpoint
+from cnnjax.param_paths import path_names
 from cnnjax.train import config as config_lib
+from cnnjax.train import evaluators as evaluators_lib
 from cnnjax.train import optim
 from cnnjax.train import parallel
 from cnnjax.train import state as state_lib
@@ -39,11 +47,10 @@ from cnnjax.train import writer as writer_lib
 from cnnjax.train.parallel import REPLICATED, SHARDED
 
 # Config keys that define what the train state is: a workdir trained with other values is
-# refused. Parameter shapes are added to them, so head and embedding sizes are covered.
-# Training hyperparameters and evaluation-only settings (metric.knn_k, simclr.probe_epochs)
-# may change between runs of one workdir.
-FINGERPRINT_KEYS = ("task", "model", "model_kwargs", "dataset", "input.size", "global_bn",
-                    "metric.distance")
+# refused. Parameter shapes and the task's own `state_keys` are added to them, so head and
+# embedding sizes are covered. Training hyperparameters and evaluators may change between
+# runs of one workdir.
+FINGERPRINT_KEYS = ("task", "model", "model_kwargs", "dataset", "input.size", "global_bn")
 
 
 class _Prefetch:
@@ -89,7 +96,16 @@ class _Prefetch:
 class Experiment:
   """One configured experiment: task, devices, optimizer, checkpoints and data."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
+               devices: Sequence[jax.Device] | None = None):
+    """Checks `config` and its data, and builds the task, initial state and optimizer.
+
+    Args:
+      config: the experiment's ConfigDict.
+      workdir: where its checkpoints go.
+      devices: the devices of the mesh (default: all); `cnnjax plan` passes the abstract
+        devices of a TPU topology, for which the steps are compiled but never run.
+    """
     config_lib.validate(config)
     if not config.model:
       raise UsageError("config.model is empty; set it to a name from `cnnjax models`.")
@@ -97,30 +113,33 @@ class Experiment:
       raise UsageError("config.dataset is empty; set it to a TFDS name such as 'digits'.")
     self.config = config
     self.workdir = workdir
-    self.runner = parallel.Runner(config.parallel)
+    self.runner = parallel.Runner(config.parallel, devices)
     self.local_batch = self.runner.check_batch_size(config.batch_size)
     self.local_eval_batch = self.runner.check_batch_size(
         config.eval_batch_size or config.batch_size,
         "eval_batch_size" if config.eval_batch_size else "batch_size")
     self.data_dir = config.data_dir or None
     info = pipeline.dataset_info(config.dataset, self.data_dir)
-    pipeline.check_readable(config.dataset, (config.train_split, config.eval_split),
-                            self.data_dir)
     self.data = tasks.DataInfo(info.num_classes, info.image_shape, info.splits, info.features)
     self.task = tasks.create(config, self.data)
+    self.evaluators = evaluators_lib.create(config.evals, self.task, config.train_split)
+    splits = dict.fromkeys([config.train_split, *(split for evaluator in self.evaluators
+                                                  for split in evaluator.splits())])
+    pipeline.check_readable(config.dataset, tuple(splits), self.data_dir)
     self.num_steps = self._num_steps()
 
     init_rng, self.step_rng = jax.random.split(jax.random.key(config.seed))
     variables = jax.device_get(jax.jit(self.task.init_variables)(init_rng))
     head: list[str] = []
-    if transfer.enabled(config):
-      variables, head = transfer.merge(variables, transfer.load_source(config),
+    if transfer.enabled(config.transfer):
+      variables, head = transfer.merge(variables, transfer.load_source(config.transfer),
                                        tuple(config.transfer.head))
     self.head = head
-    self.schedule = optim.create_schedule(config, self.num_steps)
-    self.frozen = transfer.frozen_patterns(config, variables["params"], head)
-    self.tx = optim.create_optimizer(config, variables["params"], self.schedule, self.frozen)
-    self.plateau = optim.plateau_transform(config)
+    self.schedule = optim.create_schedule(config.schedule, self.num_steps, config.batch_size)
+    self.freezing = transfer.freezing(config.transfer, variables["params"], head)
+    self.tx = optim.create_optimizer(config.optimizer, variables["params"], self.schedule,
+                                     self.freezing)
+    self.plateau = optim.plateau_transform(config.schedule)
     self.initial_state = jax.device_get(state_lib.create_state(variables, self.tx, self.plateau))
 
   def _num_steps(self) -> int:
@@ -149,13 +168,13 @@ class Experiment:
   def fingerprint(self) -> dict[str, Any]:
     """The config values and parameter shapes that identify this experiment."""
     values = {}
-    for key in FINGERPRINT_KEYS:
+    for key in FINGERPRINT_KEYS + self.task.state_keys:
       node = self.config
       for part in key.split("."):
         node = node.get(part) if node is not None and part in node else None
       values[key] = node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
     values["params"] = {name: list(np.shape(leaf)) for name, leaf in zip(
-        jax.tree.leaves(optim.path_names(self.initial_state.params)),
+        jax.tree.leaves(path_names(self.initial_state.params)),
         jax.tree.leaves(self.initial_state.params))}
     return values
 
@@ -178,7 +197,7 @@ class Experiment:
       evaluate(variables, batch) -> (summed sums, per-example outputs).
     """
     train_step = state_lib.make_train_step(
-        self.task, self.tx, self.schedule, self.step_rng, frozen=self.frozen)
+        self.task, self.tx, self.schedule, self.step_rng, self.freezing)
 
     def train_and_sum(state, sums, batch):
       state, metrics = train_step(state, batch)
@@ -295,8 +314,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   runner = experiment.runner
   state = runner.replicate(restored.state)
   _, eval_step = experiment.compile_steps()
-  metrics = experiment.task.evaluate(experiment.extractor(eval_step, state), _variables(state))
-  return {**metrics, "step": restored.step}
+  metrics, _ = evaluators_lib.evaluate_all(experiment.evaluators,
+                                           experiment.extractor(eval_step, state))
+  return {**evaluators_lib.flat(metrics), "step": restored.step}
 
 
 def _say(text: str) -> None:
@@ -312,10 +332,6 @@ def _checkpointer(config: ml_collections.ConfigDict, directory: epath.Path,
       best_mode=config.best_mode, async_save=config.async_checkpoints, create=create)
 
 
-def _variables(state: state_lib.TrainState) -> dict[str, Any]:
-  return {"params": state.params, "batch_stats": state.batch_stats}
-
-
 class _Training:
   """One `cnnjax train` in a locked workdir: restore, then step, log, evaluate, save, stop."""
 
@@ -326,6 +342,7 @@ class _Training:
     self.profiler = profiler
     self.runner = experiment.runner
     self.started = False  # Whether a train step ran: from then on the workdir is kept.
+    self.log: _TrainLog | None = None
 
   def run(self) -> dict[str, Any]:
     config, experiment = self.config, self.experiment
@@ -348,7 +365,7 @@ class _Training:
         for note in notes + changes:
           self.writer.message(note)
         if step >= experiment.num_steps:
-          return self._finish(step, self.runner.replicate(state), None)
+          return self._finish(step, self.runner.replicate(state), None, {})
         return self._train(step, self.runner.replicate(state), data_state)
       finally:
         self.writer.close()
@@ -382,52 +399,38 @@ class _Training:
 
   def _train(self, step: int, state: state_lib.TrainState,
              data_state: dict[str, Any] | None) -> dict[str, Any]:
-    """Steps from `step` to the end (or to a stop signal), then finishes."""
-    config, experiment, runner = self.config, self.experiment, self.runner
+    """Steps from `step` to the end (or to a stop signal), then finishes.
+
+    After each step, in order: log (every `log_every`), evaluate (each evaluator at its
+    own cadence), checkpoint (every `checkpoint_every`, after an evaluation, and on a stop
+    signal), stop (the last step, or a signal).
+    """
+    experiment, runner = self.experiment, self.runner
     train_step, self.eval_step = experiment.compile_steps()
     iterator = experiment.train_iterator(data_state)
     try:
       batch = runner.shard_batch(next(iterator))
-      zeros = self._zero_metrics(train_step, state, batch)
-      sums = runner.replicate(zeros)
-      logged_step, speed = step, _Speed()
-      eval_metrics = None
+      self.log = _TrainLog(runner, self.writer, self.config.log_every,
+                           jax.eval_shape(train_step, state, None, batch)[1], step)
       while True:
-        state, sums = train_step(state, sums, batch)
+        state, self.log.sums = train_step(state, self.log.sums, batch)
         step += 1
-        if not self.started:
-          self.started = True
-          jax.block_until_ready(state)
-          self.writer.message(f"first step (compilation included) took {speed.restart():.1f} s")
-        else:
-          speed.count()
-        self.profiler.after(step, state)
+        self._after_step(step, state)
         last = step == experiment.num_steps
-        if step % config.log_every == 0 or last:
+        if self.log.due(step, last):
           self._check_finite(state)
-          totals = runner.to_host(sums, REPLICATED)
-          means = {name: value / (step - logged_step) for name, value in totals.items()}
-          self.writer.write(step, "train", {**means, "steps_per_second": speed.per_second()})
-          sums, logged_step = runner.replicate(zeros), step
-          speed.restart()
-        eval_metrics, bad_metric = None, None
-        if last or (config.eval_every and step % config.eval_every == 0):
-          with speed.excluded(state):
-            eval_metrics, bad_metric = self._evaluate(step, state)
-            if bad_metric is None:
-              state = _step_plateau(experiment, state, eval_metrics)
+          self.log.write(step)
+        eval_metrics, results = self._evaluate(step, state, last)
+        state = self._step_plateau(state, eval_metrics)
         # Agreeing on a stop across processes syncs every host with its device queue, so
         # multi-host runs poll only at log steps; one process polls every step.
-        stop = _stop_requested(jax.process_count() == 1 or step % config.log_every == 0
-                               or last)
-        if eval_metrics is not None or stop or step % config.checkpoint_every == 0:
-          with speed.excluded(state):
+        stop = _stop_requested(jax.process_count() == 1 or
+                               step % self.config.log_every == 0 or last)
+        if eval_metrics is not None or stop or step % self.config.checkpoint_every == 0:
+          with self.log.speed.excluded(state):
             self._save(step, state, iterator.state, eval_metrics)
-        if bad_metric is not None:
-          self.checkpointer.wait()  # Raised only once the checkpoint is on disk.
-          raise UsageError(bad_metric)
         if last:
-          return self._finish(step, state, eval_metrics)
+          return self._finish(step, state, eval_metrics, results)
         if stop:
           self.checkpointer.wait()
           self.writer.message(f"stopped by {_SIGNAL_NAMES[stop]} at step {step}; checkpoint "
@@ -438,25 +441,55 @@ class _Training:
       iterator.close()
       self.profiler.close()
 
-  def _zero_metrics(self, train_step: Callable, state: Any, batch: Any) -> Any:
-    """Host zeros shaped like one device's step metrics, to start each interval's sums."""
-    shapes = jax.eval_shape(train_step, state, None, batch)[1]
-    per_device = (lambda s: s.shape[1:]) if self.runner.kind == "pmap" else (lambda s: s.shape)
-    return jax.tree.map(lambda s: np.zeros(per_device(s), s.dtype), shapes)
+  def _after_step(self, step: int, state: Any) -> None:
+    """Reports the first step's time (compilation included) and drives the profiler."""
+    if not self.started:
+      self.started = True
+      jax.block_until_ready(state)
+      self.writer.message(f"first step (compilation included) took "
+                          f"{self.log.speed.restart():.1f} s")
+    else:
+      self.log.speed.count()
+    self.profiler.after(step, state)
 
-  def _evaluate(self, step: int, state: Any) -> tuple[dict[str, float], str | None]:
-    """(eval metrics, the error for a best_metric they lack or None), logged at `step`."""
-    experiment = self.experiment
-    eval_metrics = experiment.task.evaluate(experiment.extractor(self.eval_step, state),
-                                            _variables(state))
-    self.writer.write(step, "eval", eval_metrics)
-    return eval_metrics, _check_best_metric(self.config, eval_metrics, step)
+  def _evaluate(self, step: int, state: Any, last: bool
+                ) -> tuple[dict[str, float] | None, dict[str, Any]]:
+    """Runs the evaluators due after `step`, each logged as its own split.
+
+    Returns:
+      ({"NAME/metric": value} or None when none was due, {split: (sums, outputs)} read).
+    """
+    due = [evaluator for evaluator in self.experiment.evaluators if evaluator.due(step, last)]
+    if not due:
+      return None, {}
+    # Evaluation time is not training time (before the first step there is no log).
+    with self.log.speed.excluded(state) if self.log else contextlib.nullcontext():
+      metrics, results = evaluators_lib.evaluate_all(
+          due, self.experiment.extractor(self.eval_step, state))
+    for name, values in metrics.items():
+      self.writer.write(step, name, values)
+    return evaluators_lib.flat(metrics), results
+
+  def _step_plateau(self, state: state_lib.TrainState,
+                    eval_metrics: dict[str, float] | None) -> state_lib.TrainState:
+    """Steps reduce-on-plateau with the evaluation of `best_metric`, when there is one."""
+    config = self.config
+    if config.schedule.name != "plateau" or not eval_metrics or \
+        config.best_metric not in eval_metrics:
+      return state
+    plateau = self.runner.to_host(state.plateau, REPLICATED)
+    plateau = optim.plateau_update(plateau, eval_metrics[config.best_metric], config.schedule,
+                                   config.best_mode)
+    return state.replace(plateau=self.runner.replicate(plateau))
 
   def _save(self, step: int, state: Any, data_state: dict[str, Any],
             eval_metrics: dict[str, float] | None) -> None:
     self._check_finite(state)
+    best = self.config.best_metric
+    metrics = {best: float(eval_metrics[best])} if eval_metrics and best in eval_metrics \
+        else None
     self.checkpointer.save(step, self.runner.unreplicate(state), {"iterator": data_state},
-                           _checkpoint_metrics(self.config, eval_metrics))
+                           metrics)
 
   def _check_finite(self, state: Any) -> None:
     bad = int(self.runner.to_host(state.nonfinite_step, REPLICATED))
@@ -470,27 +503,61 @@ class _Training:
                      "learning rate or add optimizer.clip_norm (then rerun with "
                      "--config.new_optimizer=True).")
 
-  def _finish(self, step: int, state: Any, eval_metrics: dict[str, float] | None
-              ) -> dict[str, Any]:
+  def _finish(self, step: int, state: Any, eval_metrics: dict[str, float] | None,
+              results: dict[str, Any]) -> dict[str, Any]:
     """Writes the run's summary and plots; evaluates only when `step` has no eval record."""
     self.checkpointer.wait()
     if eval_metrics is None:
+      eval_metrics = writer_lib.eval_record(self.directory, step)
+    if eval_metrics is None:
       self.eval_step = self.experiment.compile_steps()[1]
-      eval_metrics = writer_lib.eval_record(self.directory, step) or \
-          self._evaluate(step, state)[0]
-    summary = {**eval_metrics, "step": step}
+      eval_metrics, results = self._evaluate(step, state, last=True)
+    summary = {**(eval_metrics or {}), "step": step}
     writer_lib.write_summary(self.directory, summary)
     if jax.process_index() == 0:
-      smoothing = self.config.label_smoothing
-      writer_lib.plot_curves(self.directory, notes={
-          "train/loss": f"label smoothing {smoothing}"} if smoothing else None)
-      writer_lib.plot_per_class(self.directory)
-      outputs = getattr(self.experiment.task, "last_outputs", {})
-      if self.experiment.task.has_embeddings and "embedding" in outputs:
-        writer_lib.plot_embeddings(self.directory, outputs["embedding"], outputs["label"])
-    self.writer.message("final " + ", ".join(f"{k}={v:.4f}" for k, v in eval_metrics.items()
-                                             if k not in ("count", "step")))
+      self._plot(results)
+    self.writer.message("final " + ", ".join(f"{k}={v:.4f}" for k, v in summary.items()
+                                             if k != "step" and not k.endswith("/count")))
     return summary
+
+  def _plot(self, results: dict[str, Any]) -> None:
+    """curves.png, per_class.png and, for embeddings, a projection of the first eval split's."""
+    smoothing = self.config.label_smoothing
+    writer_lib.plot_curves(self.directory, notes={
+        "train/loss": f"label smoothing {smoothing}"} if smoothing else None)
+    writer_lib.plot_per_class(self.directory)
+    if not self.experiment.task.has_embeddings:
+      return
+    for evaluator in self.experiment.evaluators:
+      outputs = results.get(evaluator.split, (None, {}))[1]
+      if "embedding" in outputs:
+        writer_lib.plot_embeddings(self.directory, outputs["embedding"], outputs["label"])
+        return
+
+
+class _TrainLog:
+  """Train metrics summed on the device over each `log_every` interval, written as means."""
+
+  def __init__(self, runner: parallel.Runner, writer: writer_lib.MetricsWriter,
+               log_every: int, metric_shapes: Any, step: int):
+    self.runner, self.writer, self.log_every = runner, writer, log_every
+    per_device = (lambda s: s.shape[1:]) if runner.kind == "pmap" else (lambda s: s.shape)
+    # Host zeros shaped like one device's step metrics, to start each interval's sums.
+    self.zeros = jax.tree.map(lambda s: np.zeros(per_device(s), s.dtype), metric_shapes)
+    self.sums = runner.replicate(self.zeros)
+    self.logged_step = step
+    self.speed = _Speed()
+
+  def due(self, step: int, last: bool) -> bool:
+    return last or step % self.log_every == 0
+
+  def write(self, step: int) -> None:
+    """Writes the interval's means and starts the next interval."""
+    totals = self.runner.to_host(self.sums, REPLICATED)
+    means = {name: value / (step - self.logged_step) for name, value in totals.items()}
+    self.writer.write(step, "train", {**means, "steps_per_second": self.speed.per_second()})
+    self.sums, self.logged_step = self.runner.replicate(self.zeros), step
+    self.speed.restart()
 
 
 _SIGNAL_NAMES = {"SIGTERM": "SIGTERM", "SIGINT": "Ctrl-C (SIGINT)"}
@@ -587,31 +654,3 @@ def _check_workdir(workdir: str, train: bool) -> epath.Path:
   except ImportError as error:  # epath lacks the file system of a remote URI (e.g. gcsfs).
     raise UsageError(f"--workdir {workdir}: {error}") from None
   return directory
-
-
-def _check_best_metric(config: ml_collections.ConfigDict, eval_metrics: dict[str, float],
-                       step: int) -> str | None:
-  """The error for a `config.best_metric` that the evaluation lacks, or None."""
-  if not config.best_metric or config.best_metric in eval_metrics:
-    return None
-  names = ", ".join(sorted(name for name in eval_metrics if name != "count"))
-  return (f"config.best_metric {config.best_metric!r} is not among the eval metrics; choose "
-          f"one of {names} (the checkpoint of step {step} is saved; a corrected run resumes).")
-
-
-def _step_plateau(experiment: Experiment, state: state_lib.TrainState,
-                  eval_metrics: dict[str, float]) -> state_lib.TrainState:
-  """Steps reduce-on-plateau with the eval metric and stores its new scale in the state."""
-  config = experiment.config
-  if config.schedule.name != "plateau":
-    return state
-  plateau = experiment.runner.to_host(state.plateau, REPLICATED)
-  plateau = optim.plateau_update(plateau, eval_metrics[config.best_metric], config)
-  return state.replace(plateau=experiment.runner.replicate(plateau))
-
-
-def _checkpoint_metrics(config, eval_metrics: dict[str, float] | None) -> dict[str, float] | None:
-  if not eval_metrics or not config.best_metric or config.best_metric not in eval_metrics:
-    return None
-  return {config.best_metric: float(eval_metrics[config.best_metric])}
-

@@ -1,12 +1,16 @@
-"""Optimizers, learning-rate schedules and parameter masks, all from optax.
+"""Optimizers, learning-rate schedules and reduce-on-plateau, all from optax.
+
+Each function takes its own config section, whose keys and defaults are in
+`cnnjax.train.config.defaults()` and whose choices `cnnjax.train.config.validate` checks.
 
 `config.optimizer`:
   name: "sgd" (momentum, nesterov; weight decay added to the gradient as in PyTorch),
     "adamw" (decoupled decay) or "lars" (SimCLR: BN and bias parameters skip both
     weight decay and trust-ratio adaptation).
-  momentum, nesterov, b1, b2, eps, trust_coefficient: the usual hyperparameters.
-  weight_decay: coefficient; `decay_bn_and_bias` (default False) also decays 1-D params.
-  clip_norm: clip gradients to this global norm first (None: no clipping).
+  momentum, nesterov, b1, b2, eps (AdamW's, and LARS's in the trust ratio),
+    trust_coefficient: the usual hyperparameters.
+  weight_decay: coefficient; `decay_bn_and_bias` also decays 1-D params.
+  clip_norm: clip gradients to this global norm first (0: no clipping).
 `config.schedule`:
   name: "constant", "cosine" (linear warmup then cosine to `end_value`), "step"
     (multiply by `decay_factor` at each step in `boundaries`) or "plateau" (multiply
@@ -18,7 +22,6 @@
 """
 
 import math
-import re
 from typing import Any
 
 import jax
@@ -26,38 +29,32 @@ import ml_collections
 import numpy as np
 import optax
 
-from cnnjax.errors import UsageError
+from cnnjax.train import freezing as freezing_lib
 
 OPTIMIZERS = ("sgd", "adamw", "lars")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
+BATCH_SCALINGS = ("", "linear", "sqrt")
 
 
-def base_learning_rate(config: ml_collections.ConfigDict) -> float:
+def base_learning_rate(schedule: ml_collections.ConfigDict, batch_size: int) -> float:
   """`schedule.learning_rate`, scaled by the global batch size when asked."""
-  schedule = config.schedule
-  lr = schedule.learning_rate
-  scaling = schedule.get("scale_with_batch")
-  if scaling == "linear":
-    return lr * config.batch_size / 256
-  if scaling == "sqrt":
-    return lr * math.sqrt(config.batch_size)
-  if scaling:
-    raise UsageError(f"unknown schedule.scale_with_batch {scaling!r}; use 'linear' or 'sqrt'.")
-  return lr
+  if schedule.scale_with_batch == "linear":
+    return schedule.learning_rate * batch_size / 256
+  if schedule.scale_with_batch == "sqrt":
+    return schedule.learning_rate * math.sqrt(batch_size)
+  return schedule.learning_rate
 
 
-def create_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
+def create_schedule(schedule: ml_collections.ConfigDict, num_steps: int,
+                    batch_size: int) -> optax.Schedule:
   """Learning rate as a function of the step (without the plateau factor)."""
-  schedule = config.schedule
-  if schedule.name not in SCHEDULES:
-    raise UsageError(f"unknown schedule {schedule.name!r}; choose one of {', '.join(SCHEDULES)}.")
-  lr = base_learning_rate(config)
-  warmup = int(schedule.get("warmup_steps", 0))
+  lr = base_learning_rate(schedule, batch_size)
+  warmup = int(schedule.warmup_steps)
   if schedule.name == "cosine":
     return optax.warmup_cosine_decay_schedule(
-        0.0, lr, warmup, max(num_steps, warmup + 1), schedule.get("end_value", 0.0))
+        0.0, lr, warmup, max(num_steps, warmup + 1), schedule.end_value)
   if schedule.name == "step":
-    boundaries = {int(b): schedule.get("decay_factor", 0.1) for b in schedule.boundaries}
+    boundaries = {int(b): schedule.decay_factor for b in schedule.boundaries}
     main = optax.piecewise_constant_schedule(lr, boundaries)
   else:
     main = optax.constant_schedule(lr)
@@ -69,52 +66,52 @@ def create_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.
                                lambda step: main(step + warmup)], [warmup])
 
 
-def plateau_transform(config: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
+def plateau_transform(schedule: ml_collections.ConfigDict
+                      ) -> optax.GradientTransformationExtraArgs:
   """optax's reduce-on-plateau, whose state (with its `scale`) lives in the train state.
 
   Only its `init` is used: the loop steps the state on the host with `plateau_update`.
   Without the "plateau" schedule its scale stays 1.
   """
-  schedule = config.schedule
   return optax.contrib.reduce_on_plateau(
-      factor=schedule.get("decay_factor", 0.1), patience=schedule.get("patience", 5),
-      rtol=schedule.get("rtol", 1e-4), cooldown=schedule.get("cooldown", 0),
-      min_scale=schedule.get("min_scale", 0.0))
+      factor=schedule.decay_factor, patience=schedule.patience, rtol=schedule.rtol,
+      cooldown=schedule.cooldown, min_scale=schedule.min_scale)
 
 
-def plateau_update(state: Any, value: float, config: ml_collections.ConfigDict) -> Any:
+def plateau_update(state: Any, value: float, schedule: ml_collections.ConfigDict,
+                   mode: str) -> Any:
   """Steps reduce-on-plateau with one evaluation's `config.best_metric`, on the host.
 
   The metric improves when it beats the best so far by more than `schedule.rtol` times the
-  best's magnitude, in the direction `config.best_mode` ("max" or "min") says is better:
-  PyTorch's ReduceLROnPlateau with threshold_mode "rel", but right for negative values
-  too. optax's own update tests `value < (1 - rtol) * best`, which counts a flat metric as
-  improving once it is negative, so a negated accuracy would never decay the rate. After
-  `patience` evaluations in a row without improvement the scale is multiplied by
-  `decay_factor` (not below `min_scale`), then `cooldown` evaluations pass uncounted.
+  best's magnitude, in the direction `mode` ("max" or "min", `config.best_mode`) says is
+  better: PyTorch's ReduceLROnPlateau with threshold_mode "rel", but right for negative
+  values too. optax's own update tests `value < (1 - rtol) * best`, which counts a flat
+  metric as improving once it is negative, so a negated accuracy would never decay the
+  rate. After `patience` evaluations in a row without improvement the scale is multiplied
+  by `decay_factor` (not below `min_scale`), then `cooldown` evaluations pass uncounted.
   PyTorch's `patience` counts one evaluation fewer: it decays on the (patience + 1)-th.
 
   Args:
     state: the `optax.contrib.ReduceLROnPlateauState` from `plateau_transform`, on the host.
       Its `best_value` is kept in "lower is better" units (a "max" metric negated).
     value: the metric of this evaluation.
-    config: the experiment config.
+    schedule: `config.schedule`.
+    mode: "max" or "min".
   Returns:
     The next state, with the same dtypes.
   """
-  schedule = config.schedule
-  loss = -float(value) if config.best_mode == "max" else float(value)
+  loss = -float(value) if mode == "max" else float(value)
   best = float(state.best_value)
   improved = not math.isnan(loss) and (
-      math.isinf(best) or loss < best - schedule.get("rtol", 1e-4) * abs(best))
+      math.isinf(best) or loss < best - schedule.rtol * abs(best))
   best = loss if improved else best
   bad = 0 if improved else int(state.plateau_count) + 1
   scale, cooldown = float(state.scale), int(state.cooldown_count)
   if cooldown > 0:
     bad, cooldown = 0, cooldown - 1
-  elif bad >= schedule.get("patience", 5):
-    scale = max(scale * schedule.get("decay_factor", 0.1), schedule.get("min_scale", 0.0))
-    bad, cooldown = 0, schedule.get("cooldown", 0)
+  elif bad >= schedule.patience:
+    scale = max(scale * schedule.decay_factor, schedule.min_scale)
+    bad, cooldown = 0, schedule.cooldown
   return state._replace(
       best_value=np.asarray(best, np.asarray(state.best_value).dtype),
       plateau_count=np.asarray(bad, np.asarray(state.plateau_count).dtype),
@@ -127,65 +124,31 @@ def decay_mask(params: Any, decay_bn_and_bias: bool = False) -> Any:
   return jax.tree.map(lambda p: decay_bn_and_bias or p.ndim > 1, params)
 
 
-def path_name(path: tuple[Any, ...]) -> str:
-  """A pytree key path '/'-joined, e.g. 'layer4_1/conv1/kernel' or 'opt_state/0/mu'.
-
-  Dict keys, attribute names and sequence indices alike, so a namedtuple's field reads the
-  same in a live tree and in a checkpoint's metadata (where it is a dict key).
-  """
-  return "/".join(_key_name(key) for key in path)
-
-
-def _key_name(key: Any) -> str:
-  for attribute in ("key", "name", "idx"):
-    if hasattr(key, attribute):
-      return str(getattr(key, attribute))
-  return str(key)
-
-
-def path_names(params: Any) -> Any:
-  """The '/'-joined path of every leaf, e.g. 'layer4_1/conv1/kernel'."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: path_name(path), params)
-
-
-def freeze_labels(params: Any, patterns: list[str] | tuple[str, ...]) -> Any:
-  """'frozen' for parameters whose path matches any regex in `patterns`, else 'trained'."""
-  compiled = [re.compile(p) for p in patterns]
-  return jax.tree.map(lambda name: "frozen" if any(c.search(name) for c in compiled)
-                      else "trained", path_names(params))
-
-
-def create_optimizer(config: ml_collections.ConfigDict, params: Any,
+def create_optimizer(optimizer: ml_collections.ConfigDict, params: Any,
                      schedule: optax.Schedule,
-                     frozen_patterns: tuple[str, ...] = ()) -> optax.GradientTransformation:
-  """The optimizer for `params`, with frozen parameters getting zero updates."""
-  opt = config.optimizer
-  if opt.name not in OPTIMIZERS:
-    raise UsageError(f"unknown optimizer {opt.name!r}; choose one of {', '.join(OPTIMIZERS)}.")
-  mask = decay_mask(params, opt.get("decay_bn_and_bias", False))
-  weight_decay = opt.get("weight_decay", 0.0)
-  if opt.name == "sgd":
-    tx = optax.chain(optax.add_decayed_weights(weight_decay, mask),
-                     optax.sgd(schedule, opt.get("momentum", 0.9), opt.get("nesterov", False)))
-  elif opt.name == "adamw":
-    tx = optax.adamw(schedule, opt.get("b1", 0.9), opt.get("b2", 0.999), opt.get("eps", 1e-8),
-                     weight_decay=weight_decay, mask=mask)
+                     freezing: freezing_lib.Freezing = freezing_lib.NOTHING
+                     ) -> optax.GradientTransformation:
+  """The optimizer `config.optimizer` for `params`, frozen parameters getting zero updates."""
+  mask = decay_mask(params, optimizer.decay_bn_and_bias)
+  if optimizer.name == "sgd":
+    tx = optax.chain(optax.add_decayed_weights(optimizer.weight_decay, mask),
+                     optax.sgd(schedule, optimizer.momentum, optimizer.nesterov))
+  elif optimizer.name == "adamw":
+    tx = optax.adamw(schedule, optimizer.b1, optimizer.b2, optimizer.eps,
+                     weight_decay=optimizer.weight_decay, mask=mask)
   else:
-    tx = optax.lars(schedule, weight_decay=weight_decay, weight_decay_mask=mask,
-                    trust_coefficient=opt.get("trust_coefficient", 0.001),
-                    eps=opt.get("eps", 0.0), trust_ratio_mask=mask,
-                    momentum=opt.get("momentum", 0.9), nesterov=opt.get("nesterov", False))
-  if opt.get("clip_norm"):
-    tx = optax.chain(optax.clip_by_global_norm(opt.clip_norm), tx)
-  if frozen_patterns:
-    labels = freeze_labels(params, frozen_patterns)
-    if "trained" not in jax.tree.leaves(labels):
-      raise UsageError("transfer.freeze matches every parameter; leave some trainable.")
-    tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+    tx = optax.lars(schedule, weight_decay=optimizer.weight_decay, weight_decay_mask=mask,
+                    trust_coefficient=optimizer.trust_coefficient, eps=optimizer.eps,
+                    trust_ratio_mask=mask, momentum=optimizer.momentum,
+                    nesterov=optimizer.nesterov)
+  if optimizer.clip_norm:
+    tx = optax.chain(optax.clip_by_global_norm(optimizer.clip_norm), tx)
+  if freezing.freezes_parameters:
+    tx = optax.multi_transform({freezing_lib.TRAINED: tx,
+                                freezing_lib.FROZEN: optax.set_to_zero()}, freezing.labels)
   return tx
 
 
 def scale_updates(updates: Any, scale: jax.Array) -> Any:
   """Multiplies every update by the plateau scale."""
   return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
-

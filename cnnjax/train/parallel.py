@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from cnnjax.errors import UsageError
-from cnnjax.train.tasks import AXIS
+from cnnjax.axis import AXIS
 
 REPLICATED = PartitionSpec()
 SHARDED = PartitionSpec(AXIS)

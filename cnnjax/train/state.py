@@ -12,8 +12,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cnnjax.axis import AXIS
+from cnnjax.train import freezing as freezing_lib
 from cnnjax.train import optim
-from cnnjax.train.tasks import AXIS, Task
+from cnnjax.train.tasks import Task
 
 
 @flax.struct.dataclass
@@ -47,24 +49,22 @@ def create_state(variables: dict[str, Any], tx: optax.GradientTransformation,
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    base_rng: jax.Array, frozen: tuple[str, ...] = ()
+                    base_rng: jax.Array,
+                    freezing: freezing_lib.Freezing = freezing_lib.NOTHING
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """The per-device train step (state, batch shard) -> (new state, averaged metrics).
 
-  In a linear probe (`task.frozen_features`) BatchNorm statistics stay as they are.
-  `frozen` holds regexes of the parameters the optimizer leaves unchanged
-  (`transfer.frozen_patterns`): they enter the loss through `stop_gradient`, so their
-  gradients are zero and never computed (a linear probe's backbone runs forward only).
-  The step's randomness is `fold_in(base_rng, step)`, the same on every device, so that
-  tasks can derive per-example keys that do not depend on the device layout.
+  `freezing` (`transfer.freezing`) says what stays: frozen parameters enter the loss
+  through `stop_gradient`, so their gradients are zero and never computed (a linear
+  probe's backbone runs forward only), and with frozen BatchNorm statistics the model runs
+  in inference mode and the statistics are kept. The step's randomness is
+  `fold_in(base_rng, step)`, the same on every device, so that tasks can derive
+  per-example keys that do not depend on the device layout.
   """
 
   def loss_fn(params, batch_stats, batch, rng):
-    if frozen:
-      params = jax.tree.map(
-          lambda p, label: jax.lax.stop_gradient(p) if label == "frozen" else p,
-          params, optim.freeze_labels(params, frozen))
-    return task.loss_fn(params, batch_stats, batch, rng, True)
+    return task.loss_fn(freezing.stop_gradients(params), batch_stats, batch, rng,
+                        train=not freezing.batch_stats)
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(base_rng, state.step)
@@ -76,7 +76,7 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: opta
     grads = jax.lax.pmean(grads, AXIS)
     metrics = jax.lax.pmean({**metrics, "loss": loss}, AXIS)
     # Replicas that normalise their own shard still keep identical running statistics.
-    if task.frozen_features:
+    if freezing.batch_stats:
       batch_stats = state.batch_stats
     else:
       batch_stats = jax.lax.pmean(batch_stats, AXIS)

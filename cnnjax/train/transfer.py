@@ -12,7 +12,8 @@ modes of the lecture notes:
   finetune_all          train everything from the pretrained start.
 
 The head is every parameter whose shape differs from the source's (a new class count)
-or that matches a `head` regex; it keeps its fresh initialisation.
+or that matches a `head` regex; it keeps its fresh initialisation. `freezing` turns the
+mode into the one `Freezing` the optimizer and the train step read.
 """
 
 import os
@@ -25,25 +26,24 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from cnnjax.errors import UsageError
-from cnnjax.train import optim
+from cnnjax.param_paths import path_names
+from cnnjax.train import freezing as freezing_lib
 
 MODES = ("linear_probe", "finetune_last_stages", "finetune_all")
 
 
-def enabled(config: ml_collections.ConfigDict) -> bool:
-  """Whether the config initialises from pretrained weights."""
-  transfer = config.get("transfer")
-  return bool(transfer and (transfer.get("init_from") or transfer.get("torchvision")))
+def enabled(transfer: ml_collections.ConfigDict) -> bool:
+  """Whether `config.transfer` initialises from pretrained weights."""
+  return bool(transfer.init_from or transfer.torchvision)
 
 
-def load_source(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The pretrained {"params", "batch_stats"} as numpy trees."""
-  transfer = config.transfer
-  if transfer.get("init_from"):
+def load_source(transfer: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The pretrained {"params", "batch_stats"} of `config.transfer` as numpy trees."""
+  if transfer.init_from:
     variables = load_source_workdir(transfer.init_from)
   else:
-    variables = _from_torchvision(transfer.torchvision, transfer.get("torchvision_weights"))
-  prefix = transfer.get("prefix")
+    variables = _from_torchvision(transfer.torchvision, transfer.torchvision_weights)
+  prefix = transfer.prefix
   if prefix:
     if prefix not in variables["params"]:
       raise UsageError(f"transfer.prefix {prefix!r} is not in the source parameters "
@@ -94,8 +94,8 @@ def merge(fresh: dict[str, Any], source: dict[str, Any],
   kept = []
 
   def pick(collection):
-    names = optim.path_names(fresh[collection])
-    source_leaves = dict(zip(jax.tree.leaves(optim.path_names(source.get(collection, {}))),
+    names = path_names(fresh[collection])
+    source_leaves = dict(zip(jax.tree.leaves(path_names(source.get(collection, {}))),
                              jax.tree.leaves(source.get(collection, {}))))
 
     def choose(name, value):
@@ -115,31 +115,27 @@ def merge(fresh: dict[str, Any], source: dict[str, Any],
   return merged, kept
 
 
-def frozen_patterns(config: ml_collections.ConfigDict, params: Any,
-                    head: list[str]) -> tuple[str, ...]:
-  """Regexes of the parameters the optimizer must leave unchanged in this transfer mode."""
-  transfer = config.get("transfer")
-  if transfer is None:
-    return ()
-  freeze = tuple(transfer.get("freeze", ()))
-  if not enabled(config):
-    return freeze
-  mode = transfer.get("mode", "finetune_all")
-  if mode not in MODES:
-    raise UsageError(f"unknown transfer.mode {mode!r}; choose one of {', '.join(MODES)}.")
-  if mode == "finetune_all":
-    return freeze
-  trained = [re.compile(f"^{re.escape(name)}$") for name in head]
-  if mode == "finetune_last_stages":
-    if not transfer.get("trainable"):
-      raise UsageError("transfer.mode=finetune_last_stages needs transfer.trainable regexes, "
-                       "e.g. ('layer4',).")
-    trained += [re.compile(p) for p in transfer.trainable]
-  names = jax.tree.leaves(optim.path_names(params))
-  frozen = [re.escape(n) for n in names if not any(t.search(n) for t in trained)]
-  return freeze + tuple(f"^{n}$" for n in frozen)
+def freezing(transfer: ml_collections.ConfigDict, params: Any,
+             head: list[str]) -> freezing_lib.Freezing:
+  """What `config.transfer` leaves unchanged in training, for `params` with head `head`.
 
+  `transfer.freeze` regexes freeze in every mode; with pretrained weights, "linear_probe"
+  also freezes everything but the head, and the BatchNorm statistics, and
+  "finetune_last_stages" everything but the head and the `trainable` regexes.
+  """
+  frozen = [re.compile(p) for p in transfer.freeze]
+  mode = transfer.mode if enabled(transfer) else "finetune_all"
+  trainable = [re.compile(p) for p in transfer.trainable] \
+      if mode == "finetune_last_stages" else []
+  kept = set(head)
 
-def freezes_batch_stats(config: ml_collections.ConfigDict) -> bool:
-  """A linear probe keeps the pretrained BatchNorm statistics."""
-  return enabled(config) and config.transfer.get("mode") == "linear_probe"
+  def label(name: str) -> str:
+    trains = mode == "finetune_all" or name in kept or any(t.search(name) for t in trainable)
+    if trains and not any(f.search(name) for f in frozen):
+      return freezing_lib.TRAINED
+    return freezing_lib.FROZEN
+
+  labels = jax.tree.map(label, path_names(params))
+  if freezing_lib.TRAINED not in jax.tree.leaves(labels):
+    raise UsageError("transfer.freeze matches every parameter; leave some trainable.")
+  return freezing_lib.Freezing(labels=labels, batch_stats=mode == "linear_probe")

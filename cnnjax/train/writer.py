@@ -61,7 +61,7 @@ class MetricsWriter:
                             unit="step", file=sys.stderr)
 
   def write(self, step: int, split: str, metrics: dict[str, Any]) -> None:
-    """Records scalar `metrics` of `split` ("train" or "eval") at `step`.
+    """Records scalar `metrics` of `split` ("train", or an evaluator's name) at `step`.
 
     Train metrics carry "steps_per_second" (of training alone), from which the ETA follows.
     """
@@ -200,13 +200,18 @@ def read_summary(workdir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def eval_record(workdir: str | os.PathLike, step: int) -> dict[str, float] | None:
-  """The eval metrics logged at `step` in metrics.jsonl, or None."""
+  """The evaluators' metrics logged at `step` in metrics.jsonl, as {"NAME/metric": value}.
+
+  None when no evaluator logged at `step`.
+  """
   if not (checkpoint.workdir_path(workdir) / METRICS_FILE).exists():
     return None
-  for record in reversed(read_metrics(workdir)):
-    if record["split"] == "eval" and record["step"] == step:
-      return {k: v for k, v in record.items() if k not in ("step", "split")}
-  return None
+  found = {}
+  for record in read_metrics(workdir):
+    if record["split"] != "train" and record["step"] == step:
+      found.update({f"{record['split']}/{k}": v for k, v in record.items()
+                    if k not in ("step", "split")})
+  return found or None
 
 
 def write_summary(workdir: str | os.PathLike, metrics: dict[str, Any]) -> None:
@@ -321,13 +326,14 @@ def _curve_panels(records: Sequence[Mapping[str, Any]]
   left out. Eval series are all kept: a few equal points (0 mAP early on) are a coincidence.
   """
   names = {k for r in records for k in r if k not in _NOT_CURVES and not _is_per_class(k)}
-  evaluated = {k for r in records if r["split"] == "eval" for k in r}
+  evaluated = {k for r in records if r["split"] != "train" for k in r}
+  splits = ["train", *dict.fromkeys(r["split"] for r in records if r["split"] != "train")]
   panels, shown = [], []
   # In panel order, so that of two equal series the one shown is the earlier panel's.
   for name in sorted(names, key=lambda n: (n != "loss", n not in evaluated,
                                            n == "learning_rate", n)):
     series = {}
-    for split in ("train", "eval"):
+    for split in splits:
       steps, values = _series(records, split, name)
       if not len(steps):
         continue
@@ -341,12 +347,13 @@ def _curve_panels(records: Sequence[Mapping[str, Any]]
   return panels
 
 
-def _draw_curve(ax: Any, name: str, split: str, steps: np.ndarray, values: np.ndarray) -> None:
+def _draw_curve(ax: Any, name: str, split: str, steps: np.ndarray, values: np.ndarray,
+                colour: str) -> None:
   """One split's series of metric `name` on `ax`, labelled with its last value."""
   last = f"last {values[-1]:.4g}"
-  if split == "eval":
+  if split != "train":
     # Evaluations are few (often one or two): markers keep each one visible.
-    ax.plot(steps, values, "o-", color="C1", markersize=5, label=f"eval ({last})")
+    ax.plot(steps, values, "o-", color=colour, markersize=5, label=f"{split} ({last})")
   elif len(values) >= MIN_POINTS_TO_SMOOTH and name != "learning_rate":
     # Single-batch train values are noisy; the raw ones stay, faint, under the average.
     ax.plot(steps, values, color="C0", alpha=0.25, linewidth=0.8, label="train, raw")
@@ -360,7 +367,8 @@ def _draw_curve(ax: Any, name: str, split: str, steps: np.ndarray, values: np.nd
 def plot_curves(workdir: str | os.PathLike, notes: Mapping[str, str] | None = None) -> str:
   """Every metric of metrics.jsonl against the step, as `workdir/curves.png`.
 
-  One panel per metric, MAX_COLUMNS to a row, with its train and eval series together.
+  One panel per metric, MAX_COLUMNS to a row, with its train series and each evaluator's
+  (by its name) together.
   Per-class metrics ("ap/<class>") are left to `plot_per_class`.
 
   Args:
@@ -374,9 +382,12 @@ def plot_curves(workdir: str | os.PathLike, notes: Mapping[str, str] | None = No
   notes = notes or {}
   panels = _curve_panels(read_metrics(workdir))
   fig, axes = _grid(plt, len(panels), 4.3, 3.2)
+  evaluators = list(dict.fromkeys(split for _, series in panels for split in series
+                                  if split != "train"))
   for ax, (name, series) in zip(axes, panels):
     for split, (steps, values) in series.items():
-      _draw_curve(ax, name, split, steps, values)
+      colour = "C0" if split == "train" else f"C{1 + evaluators.index(split)}"
+      _draw_curve(ax, name, split, steps, values, colour)
     noted = [f"{split}: {notes[tag]}" for split in series if (tag := f"{split}/{name}") in notes]
     ax.set_title("\n".join([name, *noted]), fontsize=10)
     ax.set_xlabel("step")
@@ -408,7 +419,7 @@ def plot_per_class(workdir: str | os.PathLike,
     The path of per_class.png; None, writing nothing, when no evaluation has per-class metrics.
   """
   last = next((r for r in reversed(read_metrics(workdir))
-               if r["split"] == "eval" and any(map(_is_per_class, r))), None)
+               if r["split"] != "train" and any(map(_is_per_class, r))), None)
   if last is None:
     return None
   groups: dict[str, dict[str, float]] = {}
@@ -430,7 +441,8 @@ def plot_per_class(workdir: str | os.PathLike,
     mean = float(np.mean(values))
     ax.axvline(mean, color="C1", linestyle="--", zorder=0)
     ax.set_xlim(0, 1.15 * max(1.0, *values))  # Room for the value labels.
-    ax.set_title(f"eval {metric} per class, step {last['step']}\nmean {mean:.3f} (dashed)",
+    ax.set_title(f"{last['split']} {metric} per class, step {last['step']}\n"
+                 f"mean {mean:.3f} (dashed)",
                  fontsize=10)
     ax.grid(axis="x", alpha=0.3)
   fig.tight_layout()

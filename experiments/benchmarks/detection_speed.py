@@ -21,7 +21,7 @@ import numpy as np
 from cnnjax import models
 from cnnjax.data.builders import shapes
 from cnnjax.models import rcnn
-from cnnjax.ops.proposals import selective_search
+from cnnjax.data.proposals import selective_search
 import _script  # experiments/benchmarks/_script.py: absl flags with cnnjax's --help.
 
 CONFIGS = pathlib.Path(__file__).parents[1] / "configs"

@@ -49,10 +49,10 @@ def jax_images_per_second(name: str, batch_size: int, steps: int, warmup: int,
   runner = parallel.Runner("shard_map")
   local_batch = runner.check_batch_size(batch_size)
   variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(0)))
-  schedule = optim.create_schedule(config, steps + warmup)
-  tx = optim.create_optimizer(config, variables["params"], schedule)
+  schedule = optim.create_schedule(config.schedule, steps + warmup, config.batch_size)
+  tx = optim.create_optimizer(config.optimizer, variables["params"], schedule)
   state = runner.replicate(jax.device_get(
-      state_lib.create_state(variables, tx, optim.plateau_transform(config))))
+      state_lib.create_state(variables, tx, optim.plateau_transform(config.schedule))))
   step = runner.compile(state_lib.make_train_step(task, tx, schedule, jax.random.key(1)),
                         in_specs=(parallel.REPLICATED, parallel.SHARDED),
                         out_specs=(parallel.REPLICATED, parallel.REPLICATED), donate_argnums=(0,))

@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.schedule.learning_rate = 1e-3
   config.schedule.warmup_steps = 50
   config.log_every = 100
-  config.eval_every = 800
+  config.evals.test.every = 800
   config.checkpoint_every = 400
-  config.best_metric = "map50"
+  config.best_metric = "test/map50"
   return config

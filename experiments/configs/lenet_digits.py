@@ -28,7 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.schedule.learning_rate = 4e-3
   config.schedule.warmup_steps = 50
   config.log_every = 50
-  config.eval_every = 225
+  config.evals.test.every = 225
   config.checkpoint_every = 225
-  config.best_metric = "accuracy"
+  config.best_metric = "test/accuracy"
   return config

@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.schedule.learning_rate = 1e-3
   config.schedule.warmup_steps = 50
   config.log_every = 100
-  config.eval_every = 600
+  config.evals.test.every = 600
   config.checkpoint_every = 300
-  config.best_metric = "map50"
+  config.best_metric = "test/map50"
   return config

@@ -35,7 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.schedule.boundaries = (32_000, 48_000)
   config.schedule.decay_factor = 0.1
   config.log_every = 100
-  config.eval_every = 2_000
+  config.evals.test.every = 2_000
+  config.best_metric = "test/accuracy"
   config.checkpoint_every = 2_000
   config.keep_checkpoints = 3
   if "local" in options:
@@ -45,6 +46,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_steps = 300
     config.schedule.boundaries = (150, 225)
     config.log_every = 25
-    config.eval_every = 150
+    config.evals.test.every = 150
     config.checkpoint_every = 150
   return config

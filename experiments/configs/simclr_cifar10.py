@@ -38,9 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.schedule.scale_with_batch = "linear"
   config.schedule.warmup_steps = 10 * 50_000 // 1024
   config.log_every = 100
-  config.eval_every = 10_000
+  config.evals.knn.every = 10_000
   config.checkpoint_every = 5_000
-  config.best_metric = "linear_probe_accuracy"
+  config.best_metric = "knn/accuracy"
   if "local" in options:
     config.model = "resnet18"
     config.model_kwargs = {"stem": "cifar", "width": 8}
@@ -51,6 +51,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_steps = 150
     config.schedule.warmup_steps = 15
     config.log_every = 25
-    config.eval_every = 150
+    config.evals.knn.every = 150
     config.checkpoint_every = 150
   return config

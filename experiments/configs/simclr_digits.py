@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.schedule.learning_rate = 2e-3
   config.schedule.warmup_steps = 30
   config.log_every = 25
-  config.eval_every = 300
+  config.evals.knn.every = 300
   config.checkpoint_every = 150
-  config.best_metric = "linear_probe_accuracy"
+  config.best_metric = "knn/accuracy"
   return config

@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.schedule.learning_rate = 2e-3
   config.schedule.warmup_steps = 50
   config.log_every = 50
-  config.eval_every = 300
+  config.evals.test.every = 300
   config.checkpoint_every = 300
-  config.best_metric = "recall_at_1"
+  config.best_metric = "test/recall_at_1"
   return config

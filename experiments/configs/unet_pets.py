@@ -29,9 +29,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.schedule.learning_rate = 1e-3
   config.schedule.warmup_steps = 200
   config.log_every = 50
-  config.eval_every = 1000
+  config.evals.test.every = 1000
   config.checkpoint_every = 1000
-  config.best_metric = "miou"
+  config.best_metric = "test/miou"
   if "local" in options:
     config.model_kwargs = {"depth": 2, "base_width": 8}
     config.input.size = 32

@@ -28,7 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.schedule.learning_rate = 3e-3
   config.schedule.warmup_steps = 30
   config.log_every = 50
-  config.eval_every = 600
+  config.evals.test.every = 600
   config.checkpoint_every = 300
-  config.best_metric = "miou"
+  config.best_metric = "test/miou"
   return config

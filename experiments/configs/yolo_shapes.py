@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.schedule.learning_rate = 1e-3
   config.schedule.warmup_steps = 100
   config.log_every = 100
-  config.eval_every = 3000
+  config.evals.test.every = 3000
   config.checkpoint_every = 1000
-  config.best_metric = "map50"
+  config.best_metric = "test/map50"
   return config

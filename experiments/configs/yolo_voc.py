@@ -32,9 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.schedule.learning_rate = 1e-3
   config.schedule.warmup_steps = 1000
   config.log_every = 50
-  config.eval_every = 5000
+  config.evals.test.every = 5000
   config.checkpoint_every = 1000
-  config.best_metric = "map50"
+  config.best_metric = "test/map50"
   if "local" in options:
     config.model_kwargs = {"backbone": "conv", "backbone_widths": (8, 16), "grid_size": 7,
                            "num_boxes": 2, "head_width": 16, "hidden": 64, "dropout_rate": 0.5}

@@ -21,6 +21,7 @@ if num_processes > 1:
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_helpers  # noqa: E402
 
+from cnnjax import param_paths
 from cnnjax.train import optim  # noqa: E402
 from cnnjax.train import parallel  # noqa: E402
 
@@ -29,6 +30,6 @@ runner = parallel.Runner("shard_map")
 assert runner.num_devices == 4 and runner.local_device_count == local_devices
 params, batch_stats, losses = train_helpers.train(
     train_helpers.initial_state(config), runner, train_helpers.batches(3, config.batch_size))
-names = jax.tree.leaves(optim.path_names(params))
+names = jax.tree.leaves(param_paths.path_names(params))
 np.savez(output, losses=np.array(losses),
          **{name: np.asarray(leaf) for name, leaf in zip(names, jax.tree.leaves(params))})

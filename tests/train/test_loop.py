@@ -7,6 +7,7 @@ import os
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -32,7 +33,6 @@ def _lenet(**overrides):
   config.num_epochs = 0.0
   config.num_steps = 3
   config.batch_size = 64
-  config.eval_every = 0
   config.log_every = 1
   config.async_checkpoints = False
   config.progress = "lines"
@@ -96,18 +96,30 @@ def test_eval_of_a_workdir_without_checkpoints_creates_nothing(capsys, tmp_path)
   assert list((tmp_path / "empty").iterdir()) == []
 
 
-@pytest.mark.slow
-def test_misspelled_best_metric_stops_at_the_first_evaluation_keeping_its_checkpoint(tmp_path):
-  config = _lenet(best_metric="acc", eval_every=1)
-  with pytest.raises(UsageError, match="best_metric 'acc'.*choose one of accuracy"):
-    loop.run(config, str(tmp_path))
-  checkpointer = checkpoint.Checkpointer(str(tmp_path), create=False)
-  assert checkpointer.all_steps() == [1]
-  checkpointer.close()
-  # The corrected run resumes from that checkpoint.
-  summary = loop.run(_lenet(best_metric="accuracy", eval_every=1), str(tmp_path))
-  assert summary["step"] == 3
-  assert [r["step"] for r in _records(tmp_path) if r["split"] == "train"] == [1, 2, 3]
+@pytest.mark.parametrize("overrides, message", [
+    ({"best_metric": "test/acc"}, "best_metric 'test/acc' is no evaluator's metric; did you "
+     "mean 'test/accuracy'"),
+    ({"best_metric": "accuracy"}, "choose one of test/accuracy, test/top5_accuracy"),
+    ({"evals.test.kind": "mIoU"}, r"kind 'mIoU' is unknown; did you mean 'miou'\? task "
+     "Classification works with accuracy"),
+    ({"evals.test.kind": "retrieval"}, "needs what task Classification's eval step does not "
+     "give; choose one of accuracy"),
+    ({"evals.test.every": -5}, "every must be a whole number of steps >= 0"),
+    ({"evals.test.k": 3}, "has no key 'k'; kind 'accuracy' takes kind, split, every"),
+])
+def test_bad_evaluators_are_one_line_errors_before_anything_runs(tmp_path, overrides, message):
+  config = _lenet()
+  with config.unlocked():
+    for key, value in overrides.items():
+      section = config
+      *parents, name = key.split(".")
+      for parent in parents:
+        section = section[parent]
+      section[name] = value
+  with pytest.raises(UsageError, match=message) as raised:
+    loop.run(config, str(tmp_path / "run"))
+  assert "\n" not in str(raised.value)
+  assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
@@ -125,12 +137,13 @@ def test_nonfinite_loss_names_the_step_as_progress_counts_it(tmp_path):
 @pytest.mark.slow
 def test_plateau_decays_a_stalled_accuracy(tmp_path):
   # A learning rate too small to move the accuracy: it stalls from the first evaluation.
-  config = _lenet(num_steps=5, eval_every=1, best_metric="accuracy", best_mode="max",
+  config = _lenet(num_steps=5, best_metric="test/accuracy", best_mode="max",
+                  **{"evals.test.every": 1},
                   **{"schedule.name": "plateau", "schedule.learning_rate": 1e-9,
                      "schedule.warmup_steps": 0, "schedule.patience": 2})
   loop.run(config, str(tmp_path))
   rates = [r["learning_rate"] for r in _records(tmp_path) if r["split"] == "train"]
-  accuracies = [r["accuracy"] for r in _records(tmp_path) if r["split"] == "eval"]
+  accuracies = [r["accuracy"] for r in _records(tmp_path) if r["split"] == "test"]
   assert len(set(accuracies)) == 1
   # Evaluations after steps 2 and 3 do not improve: from step 4 on the rate is divided by 10.
   assert rates == pytest.approx([1e-9, 1e-9, 1e-9, 1e-10, 1e-10])
@@ -142,12 +155,14 @@ def test_fingerprint_ignores_evaluation_only_settings():
     config = module.get_config("local") if module is not lenet_digits else module.get_config()
     for key, value in changes.items():
       section, name = key.split(".")
-      config[section][name] = value
+      config[section][name] = ml_collections.ConfigDict(value) if isinstance(value, dict) \
+          else value
     return loop.Experiment(config, "unused").fingerprint()
 
-  assert fingerprint(triplet_digits) == fingerprint(triplet_digits, **{"metric.knn_k": 7})
-  assert fingerprint(simclr_digits) == fingerprint(
-      simclr_digits, **{"simclr.knn_k": 9, "simclr.probe_epochs": 3})
+  assert fingerprint(triplet_digits) == fingerprint(triplet_digits, **{"evals.test": {
+      "kind": "retrieval", "split": "train", "every": 5, "k": 7}})
+  assert fingerprint(simclr_digits) == fingerprint(simclr_digits, **{"evals.probe": {
+      "kind": "linear_probe", "split": "test", "every": 0, "epochs": 3}})
   assert fingerprint(triplet_digits) != fingerprint(triplet_digits,
                                                     **{"metric.distance": "cosine"})
   assert fingerprint(lenet_digits) != fingerprint(lenet_digits, **{"input.size": 36})
@@ -184,7 +199,7 @@ def test_a_finished_run_rerun_appends_nothing_and_eval_names_its_checkpoint(tmp_
   assert loop.run(_lenet(), workdir) == summary
   assert _records(workdir) == records
   assert "already trained to step 3" in capsys.readouterr().err
-  assert loop.evaluate(_lenet(), workdir)["accuracy"] == summary["accuracy"]
+  assert loop.evaluate(_lenet(), workdir)["test/accuracy"] == summary["test/accuracy"]
   assert "evaluating checkpoint 3" in capsys.readouterr().err
   assert _records(workdir) == records
   assert len(os.listdir(os.path.join(workdir, "tensorboard"))) == 1

@@ -53,7 +53,7 @@ def test_two_process_command_line_run_trains_evaluates_and_checkpoints(tmp_path)
                         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
                         f"--process_id={i}", "--config=experiments/configs/lenet_digits.py",
                         f"--workdir={workdir}", "--config.num_epochs=0", "--config.num_steps=20",
-                        "--config.log_every=10", "--config.eval_every=0",
+                        "--config.log_every=10",
                         "--config.checkpoint_every=10", "--config.progress=lines"],
                        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
@@ -66,5 +66,5 @@ def test_two_process_command_line_run_trains_evaluates_and_checkpoints(tmp_path)
   assert len(finals[0]) == 1 and not finals[1]
   with open(os.path.join(workdir, "summary.json")) as f:
     summary = json.load(f)
-  assert summary["step"] == 20 and summary["count"] == 359
+  assert summary["step"] == 20 and summary["test/count"] == 359
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))

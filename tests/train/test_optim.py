@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import train_helpers as helpers
+from cnnjax import param_paths
 from cnnjax import models
 from cnnjax.train import config as config_lib
 from cnnjax.train import optim
@@ -20,7 +21,7 @@ def _schedule_config(name: str, **schedule):
 
 
 def _rates(config, num_steps: int, steps: list[int]) -> list[float]:
-  schedule = optim.create_schedule(config, num_steps)
+  schedule = optim.create_schedule(config.schedule, num_steps, config.batch_size)
   return [float(schedule(step)) for step in steps]
 
 
@@ -49,10 +50,10 @@ def _plateau_scales(mode: str, values: list[float], patience: int = 2, **schedul
   """The plateau scale after each evaluation reporting `values` in turn."""
   config = _schedule_config("plateau", patience=patience, **schedule)
   config.best_mode = mode
-  state = jax.device_get(optim.plateau_transform(config).init({"w": np.zeros(3, np.float32)}))
+  state = jax.device_get(optim.plateau_transform(config.schedule).init({"w": np.zeros(3, np.float32)}))
   scales = []
   for value in values:
-    state = optim.plateau_update(state, value, config)
+    state = optim.plateau_update(state, value, config.schedule, config.best_mode)
     scales.append(float(state.scale))
   return scales
 
@@ -93,7 +94,7 @@ def _resnet_params():
 
 def test_weight_decay_mask_excludes_batchnorm_and_bias():
   params = _resnet_params()
-  names = jax.tree.leaves(optim.path_names(params))
+  names = jax.tree.leaves(param_paths.path_names(params))
   mask = jax.tree.leaves(optim.decay_mask(params))
   assert any(name.endswith("/scale") for name in names)
   assert any(name.endswith("/bias") for name in names)
@@ -108,10 +109,12 @@ def test_optimizers_decay_only_the_masked_parameters(name, decay_bn_and_bias):
                                   "optimizer.decay_bn_and_bias": decay_bn_and_bias})
   # Non-zero everywhere, so that decay shows (BatchNorm offsets and biases start at zero).
   params = jax.tree.map(np.ones_like, _resnet_params())
-  tx = optim.create_optimizer(config, params, optim.create_schedule(config, 10))
+  tx = optim.create_optimizer(config.optimizer, params,
+                              optim.create_schedule(config.schedule, 10, config.batch_size))
   zero_grads = jax.tree.map(np.zeros_like, params)
   updates, _ = tx.update(zero_grads, tx.init(params), params)
-  for name_, update in zip(jax.tree.leaves(optim.path_names(params)), jax.tree.leaves(updates)):
+  for name_, update in zip(jax.tree.leaves(param_paths.path_names(params)),
+                           jax.tree.leaves(updates)):
     decayed = decay_bn_and_bias or name_.endswith("kernel")
     assert bool(np.any(np.asarray(update) != 0)) == decayed, name_
 

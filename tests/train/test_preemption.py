@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = ["--config=experiments/configs/lenet_digits.py", "--config.num_epochs=0",
         "--config.num_steps=120", "--config.batch_size=32", "--config.log_every=1",
-        "--config.eval_every=0", "--config.checkpoint_every=8", "--config.progress=lines",
+        "--config.checkpoint_every=8", "--config.progress=lines",
         "--config.schedule.warmup_steps=5"]
 
 

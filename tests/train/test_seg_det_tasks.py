@@ -11,6 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cnnjax import train
+from cnnjax.axis import AXIS
 from cnnjax.data import adapters
 from cnnjax.data.builders import shapes
 from cnnjax.errors import UsageError
@@ -30,7 +31,6 @@ def _config(name: str, arg: str | None = None):
 def _two_steps(config, workdir):
   config.num_steps = 2
   config.log_every = 1
-  config.eval_every = 0
   config.checkpoint_every = 2
   config.async_checkpoints = False
   config.progress = "lines"
@@ -44,7 +44,7 @@ def test_real_dataset_configs_run_two_steps_on_mock_data(name, metric, tmp_path)
   config = _config(name, "local")
   with tfds.testing.mock_data(num_examples=8):
     summary = _two_steps(config, tmp_path)
-  assert summary["step"] == 2 and 0.0 <= summary[metric] <= 1.0
+  assert summary["step"] == 2 and 0.0 <= summary[f"test/{metric}"] <= 1.0
 
 
 def _shapes_batch(n: int = 2, size: int = 32):
@@ -76,7 +76,7 @@ def test_shapes_configs_trace_train_and_eval_steps(name):
     return task.eval_step(variables, task.preprocess(batch, rng, train=False))
 
   batch = _shapes_batch()
-  per_device = lambda step: jax.vmap(step, in_axes=(None, 0), axis_name=tasks.AXIS)
+  per_device = lambda step: jax.vmap(step, in_axes=(None, 0), axis_name=AXIS)
   loss, metrics = jax.eval_shape(per_device(train_step), variables, batch)
   assert loss.shape == (1,) and "loss" in metrics
   sums, outputs = jax.eval_shape(per_device(eval_step), variables, batch)

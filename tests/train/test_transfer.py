@@ -10,12 +10,15 @@ import optax
 import pytest
 
 from cnnjax import models
+from cnnjax import param_paths
+from cnnjax.axis import AXIS
+from cnnjax.errors import UsageError
 from cnnjax.train import checkpoint
+from cnnjax.train import freezing as freezing_lib
 from cnnjax.train import loop
 from cnnjax.train import optim
 from cnnjax.train import parallel
 from cnnjax.train import state as state_lib
-from cnnjax.train import tasks
 from cnnjax.train import transfer
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs"))
@@ -44,13 +47,12 @@ def test_linear_probe_freezes_backbone_and_reinitialises_head(tmp_path):
   config.num_epochs = 0.0
   config.num_steps = 4
   config.batch_size = 32
-  config.eval_every = 0
   config.transfer.init_from = str(tmp_path / "source")
   config.transfer.mode = "linear_probe"
   config.schedule.learning_rate = 0.05
   workdir = str(tmp_path / "probe")
   summary = loop.run(config, workdir)
-  assert summary["step"] == 4 and 0.0 <= summary["accuracy"] <= 1.0
+  assert summary["step"] == 4 and 0.0 <= summary["test/accuracy"] <= 1.0
 
   trained = transfer.load_source_workdir(workdir)["params"]
   assert trained["output"]["kernel"].shape == (84, 10)
@@ -68,10 +70,31 @@ def test_finetune_last_stages_freezes_the_rest():
   config.transfer.mode = "finetune_last_stages"
   config.transfer.trainable = ("f6",)
   params = models.create("lenet5").init(jax.random.key(0), np.zeros((1, 32, 32, 1)))["params"]
-  patterns = transfer.frozen_patterns(config, params, ["output/kernel", "output/bias"])
-  labels = optim.freeze_labels(params, patterns)
+  freezing = transfer.freezing(config.transfer, params, ["output/kernel", "output/bias"])
+  labels = freezing.labels
   assert {name: labels[name]["kernel"] for name in labels} == {
       "c1": "frozen", "c3": "frozen", "c5": "frozen", "f6": "trained", "output": "trained"}
+  assert not freezing.batch_stats
+
+
+@pytest.mark.parametrize("mode, frozen, batch_stats", [
+    ("linear_probe", ["c1", "c3", "c5", "f6"], True), ("finetune_all", [], False)])
+def test_freezing_is_decided_once_from_the_mode(mode, frozen, batch_stats):
+  config = lenet_digits.get_config()
+  config.transfer.init_from = "unused"
+  config.transfer.mode = mode
+  params = models.create("lenet5").init(jax.random.key(0), np.zeros((1, 32, 32, 1)))["params"]
+  freezing = transfer.freezing(config.transfer, params, ["output/kernel", "output/bias"])
+  assert sorted(name for name in params if freezing.labels[name]["kernel"] == "frozen") == frozen
+  assert freezing.batch_stats == batch_stats
+
+
+def test_freezing_every_parameter_is_refused():
+  config = lenet_digits.get_config()
+  config.transfer.freeze = (".",)
+  params = models.create("lenet5").init(jax.random.key(0), np.zeros((1, 32, 32, 1)))["params"]
+  with pytest.raises(UsageError, match="matches every parameter"):
+    transfer.freezing(config.transfer, params, [])
 
 
 def test_merge_keeps_matching_leaves_and_reports_the_head():
@@ -91,7 +114,7 @@ def test_torchvision_weights_initialise_all_but_the_head(tmp_path):
   config = lenet_digits.get_config()
   config.transfer.torchvision = "resnet18"
   config.transfer.torchvision_weights = weights
-  source = transfer.load_source(config)
+  source = transfer.load_source(config.transfer)
   shapes = jax.eval_shape(lambda: models.create("resnet18", num_classes=10).init(
       jax.random.key(0), np.zeros((1, 32, 32, 3)), train=False))
   fresh = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
@@ -109,19 +132,19 @@ HEAD = ["fc/kernel", "fc/bias"]
 
 
 def _probe_setup(mode: str = "linear_probe"):
-  """A tiny ResNet-20 (BatchNorm) task in `mode`, its variables and frozen patterns."""
+  """A tiny ResNet-20 (BatchNorm) task in `mode`, its variables and its `Freezing`."""
   config = train_helpers.tiny_config(**{"transfer.init_from": "unused", "transfer.mode": mode,
                                         "global_bn": False})
   task = train_helpers.make_task(config)
   variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(0)))
   # Running statistics unlike any batch's, so batch and running statistics cannot agree.
   variables["batch_stats"] = jax.tree.map(lambda x: x + 0.5, variables["batch_stats"])
-  return config, task, variables, transfer.frozen_patterns(config, variables["params"], HEAD)
+  return config, task, variables, transfer.freezing(config.transfer, variables["params"], HEAD)
 
 
 def _per_device(fn):
   """`fn` run under a named device axis of size 1, as the trainer's steps are."""
-  return jax.jit(jax.vmap(fn, in_axes=(None, 0), axis_name=tasks.AXIS))
+  return jax.jit(jax.vmap(fn, in_axes=(None, 0), axis_name=AXIS))
 
 
 def _images(seed: int = 0) -> np.ndarray:
@@ -132,12 +155,14 @@ def _images(seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("mode", ["linear_probe", "finetune_all"])
 def test_linear_probe_trains_on_eval_features_and_keeps_batch_stats(mode):
-  _, task, variables, _ = _probe_setup(mode)
+  _, task, variables, freezing = _probe_setup(mode)
   rng = jax.random.key(1)
 
   def train_and_eval(variables, batch):
     images = task.preprocess(batch, rng, train=True)["image"]
-    trained, batch_stats = task.apply(variables, images, train=True, rng=rng)
+    # The model's mode in training, as the train step sets it from the freezing.
+    trained, batch_stats = task.apply(variables, images, train=not freezing.batch_stats,
+                                      rng=rng)
     return trained, batch_stats, task.model.apply(variables, images, train=False)
 
   trained, batch_stats, evaluated = _per_device(train_and_eval)(variables, _images())
@@ -152,15 +177,14 @@ def test_linear_probe_trains_on_eval_features_and_keeps_batch_stats(mode):
 
 def test_linear_probe_step_runs_the_backbone_forward_only():
   config, task, variables, frozen = _probe_setup()
-  schedule = optim.create_schedule(config, 2)
-  tx = optim.create_optimizer(config, variables["params"], schedule, frozen)
-  state = state_lib.create_state(variables, tx, optim.plateau_transform(config))
+  schedule = optim.create_schedule(config.schedule, 2, config.batch_size)
+  tx = optim.create_optimizer(config.optimizer, variables["params"], schedule, frozen)
+  state = state_lib.create_state(variables, tx, optim.plateau_transform(config.schedule))
   batch = {k: v[0] for k, v in _images().items()}
 
-  def convolutions(frozen_patterns):
-    step = state_lib.make_train_step(task, tx, schedule, jax.random.key(2),
-                                     frozen=frozen_patterns)
-    jaxpr = jax.make_jaxpr(jax.vmap(step, in_axes=(None, 0), axis_name=tasks.AXIS))(
+  def convolutions(freezing):
+    step = state_lib.make_train_step(task, tx, schedule, jax.random.key(2), freezing)
+    jaxpr = jax.make_jaxpr(jax.vmap(step, in_axes=(None, 0), axis_name=AXIS))(
         state, jax.tree.map(lambda x: x[None], batch))
     return str(jaxpr).count("conv_general_dilated")
 
@@ -168,11 +192,10 @@ def test_linear_probe_step_runs_the_backbone_forward_only():
       variables, np.zeros((8, *train_helpers.IMAGE_SHAPE), np.float32))).count(
           "conv_general_dilated")
   # stop_gradient on the frozen backbone leaves no convolution to differentiate.
-  assert convolutions(frozen) == forward < convolutions(())
+  assert convolutions(frozen) == forward < convolutions(freezing_lib.NOTHING)
 
   runner = parallel.Runner("shard_map")
-  step = runner.compile(state_lib.make_train_step(task, tx, schedule, jax.random.key(2),
-                                                  frozen=frozen),
+  step = runner.compile(state_lib.make_train_step(task, tx, schedule, jax.random.key(2), frozen),
                         in_specs=(parallel.REPLICATED, parallel.SHARDED),
                         out_specs=(parallel.REPLICATED, parallel.REPLICATED), donate_argnums=(0,))
   replicated = runner.replicate(jax.device_get(state))
@@ -181,7 +204,7 @@ def test_linear_probe_step_runs_the_backbone_forward_only():
         train_helpers.batches(1, 16, seed=seed)[0]))
   final = runner.to_host(replicated, parallel.REPLICATED)
   for collection in ("params", "batch_stats"):
-    names = jax.tree.leaves(optim.path_names(variables[collection]))
+    names = jax.tree.leaves(param_paths.path_names(variables[collection]))
     for name, before, after in zip(names, jax.tree.leaves(variables[collection]),
                                    jax.tree.leaves(getattr(final, collection))):
       if name in HEAD:

@@ -48,9 +48,10 @@ def initial_state(config, seed: int = 0):
   task = make_task(config)
   init_rng, step_rng = jax.random.split(jax.random.key(seed))
   variables = jax.device_get(jax.jit(task.init_variables)(init_rng))
-  schedule = optim.create_schedule(config, config.num_steps)
-  tx = optim.create_optimizer(config, variables["params"], schedule)
-  state = jax.device_get(state_lib.create_state(variables, tx, optim.plateau_transform(config)))
+  schedule = optim.create_schedule(config.schedule, config.num_steps, config.batch_size)
+  tx = optim.create_optimizer(config.optimizer, variables["params"], schedule)
+  state = jax.device_get(state_lib.create_state(variables, tx,
+                                                optim.plateau_transform(config.schedule)))
   return task, tx, schedule, step_rng, state
 
 

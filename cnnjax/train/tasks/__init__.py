@@ -1,25 +1,26 @@
 """The task interface: what a kind of experiment adds to the generic training loop.
 
-A task owns everything that depends on the kind of experiment (its model, on-device
-preprocessing, loss, metrics and evaluation); the loop in `cnnjax.train.loop` owns
-everything else (devices, optimizer, checkpoints, logging). New tasks plug in by
-subclassing `Task` and calling `register("name", TaskClass)` in a module that
-`cnnjax.train.tasks` imports at the bottom of this file; a config selects one with
-`config.task = "name"`.
+A task owns everything that depends on the kind of experiment: its model, on-device
+preprocessing, loss, and the predictions its eval step makes. The loop in
+`cnnjax.train.loop` owns everything else (devices, optimizer, checkpoints, logging), and
+the evaluators of `config.evals` (`cnnjax.train.evaluators`) turn the eval step's results
+into metrics. New tasks plug in by subclassing `Task` and calling `register("name",
+TaskClass)`, in a module that `cnnjax.train.tasks` imports at the bottom of this file or
+in the user's own code; a config selects one with `config.task = "name"`. A task imports
+neither the loop nor the trainer's other parts.
 
 Contract. All `Task` methods that take arrays are traced inside the jit-compiled,
 per-device step, in the pmap style: `batch` holds this device's shard, and collectives
-over the named axis `AXIS` ("batch") are available. The loop itself averages the loss
-gradients and the returned train metrics with `lax.pmean`, and sums the eval `sums`
-with `lax.psum`; a task only adds collectives its loss needs (e.g. an `all_gather` of
-embeddings, or BatchNorm with `axis_name=AXIS`).
+over the named axis `cnnjax.axis.AXIS` ("batch") are available. The loop itself averages
+the loss gradients and the returned train metrics with `lax.pmean`, and sums the eval
+`sums` with `lax.psum`; a task only adds collectives its loss needs (e.g. an `all_gather`
+of embeddings, or BatchNorm with `axis_name=AXIS`).
 
     task = tasks.create(config, data_info)
     variables = task.init_variables(rng)             # {"params": ..., "batch_stats": ...}
     batch = task.preprocess(batch, rng, train=True)  # uint8 images -> model inputs
     loss, (metrics, new_batch_stats) = task.loss_fn(params, batch_stats, batch, rng, train=True)
     sums, outputs = task.eval_step(variables, batch)  # batch has a "valid" mask [B]
-    metrics = task.finalize_eval(sums, outputs)       # host side, on the whole split
 
 Shapes: `batch["image"]` arrives as uint8 [B, H, W, C] and `batch["label"]` int32 [B]
 (plus any features the dataset has, such as masks or boxes); `preprocess` returns
@@ -27,24 +28,26 @@ float images [B, h, w, c] in `config.dtype`. Train metrics are scalars. Eval `su
 are scalars summed over the valid examples of the shard (e.g. correct predictions,
 confusion matrices), `outputs` are per-example arrays [B, ...] that the loop gathers
 to the host, drops where `valid` is false, and concatenates over the split (e.g.
-embeddings for kNN, detections for mAP). `finalize_eval` turns both into a flat dict
-of floats; the key `config.best_metric` (e.g. "accuracy") chooses the best checkpoint.
+embeddings for kNN, detections for mAP). `produces` names them all, and `default_evals`
+says which evaluators a config of this task starts with.
+
+`loss_fn`'s `train` is the model's mode: True but in a linear probe, where the train step
+runs the model as evaluation does (BatchNorm on running statistics, no dropout; see
+`cnnjax.train.freezing`). `loss_fn` is called in training only.
 
 Randomness: the `rng` given to `preprocess` and `loss_fn` is the same on every device
 (it depends on the step only). Derive per-example keys with `example_keys(rng, n)`
 (keyed by the example's position in the global batch, so augmentations do not depend on
 the number of devices) and per-device keys (dropout) with `device_key(rng)`.
 
-Tasks that evaluate with more than one pass over data (a linear probe needs train
-features too) override `evaluate(extract, variables)`, where `extract(split)` runs
-the compiled `eval_step` over a whole split and returns `(sums, outputs)`.
-
 Optional hooks: `config_defaults()` adds the task's own config sections (so that
 `cnnjax.train.config.defaults(task)` knows them and the CLI can override them),
-`sampler_kwargs_for(num_devices)` asks the input pipeline for e.g. P x K batches,
-`has_embeddings` plus outputs "embedding" and "label" draw a 2-D projection at the end,
-and `apply(variables, *inputs, train=..., rng=...)` runs the model with the dropout key,
-mutable batch_stats and the inference-mode features of a linear probe handled.
+`choices()` the allowed values of its keys (checked by `validate`), `state_keys` the
+config keys besides the generic ones that identify its train state (a workdir trained
+with other values is refused), `sampler_kwargs_for(num_devices)` asks the input pipeline
+for e.g. P x K batches, `has_embeddings` plus outputs "embedding" and "label" draw a 2-D
+projection at the end, and `apply(variables, *inputs, train=..., rng=...)` runs the model
+with the dropout key and mutable batch_stats handled.
 """
 
 import abc
@@ -57,10 +60,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from cnnjax.axis import AXIS
 from cnnjax.errors import UsageError
-from cnnjax.train import transfer
-
-AXIS = "batch"
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
@@ -95,18 +96,32 @@ class Task(abc.ABC):
     input_shape: (h, w, c) of the preprocessed images the model sees.
   """
 
-  # Whether `evaluate` produces embeddings worth projecting to 2-D at the end of a run.
+  # Whether the eval outputs hold embeddings worth projecting to 2-D at the end of a run.
   has_embeddings: ClassVar[bool] = False
+  # Names of the eval step's sums and outputs, which evaluators may require.
+  produces: ClassVar[frozenset[str]] = frozenset()
+  # Config keys of the task's own sections that identify its train state.
+  state_keys: ClassVar[tuple[str, ...]] = ()
 
   @classmethod
   def config_defaults(cls) -> dict[str, ml_collections.ConfigDict]:
     """The task's own config sections with their defaults, e.g. {"metric": ...}."""
     return {}
 
+  @classmethod
+  def choices(cls) -> dict[str, tuple[Any, ...]]:
+    """Allowed values of the task's own keys, by dotted key, for `config.validate`."""
+    return {}
+
+  @classmethod
+  @abc.abstractmethod
+  def default_evals(cls) -> dict[str, ml_collections.ConfigDict]:
+    """The evaluators (`config.evals`, by name) a config of this task starts with."""
+
   def __init__(self, config: ml_collections.ConfigDict, data: DataInfo):
     self.config = config
     self.data = data
-    self.dtype = jnp.dtype(config.get("dtype", "float32"))
+    self.dtype = jnp.dtype(config.dtype)
     self.input_shape = self.model_input_shape()
     self.model = self.create_model()
 
@@ -118,14 +133,14 @@ class Task(abc.ABC):
   def model_input_shape(self) -> tuple[int, int, int]:
     """(h, w, c) of `preprocess`'s output: `config.input.size` square, else the stored size."""
     h, w, c = self.data.image_shape
-    size = self.config.get("input", {}).get("size") if "input" in self.config else None
+    size = self.config.input.size
     return (size, size, c) if size else (h, w, c)
 
   def backbone_kwargs(self, num_classes: int | None) -> dict[str, Any]:
     """Keyword arguments for `cnnjax.models.create` from the config."""
-    kwargs = dict(self.config.get("model_kwargs", {}) or {})
+    kwargs = dict(self.config.model_kwargs)
     kwargs.update(num_classes=num_classes, dtype=self.dtype,
-                  axis_name=AXIS if self.config.get("global_bn", False) else None)
+                  axis_name=AXIS if self.config.global_bn else None)
     return kwargs
 
   @abc.abstractmethod
@@ -151,41 +166,27 @@ class Task(abc.ABC):
   def eval_step(self, variables: dict[str, PyTree], batch: Batch) -> tuple[Metrics, Metrics]:
     """(sums over valid examples, per-example outputs [B, ...]) of a preprocessed batch."""
 
-  @abc.abstractmethod
-  def finalize_eval(self, sums: dict[str, np.ndarray],
-                    outputs: dict[str, np.ndarray]) -> dict[str, float]:
-    """Final metrics of a whole split from the summed `sums` and concatenated `outputs`."""
-
-  def evaluate(self, extract: Callable[[str], tuple[dict, dict]],
-               variables: dict[str, PyTree]) -> dict[str, float]:
-    """Metrics on `config.eval_split`; `variables` are available to tasks that need them."""
-    del variables
-    sums, outputs = extract(self.config.get("eval_split", "test"))
-    self.last_outputs = outputs
-    return self.finalize_eval(sums, outputs)
-
-  @property
-  def frozen_features(self) -> bool:
-    """Whether training is a linear probe: a new head on the pretrained model's features."""
-    return transfer.freezes_batch_stats(self.config)
-
   def apply(self, variables: dict[str, PyTree], *inputs: jax.Array, train: bool,
             rng: jax.Array | None = None) -> tuple[Any, PyTree]:
     """Runs the model on `inputs` (images [B, h, w, c], then any other model arguments).
 
-    In training the model runs in training mode (BatchNorm on batch statistics, dropout
-    keyed by `device_key(rng)`), except in a linear probe (`frozen_features`): there it
-    runs in inference mode, as evaluation does, so the head learns on exactly the features
-    it is evaluated on and the pretrained BatchNorm statistics stay as they are.
+    In training mode BatchNorm normalises with batch statistics and dropout is keyed by
+    `device_key(rng)`; otherwise the model runs as in evaluation.
 
     Returns:
-      (the model's outputs, batch_stats after the call: updated when BatchNorm trained).
+      (the model's outputs, batch_stats after the call: updated in training mode).
     """
-    if not train or self.frozen_features:
+    if not train:
       return self.model.apply(variables, *inputs, train=False), variables.get("batch_stats", {})
     outputs, updates = self.model.apply(variables, *inputs, train=True, mutable=["batch_stats"],
                                         rngs={"dropout": device_key(rng)})
     return outputs, updates.get("batch_stats", {})
+
+
+def eval_config(kind: str, split: str = "test", every: int = 0,
+                **options: Any) -> ml_collections.ConfigDict:
+  """One evaluator's section of `config.evals`: its kind, split, cadence and options."""
+  return ml_collections.ConfigDict({"kind": kind, "split": split, "every": every, **options})
 
 
 def example_keys(rng: jax.Array, n: int) -> jax.Array:

@@ -2,8 +2,9 @@
 
 The batch needs 'image' uint8 [B, H, W, C], 'boxes' float32 [B, M, 4] pixel xyxy of the
 stored image, 'box_labels' int32 [B, M] in [0, K) and 'box_valid' bool [B, M] (the
-`shapes` and `voc` datasets). Evaluation reports VOC mAP@0.5 ('map50', all-point AP) and
-COCO mAP@[.5:.95] ('coco_map') over the eval split, in model-input pixels.
+`shapes` and `voc` datasets). The eval step gives detections and ground truth in
+model-input pixels; the default evaluator, "test" of kind "map", reports VOC mAP@0.5
+('map50', all-point AP) and COCO mAP@[.5:.95] ('coco_map').
 
 Config section `detection`:
   random_flip: horizontal flips of images and boxes in training. Boxes follow these flips
@@ -33,11 +34,10 @@ import numpy as np
 
 from cnnjax import models
 from cnnjax.errors import UsageError
-from cnnjax.evaluate import detection as det_metrics
 from cnnjax.losses import detection as det_losses
 from cnnjax.models import rcnn
 from cnnjax.models import yolo
-from cnnjax.ops.proposals import selective_search
+from cnnjax.data.proposals import selective_search
 from cnnjax.train import tasks
 from cnnjax.train.tasks import inputs
 
@@ -106,6 +106,9 @@ def jittered_proposals(key: jax.Array, boxes: jax.Array, valid: jax.Array, size:
 class _Detection(tasks.Task):
   """What YOLO and the region CNNs share: box inputs, flips and mAP evaluation."""
 
+  produces = frozenset({"count", "det_boxes", "det_scores", "det_classes", "det_valid",
+                        "gt_boxes", "gt_labels", "gt_valid"})
+
   @classmethod
   def config_defaults(cls):
     section = ml_collections.ConfigDict()
@@ -126,6 +129,14 @@ class _Detection(tasks.Task):
     section.background_iou_low = 0.0
     return {"detection": section}
 
+  @classmethod
+  def choices(cls):
+    return {"detection.train_proposals": ("jitter", "selective_search")}
+
+  @classmethod
+  def default_evals(cls):
+    return {"test": tasks.eval_config("map")}
+
   def _check_data(self):
     missing = {"boxes", "box_labels", "box_valid"} - set(self.data.features)
     if missing:
@@ -135,7 +146,8 @@ class _Detection(tasks.Task):
 
   def preprocess(self, batch, rng, train):
     size = self.input_shape[0]
-    images = inputs.prepare_images(batch["image"], rng, train, self.config, size, self.dtype)
+    images = inputs.prepare_images(batch["image"], rng, train, self.config.input,
+                                   self.config.dataset, size, self.dtype)
     stored = batch["image"].shape[2]
     boxes = batch["boxes"].astype(jnp.float32) * (size / stored)
     raw = batch["image"]
@@ -157,29 +169,11 @@ class _Detection(tasks.Task):
             "gt_boxes": batch["boxes"], "gt_labels": batch["box_labels"],
             "gt_valid": batch["box_valid"]}
 
-  def finalize_eval(self, sums, outputs):
-    metrics = {"count": float(sums["count"])}
-    if "loss" in sums:
-      metrics["loss"] = float(sums["loss"]) / max(float(sums["count"]), 1.0)
-    if not outputs:
-      return {**metrics, "map50": 0.0, "coco_map": 0.0}
-    detections, truth = [], []
-    for i in range(len(outputs["det_valid"])):
-      keep = outputs["det_valid"][i]
-      detections.append((outputs["det_boxes"][i][keep], outputs["det_scores"][i][keep],
-                         outputs["det_classes"][i][keep]))
-      real = outputs["gt_valid"][i]
-      truth.append((outputs["gt_boxes"][i][real], outputs["gt_labels"][i][real]))
-    num_classes = self.data.num_classes
-    voc = det_metrics.mean_average_precision(detections, truth, num_classes)
-    metrics["map50"] = voc.pop("map")
-    metrics.update(voc)
-    metrics["coco_map"] = det_metrics.coco_map(detections, truth, num_classes)
-    return metrics
-
 
 class YOLO(_Detection):
   """YOLOv1 (`config.model = "yolo_v1"`) trained with the paper's sum-squared loss."""
+
+  produces = _Detection.produces | {"loss"}
 
   def create_model(self):
     self._check_data()
@@ -222,10 +216,6 @@ class RegionCNN(_Detection):
     if not isinstance(model, (rcnn.FastRCNN, rcnn.RCNN)):
       raise UsageError(f"task 'region_cnn' needs model fast_rcnn or rcnn, got "
                        f"{self.config.model!r}.")
-    section = self.config.detection
-    if section.train_proposals not in ("jitter", "selective_search"):
-      raise UsageError("detection.train_proposals must be 'jitter' or 'selective_search', got "
-                       f"{section.train_proposals!r}.")
     return model
 
   def init_variables(self, rng):
@@ -234,7 +224,8 @@ class RegionCNN(_Detection):
     variables = self.model.init({"params": rng, "dropout": rng}, dummy, proposals, train=False)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
-  def _proposals(self, batch, rng, train):
+  def _proposals(self, batch, rng, train: bool):
+    """Training proposals (`detection.train_proposals`), or selective search to evaluate."""
     section = self.config.detection
     size = self.input_shape[0]
     if train and section.train_proposals == "jitter":
@@ -252,7 +243,7 @@ class RegionCNN(_Detection):
 
   def loss_fn(self, params, batch_stats, batch, rng, train):
     section = self.config.detection
-    proposals, proposal_valid = self._proposals(batch, rng, train)
+    proposals, proposal_valid = self._proposals(batch, rng, train=True)
     keys = tasks.example_keys(jax.random.fold_in(rng, 3), proposals.shape[0])
     rois, labels, targets, weights = jax.vmap(
         lambda key, p, pv, b, l, v: rcnn.sample_rois(

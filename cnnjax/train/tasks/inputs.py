@@ -28,16 +28,16 @@ from cnnjax.train import tasks
 AUGMENTATIONS = ("none", "shift", "cifar", "inception")
 
 
-def normalization(config: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  """(mean, std) per channel for `config.dataset`, overridable in `config.input`.
+def normalization(input_config: Any, dataset: str
+                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """(mean, std) per channel for `dataset`, overridable in `config.input`.
 
   An empty `input.mean` or `input.std` (the config default is `()`) takes the dataset's
   statistics; TFDS versions and configs ("cifar10:3.0.2", "mnist/x") share their base name's.
   """
-  input_config = config.get("input", {})
-  mean, std = input_config.get("mean"), input_config.get("std")
+  mean, std = input_config.mean, input_config.std
   if not mean or not std:
-    base = config.get("dataset", "").split(":")[0].split("/")[0]
+    base = dataset.split(":")[0].split("/")[0]
     stats = augment.DATASET_STATS.get(base)
     if stats is not None:
       mean, std = (mean or stats[0]), (std or stats[1])
@@ -58,27 +58,33 @@ def resize_and_pad(images: jax.Array, resize: int, size: int) -> jax.Array:
   return images
 
 
-def prepare_images(images: jax.Array, rng: jax.Array, train: bool, config: Any,
-                   size: int, dtype: jnp.dtype) -> jax.Array:
-  """images: uint8 [B, H, W, C] -> normalised `dtype` [B, size, size, C]."""
-  input_config = config.get("input", {})
-  recipe = input_config.get("augment", "none") if train else "none"
-  if recipe not in AUGMENTATIONS:
-    raise UsageError(f"unknown input.augment {recipe!r}; choose one of "
-                     f"{', '.join(AUGMENTATIONS)}.")
-  pad = input_config.get("pad", 4)
+def prepare_images(images: jax.Array, rng: jax.Array, train: bool, input_config: Any,
+                   dataset: str, size: int, dtype: jnp.dtype) -> jax.Array:
+  """images: uint8 [B, H, W, C] -> normalised `dtype` [B, size, size, C].
+
+  Args:
+    images: uint8 [B, H, W, C].
+    rng: the step's key (per-example keys come from it).
+    train: apply `input_config.augment`.
+    input_config: `config.input`.
+    dataset: `config.dataset`, whose statistics normalise when `input_config` has none.
+    size: side of the model input.
+    dtype: of the result.
+  """
+  recipe = input_config.augment if train else "none"
+  pad = input_config.pad
   x = images.astype(jnp.float32) / 255.0
   if recipe == "inception":
     x = tasks.per_example(augment.inception_train, rng, x, size)
-  elif not train and input_config.get("center_crop", False):
+  elif not train and input_config.center_crop:
     x = augment.eval_resize_center_crop(x, size)
-  x = resize_and_pad(x, input_config.get("resize") or size, size)
+  x = resize_and_pad(x, input_config.resize or size, size)
   if recipe == "cifar":  # On the model input, so the shift is `pad` of its pixels.
     x = tasks.per_example(augment.cifar_train, rng, x, pad)
   elif recipe == "shift":
     crop = augment.pad_and_random_crop
     x = jax.vmap(lambda key, image: crop(key, image, pad))(tasks.example_keys(rng, len(x)), x)
-  mean, std = normalization(config)
+  mean, std = normalization(input_config, dataset)
   x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
   return x.astype(dtype)
 
@@ -93,14 +99,13 @@ def check_targets_follow(config: Any, targets: str) -> None:
     config: the experiment config.
     targets: what the task's labels are, for the message, e.g. "segmentation masks".
   """
-  input_config = config.get("input", {})
-  recipe = input_config.get("augment", "none")
-  resize = input_config.get("resize", 0)
+  input_config = config.input
+  recipe, resize = input_config.augment, input_config.resize
   if recipe != "none":
     problem = f"input.augment={recipe!r} crops and shifts the images"
-  elif input_config.get("center_crop", False):
+  elif input_config.center_crop:
     problem = "input.center_crop crops the images"
-  elif resize and resize != input_config.get("size", 0):
+  elif resize and resize != input_config.size:
     problem = f"input.resize={resize} shrinks the images inside zero padding"
   else:
     return
@@ -111,6 +116,6 @@ def check_targets_follow(config: Any, targets: str) -> None:
 def prepare_batch(task: tasks.Task, batch: tasks.Batch, rng: jax.Array,
                   train: bool) -> tasks.Batch:
   """`batch` with 'image' prepared for `task`'s model: uint8 [B, H, W, C] -> [B, h, w, c]."""
-  images = prepare_images(batch["image"], rng, train, task.config, task.input_shape[0],
-                          task.dtype)
+  images = prepare_images(batch["image"], rng, train, task.config.input, task.config.dataset,
+                          task.input_shape[0], task.dtype)
   return {**batch, "image": images}

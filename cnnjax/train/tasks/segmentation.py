@@ -8,7 +8,9 @@ Config section `segmentation`:
   dice_weight: weight of the soft Dice loss added to the cross-entropy.
   random_flip: flip image and mask together at random in training.
 Masks follow the image's resize to `input.size` and these flips; the image-only geometry
-of `config.input` (augment, center_crop, resize) is refused.
+of `config.input` (augment, center_crop, resize) is refused. The eval step sums a confusion
+matrix; the default evaluator, "test" of kind "miou", reports mIoU, per-class IoU and pixel
+accuracy.
 
 Models whose output is smaller than their input (the original valid-padded U-Net) are
 compared with the centre of the mask, the part of the image they see whole.
@@ -36,6 +38,8 @@ def center_crop_mask(mask: jax.Array, height: int, width: int) -> jax.Array:
 class Segmentation(tasks.Task):
   """Per-pixel classification of `config.model` (e.g. `unet_same`)."""
 
+  produces = frozenset({"confusion", "loss", "pixels"})
+
   @classmethod
   def config_defaults(cls):
     section = ml_collections.ConfigDict()
@@ -44,6 +48,10 @@ class Segmentation(tasks.Task):
     section.dice_weight = 1.0
     section.random_flip = True
     return {"segmentation": section}
+
+  @classmethod
+  def default_evals(cls):
+    return {"test": tasks.eval_config("miou")}
 
   @property
   def num_classes(self) -> int:
@@ -63,7 +71,8 @@ class Segmentation(tasks.Task):
 
   def preprocess(self, batch, rng, train):
     size = self.input_shape[0]
-    images = inputs.prepare_images(batch["image"], rng, train, self.config, size, self.dtype)
+    images = inputs.prepare_images(batch["image"], rng, train, self.config.input,
+                                   self.config.dataset, size, self.dtype)
     mask = batch["mask"].astype(jnp.int32)
     if mask.shape[1:3] != (size, size):
       mask = jax.image.resize(mask, (mask.shape[0], size, size), method="nearest")
@@ -103,17 +112,6 @@ class Segmentation(tasks.Task):
       counted &= mask != self.ignore_index
     return {"confusion": confusion, "loss": jnp.sum(ce * valid),
             "pixels": jnp.sum(counted, dtype=jnp.int32)}, {}
-
-  def finalize_eval(self, sums, outputs):
-    del outputs
-    confusion = sums["confusion"]
-    metrics = {"miou": seg_metrics.mean_iou(confusion, ignore_index=self.ignore_index),
-               "pixel_accuracy": seg_metrics.pixel_accuracy(confusion),
-               "loss": float(sums["loss"]) / max(float(sums["pixels"]), 1.0)}
-    for c, iou in enumerate(seg_metrics.per_class_iou(confusion, ignore_index=self.ignore_index)):
-      if iou == iou:  # Classes absent from labels and predictions have no IoU (NaN).
-        metrics[f"iou/{c}"] = float(iou)
-    return metrics
 
 
 tasks.register("segmentation", Segmentation)

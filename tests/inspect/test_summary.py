@@ -1,4 +1,4 @@
-"""Tests for cnnjax.ops.summary: every model at its native input, totals against ANCHORS.md,
+"""Tests for cnnjax.inspect.summary: every model at its native input, totals against ANCHORS.md,
 detectors' proposals, hand-computed receptive fields."""
 
 import flax.linen as nn
@@ -8,7 +8,7 @@ import pytest
 from cnnjax import models
 from cnnjax.errors import UsageError
 from cnnjax.models import layers
-from cnnjax.ops.summary import NUM_PROPOSALS, format_summary, summarize
+from cnnjax.inspect.summary import NUM_PROPOSALS, format_summary, summarize
 
 # shared/ANCHORS.md, torchvision models at 224x224x3 and 1000 classes: (params, GMACs).
 TORCHVISION_ANCHORS = {

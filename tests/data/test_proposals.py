@@ -5,7 +5,7 @@ import pytest
 
 from cnnjax.data.builders import shapes
 from cnnjax.errors import UsageError
-from cnnjax.ops.proposals import selective_search
+from cnnjax.data.proposals import selective_search
 
 
 def _iou(box, boxes):

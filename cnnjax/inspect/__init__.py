@@ -1,0 +1,1 @@
+"""Looking inside a model: per-layer shapes, parameters, MACs and receptive fields."""

@@ -280,8 +280,12 @@ class Checkpointer:
         failures.append(self._skip(step, f"is unreadable ({_reason(error)})", following))
         continue
       fresh_optimizer = self._check_fits(stored, abstract_state, new_optimizer)
+      # Fields without arrays that older checkpoints lack (`ema` before it existed).
+      absent = [field.name for field in dataclasses.fields(abstract_state)
+                if field.name not in stored_tree
+                and not jax.tree.leaves(getattr(abstract_state, field.name))]
       try:
-        state, data = self._restore(step, abstract_state, fresh_optimizer)
+        state, data = self._restore(step, abstract_state, fresh_optimizer, absent)
       except Exception as error:  # noqa: BLE001 -- any read failure means try the previous one.
         failures.append(self._skip(step, f"is unreadable ({_reason(error)})", following))
         continue
@@ -291,8 +295,8 @@ class Checkpointer:
         if any(stored_sums.get(field, digest) != digest for field, digest in computed.items()):
           failures.append(self._skip(step, "fails its checksum", following))
           continue
-      if fresh_optimizer:
-        state = initial_state.replace(**state)
+      if isinstance(state, dict):  # Partly restored: a fresh optimizer, or empty fields.
+        state = (initial_state if fresh_optimizer else abstract_state).replace(**state)
       return Restored(step, state, data, fresh_optimizer)
     if failures:
       raise NothingRestorable(
@@ -324,15 +328,20 @@ class Checkpointer:
           "start a fresh optimizer state.")
     return True
 
-  def _restore(self, step: int, abstract_state: Any,
-               fresh_optimizer: bool) -> tuple[Any, dict[str, Any]]:
-    """(state, data state) of `step`; without `opt_state` ({field: value}) if `fresh_optimizer`."""
-    if not fresh_optimizer:
+  def _restore(self, step: int, abstract_state: Any, fresh_optimizer: bool,
+               absent: list[str]) -> tuple[Any, dict[str, Any]]:
+    """(state, data state) of `step`.
+
+    The state is partial, {field: value}, without `opt_state` if `fresh_optimizer` and
+    without the fields `absent` from the checkpoint.
+    """
+    if not fresh_optimizer and not absent:
       restored = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
       return restored["state"], restored["data"]
+    skipped = set(absent) | ({OPT_STATE} if fresh_optimizer else set())
     fields = {field.name: getattr(abstract_state, field.name)
-              for field in dataclasses.fields(abstract_state) if field.name != OPT_STATE}
+              for field in dataclasses.fields(abstract_state) if field.name not in skipped}
     # A partial restore reads none of the old optimizer state's arrays.
     with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
       state = reader.restore(self.directory / str(step) / "state", args=ocp.args.PyTreeRestore(

@@ -44,6 +44,9 @@ def defaults(task: str = "classification") -> ml_collections.ConfigDict:
   c.global_bn = False  # BatchNorm statistics over the global batch (SimCLR).
   c.parallel = "shard_map"  # Or "pmap".
   c.worker_count = 0  # Grain worker processes for the train iterator.
+  c.accumulate_steps = 1  # Micro-batches per optimizer step, in one compiled step.
+  c.micro_batch_size = 0  # Gradient caching: examples per device per chunk; 0: off.
+  c.ema_decay = 0.0  # Moving average of parameters and BN statistics, evaluated as ema/...
 
   c.input = ml_collections.ConfigDict()
   c.input.size = 0  # Square model input side; 0: the stored image side.
@@ -134,9 +137,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
     if config[key] <= 0:
       raise UsageError(f"config.{key} must be positive, got {config[key]}.")
-  for key in ("num_steps", "num_epochs"):
+  for key in ("num_steps", "num_epochs", "micro_batch_size"):
     if config[key] < 0:
       raise UsageError(f"config.{key} must be positive (or 0: unset), got {config[key]}.")
+  if config.accumulate_steps < 1:
+    raise UsageError(f"config.accumulate_steps must be 1 or more, got {config.accumulate_steps}.")
+  if not 0 <= config.ema_decay < 1:
+    raise UsageError(f"config.ema_decay must lie in [0, 1) (0: no moving average), got "
+                     f"{config.ema_decay}.")
+  if config.micro_batch_size and not task.caches_gradients():
+    raise UsageError(f"config.micro_batch_size: task {config.task!r} has no gradient caching "
+                     "(simclr and metric_learning have); use config.accumulate_steps instead.")
+  if config.micro_batch_size and config.accumulate_steps > 1:
+    raise UsageError("config.micro_batch_size and config.accumulate_steps both split the "
+                     "batch; set one of them.")
   schedule = config.schedule
   if not 0 < schedule.decay_factor < 1:
     raise UsageError(f"config.schedule.decay_factor must lie in (0, 1), got "
@@ -192,7 +206,8 @@ def _check_evals(evals: ml_collections.ConfigDict, task: type[tasks.Task]) -> No
 
 def _check_best_metric(config: ml_collections.ConfigDict) -> None:
   """`best_metric` is "" or "NAME/metric" of one of `config.evals`."""
-  offered = [f"{name}/{metric}" for name, section in config.evals.items()
+  offered = [f"{prefix}{name}/{metric}" for prefix in ("", "ema/")[:1 + (config.ema_decay > 0)]
+             for name, section in config.evals.items()
              for metric in evaluators.KINDS[section.kind].metrics]
   if config.best_metric and config.best_metric not in offered:
     close = difflib.get_close_matches(config.best_metric, offered, n=1)

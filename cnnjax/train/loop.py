@@ -127,6 +127,7 @@ class Experiment:
                                                   for split in evaluator.splits())])
     pipeline.check_readable(config.dataset, tuple(splits), self.data_dir)
     self.num_steps = self._num_steps()
+    self._check_batch_splits()
 
     init_rng, self.step_rng = jax.random.split(jax.random.key(config.seed))
     variables = jax.device_get(jax.jit(self.task.init_variables)(init_rng))
@@ -140,7 +141,18 @@ class Experiment:
     self.tx = optim.create_optimizer(config.optimizer, variables["params"], self.schedule,
                                      self.freezing)
     self.plateau = optim.plateau_transform(config.schedule)
-    self.initial_state = jax.device_get(state_lib.create_state(variables, self.tx, self.plateau))
+    self.initial_state = jax.device_get(state_lib.create_state(
+        variables, self.tx, self.plateau, ema=config.ema_decay > 0))
+
+  def _check_batch_splits(self) -> None:
+    """UsageError unless accumulate_steps and micro_batch_size divide the per-device batch."""
+    per_device = self.config.batch_size // self.runner.num_devices
+    for key, size in (("accumulate_steps", self.config.accumulate_steps),
+                      ("micro_batch_size", self.config.micro_batch_size)):
+      if size and per_device % size:
+        raise UsageError(f"config.{key}={size} does not divide the per-device batch "
+                         f"{per_device} (batch_size {self.config.batch_size} over "
+                         f"{self.runner.num_devices} devices); choose a divisor of it.")
 
   def _num_steps(self) -> int:
     config = self.config
@@ -196,8 +208,11 @@ class Experiment:
       step (`sums=None` returns the metrics alone, for `jax.eval_shape`); and
       evaluate(variables, batch) -> (summed sums, per-example outputs).
     """
+    config = self.config
     train_step = state_lib.make_train_step(
-        self.task, self.tx, self.schedule, self.step_rng, self.freezing)
+        self.task, self.tx, self.schedule, self.step_rng, self.freezing,
+        accumulate_steps=config.accumulate_steps, micro_batch_size=config.micro_batch_size,
+        ema_decay=config.ema_decay)
 
     def train_and_sum(state, sums, batch):
       state, metrics = train_step(state, batch)
@@ -220,12 +235,30 @@ class Experiment:
       iterator.set_state(data_state["iterator"])
     return _Prefetch(iterator)
 
+  def evaluate(self, eval_step: Callable, state: state_lib.TrainState,
+               due: list[evaluators_lib.Evaluator]
+               ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Runs the evaluators `due` on the state's weights, and on its moving averages if any.
+
+    Returns:
+      ({evaluator name, "ema/" + name for the averages: its metrics},
+       {split: (sums, outputs)} read with the raw weights).
+    """
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    metrics, results = evaluators_lib.evaluate_all(due, self.extractor(eval_step, variables))
+    if state.ema:
+      averaged, _ = evaluators_lib.evaluate_all(due, self.extractor(eval_step, state.ema))
+      metrics.update({f"ema/{name}": values for name, values in averaged.items()})
+    return metrics, results
+
   def extractor(self, eval_step: Callable[[dict[str, Any], dict[str, Any]],
                                           tuple[dict[str, Any], dict[str, Any]]],
-                state: state_lib.TrainState
+                variables: dict[str, Any]
                 ) -> Callable[[str], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """`extract(split)` -> (summed sums, concatenated valid outputs) of a whole split."""
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    """`extract(split)` -> (summed sums, concatenated valid outputs) of a whole split.
+
+    `variables` are {"params", "batch_stats"} on the devices.
+    """
 
     def extract(split: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
       totals: dict[str, np.ndarray] = {}
@@ -314,8 +347,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   runner = experiment.runner
   state = runner.replicate(restored.state)
   _, eval_step = experiment.compile_steps()
-  metrics, _ = evaluators_lib.evaluate_all(experiment.evaluators,
-                                           experiment.extractor(eval_step, state))
+  metrics, _ = experiment.evaluate(eval_step, state, experiment.evaluators)
   return {**evaluators_lib.flat(metrics), "step": restored.step}
 
 
@@ -464,8 +496,7 @@ class _Training:
       return None, {}
     # Evaluation time is not training time (before the first step there is no log).
     with self.log.speed.excluded(state) if self.log else contextlib.nullcontext():
-      metrics, results = evaluators_lib.evaluate_all(
-          due, self.experiment.extractor(self.eval_step, state))
+      metrics, results = self.experiment.evaluate(self.eval_step, state, due)
     for name, values in metrics.items():
       self.writer.write(step, name, values)
     return evaluators_lib.flat(metrics), results

@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 import types
+from typing import Any
 
+import flax.struct
 import jax
 import numpy as np
 import optax
@@ -494,3 +496,28 @@ def test_a_claim_without_checkpoints_is_taken_over_and_a_corrupt_one_is_one_line
   (tmp_path / "experiment.json").write_text('{"model": ')
   with pytest.raises(UsageError, match="experiment.json is corrupt"):
     checkpoint.check_fingerprint(str(tmp_path), {"model": "resnet18"})
+
+
+@flax.struct.dataclass
+class _StateBeforeEma:
+  """TrainState as checkpoints before the `ema` field hold it."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  plateau: Any
+  nonfinite_step: jax.Array
+
+
+def test_checkpoints_from_before_the_ema_field_restore(tmp_path):
+  state = _state(3.0)
+  old = _StateBeforeEma(**{name: getattr(state, name) for name in (
+      "step", "params", "batch_stats", "opt_state", "plateau", "nonfinite_step")})
+  checkpointer = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  checkpointer.save(4, old, {"iterator": {}})
+  checkpointer.close()
+  checkpointer = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  restored = checkpointer.restore_latest(_abstract(_state(0.0)), _state(0.0))
+  checkpointer.close()
+  assert restored.step == 4 and restored.state.ema == {} and not restored.new_optimizer
+  np.testing.assert_array_equal(restored.state.params["dense"]["kernel"], np.full((3, 2), 3.0))

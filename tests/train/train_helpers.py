@@ -55,13 +55,14 @@ def initial_state(config, seed: int = 0):
   return task, tx, schedule, step_rng, state
 
 
-def train(setup, runner: parallel.Runner, steps: list[dict[str, np.ndarray]]):
+def train(setup, runner: parallel.Runner, steps: list[dict[str, np.ndarray]], **step_options):
   """(params, batch_stats, losses) after running `steps` through the trainer's step.
 
-  Each process feeds its own rows of every global batch.
+  Each process feeds its own rows of every global batch. `step_options` go to
+  `make_train_step` (accumulate_steps, micro_batch_size, ema_decay).
   """
   task, tx, schedule, step_rng, state = setup
-  step = runner.compile(state_lib.make_train_step(task, tx, schedule, step_rng),
+  step = runner.compile(state_lib.make_train_step(task, tx, schedule, step_rng, **step_options),
                         in_specs=(parallel.REPLICATED, parallel.SHARDED),
                         out_specs=(parallel.REPLICATED, parallel.REPLICATED), donate_argnums=(0,))
   state = runner.replicate(state)

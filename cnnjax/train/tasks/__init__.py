@@ -31,6 +31,12 @@ to the host, drops where `valid` is false, and concatenates over the split (e.g.
 embeddings for kNN, detections for mAP). `produces` names them all, and `default_evals`
 says which evaluators a config of this task starts with.
 
+Gradient caching (`config.micro_batch_size`, `cnnjax.train.gradients.cached`): a task
+whose loss couples the examples of the global batch through their embeddings offers it by
+splitting `loss_fn` into `embed(params, batch_stats, batch, rng, train) -> (embeddings
+[n, ...], batch_stats)`, applied chunk by chunk, and `embedding_loss(embeddings, batch) ->
+(loss, metrics)` on the whole shard; `loss_fn` is then their composition.
+
 `loss_fn`'s `train` is the model's mode: True but in a linear probe, where the train step
 runs the model as evaluation does (BatchNorm on running statistics, no dropout; see
 `cnnjax.train.freezing`). `loss_fn` is called in training only.
@@ -107,6 +113,11 @@ class Task(abc.ABC):
   def config_defaults(cls) -> dict[str, ml_collections.ConfigDict]:
     """The task's own config sections with their defaults, e.g. {"metric": ...}."""
     return {}
+
+  @classmethod
+  def caches_gradients(cls) -> bool:
+    """Whether the task offers gradient caching (defines `embed` and `embedding_loss`)."""
+    return hasattr(cls, "embed") and hasattr(cls, "embedding_loss")
 
   @classmethod
   def choices(cls) -> dict[str, tuple[Any, ...]]:

@@ -66,14 +66,23 @@ class MetricLearning(tasks.Task):
   def preprocess(self, batch, rng, train):
     return inputs.prepare_batch(self, batch, rng, train)
 
-  def loss_fn(self, params, batch_stats, batch, rng, train):
+  def embed(self, params, batch_stats, batch, rng, train):
+    """L2-normalised embeddings [n, embedding_dim] of the images, and batch_stats."""
     variables = {"params": params, "batch_stats": batch_stats}
-    embeddings, new_batch_stats = self.apply(variables, batch["image"], train=train, rng=rng)
+    return self.apply(variables, batch["image"], train=train, rng=rng)
+
+  def embedding_loss(self, embeddings, batch):
+    """The triplet loss of the shard's embeddings [B, D], mined over every device's."""
     metric = self.config.metric
     loss, metrics = LOSSES[metric.loss](embeddings, batch["label"], margin=metric.margin,
                                         distance=metric.distance, axis_name=AXIS,
                                         return_metrics=True)
-    return loss, (dict(metrics), new_batch_stats)
+    return loss, dict(metrics)
+
+  def loss_fn(self, params, batch_stats, batch, rng, train):
+    embeddings, new_batch_stats = self.embed(params, batch_stats, batch, rng, train)
+    loss, metrics = self.embedding_loss(embeddings, batch)
+    return loss, (metrics, new_batch_stats)
 
   def eval_step(self, variables, batch):
     embeddings = self.model.apply(variables, batch["image"], train=False)

@@ -64,16 +64,26 @@ class SimCLR(tasks.Task):
         strength=self.config.simclr.strength, blur=self.config.simclr.blur, mean=mean, std=std)
     return {**batch, "view1": view1.astype(self.dtype), "view2": view2.astype(self.dtype)}
 
-  def loss_fn(self, params, batch_stats, batch, rng, train):
+  def embed(self, params, batch_stats, batch, rng, train):
+    """Projections of both views [n, 2, projection_dim] of each example, and batch_stats."""
     variables = {"params": params, "batch_stats": batch_stats}
     views = jnp.concatenate([batch["view1"], batch["view2"]])
     (_, projections), new_batch_stats = self.apply(variables, views, train=train, rng=rng)
-    z1, z2 = jnp.split(projections, 2)
+    return jnp.stack(jnp.split(projections, 2), axis=1), new_batch_stats
+
+  def embedding_loss(self, embeddings, batch):
+    """NT-Xent of the shard's view pairs [B, 2, D] against every device's views."""
+    del batch
     simclr = self.config.simclr
-    loss, metrics = losses.nt_xent_loss(z1, z2, simclr.temperature, axis_name=AXIS,
-                                        block_size=simclr.block_size or None,
+    loss, metrics = losses.nt_xent_loss(embeddings[:, 0], embeddings[:, 1], simclr.temperature,
+                                        axis_name=AXIS, block_size=simclr.block_size or None,
                                         return_metrics=True)
-    return loss, (dict(metrics), new_batch_stats)
+    return loss, dict(metrics)
+
+  def loss_fn(self, params, batch_stats, batch, rng, train):
+    embeddings, new_batch_stats = self.embed(params, batch_stats, batch, rng, train)
+    loss, metrics = self.embedding_loss(embeddings, batch)
+    return loss, (metrics, new_batch_stats)
 
   def eval_step(self, variables, batch):
     features, _ = self.model.apply(variables, batch["image"], train=False)

@@ -17,6 +17,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnjax.models import feature_maps
 from cnnjax.models import layers
 from cnnjax.models.registry import register
 
@@ -43,6 +44,10 @@ class AlexNet(nn.Module):
   """AlexNet for [N, H, W, 3] images, H and W >= 63.
 
   num_classes=None returns the fc7 activations [N, hidden] (after ReLU) instead of logits.
+
+  Feature maps (`stages`, see `cnnjax.models.feature_maps`): "conv1", "pool1", "conv2",
+  "pool2", "conv3", "conv4", "conv5", "pool5"; convs after their ReLU (conv1 and conv2
+  before the local response norm, which pool1 and pool2 follow).
   """
   num_classes: int | None = 1000
   widths: Sequence[int] = (64, 192, 384, 256, 256)
@@ -53,32 +58,45 @@ class AlexNet(nn.Module):
   dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None  # Unused (no BatchNorm); every model takes it.
 
+  @nn.nowrap
+  def feature_names(self) -> tuple[str, ...]:
+    """The maps `stages` can name, in network order."""
+    return ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5")
+
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    """x: [N, H, W, 3] -> logits [N, num_classes] (or fc7 features [N, hidden])."""
+  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+    """x: [N, H, W, 3] -> logits [N, num_classes] (or fc7 features [N, hidden]).
+
+    With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
+    """
+    taps = feature_maps.Taps(self, stages)
     layers.require_min_size(x, MIN_SIZE, "AlexNet")
     conv = functools.partial(nn.Conv, dtype=self.dtype)
     towers = 2 if self.grouped else 1
     w1, w2, w3, w4, w5 = self.widths
-    x = nn.relu(conv(w1, (11, 11), (4, 4), padding=2, name="conv1")(x))
+    x = taps("conv1", nn.relu(conv(w1, (11, 11), (4, 4), padding=2, name="conv1")(x)))
     if self.lrn:
       x = local_response_norm(x)
-    x = layers.MaxPool(3, 2)(x)
+    x = taps("pool1", layers.MaxPool(3, 2)(x))
     x = nn.relu(conv(w2, (5, 5), padding=2, feature_group_count=towers, name="conv2")(x))
+    x = taps("conv2", x)
     if self.lrn:
       x = local_response_norm(x)
-    x = layers.MaxPool(3, 2)(x)
-    x = nn.relu(conv(w3, (3, 3), padding=1, name="conv3")(x))
+    x = taps("pool2", layers.MaxPool(3, 2)(x))
+    x = taps("conv3", nn.relu(conv(w3, (3, 3), padding=1, name="conv3")(x)))
     x = nn.relu(conv(w4, (3, 3), padding=1, feature_group_count=towers, name="conv4")(x))
+    x = taps("conv4", x)
     x = nn.relu(conv(w5, (3, 3), padding=1, feature_group_count=towers, name="conv5")(x))
-    x = layers.MaxPool(3, 2)(x)
+    x = taps("conv5", x)
+    x = taps("pool5", layers.MaxPool(3, 2)(x))
     x = layers.flatten_nchw(layers.AdaptiveAvgPool(6)(x))
     dropout = functools.partial(nn.Dropout, self.dropout_rate, deterministic=not train)
     x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc6")(dropout()(x)))
     x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc7")(dropout()(x)))
-    if self.num_classes is None:
-      return x
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="fc8")(x)
+    if self.num_classes is not None:
+      x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc8")(x)
+    return taps.output(x)
 
 
 register("alexnet", AlexNet)

@@ -13,6 +13,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnjax.models import feature_maps
 from cnnjax.models import layers
 from cnnjax.models.registry import register
 
@@ -56,6 +57,10 @@ class DenseNet(nn.Module):
 
   `memory_efficient` recomputes each dense layer in the backward pass (nn.remat) instead
   of storing its activations, trading compute for memory that grows with depth.
+
+  Feature maps (`stages`, see `cnnjax.models.feature_maps`): "denseblock1", "transition1",
+  .., "denseblockK" (torchvision's `features.denseblock1` ..), then "norm5" after its ReLU,
+  the global pool's input.
   """
   block_config: Sequence[int]
   growth_rate: int = 32
@@ -71,9 +76,24 @@ class DenseNet(nn.Module):
     """Smallest H, W: the stem divides by 4 (rounding up), each 2x2 pool by 2 (rounding down)."""
     return 4 * 2 ** (len(self.block_config) - 1) - 3
 
+  @nn.nowrap
+  def feature_names(self) -> tuple[str, ...]:
+    """The maps `stages` can name, in network order."""
+    names = []
+    for i in range(1, len(self.block_config) + 1):
+      names.append(f"denseblock{i}")
+      if i < len(self.block_config):
+        names.append(f"transition{i}")
+    return tuple(names) + ("norm5",)
+
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None."""
+  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+    """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None.
+
+    With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
+    """
+    taps = feature_maps.Taps(self, stages)
     layers.require_min_size(x, self.min_size, "DenseNet")
     conv = functools.partial(nn.Conv, use_bias=False, padding="VALID", kernel_init=conv_init,
                              dtype=self.dtype)
@@ -88,16 +108,18 @@ class DenseNet(nn.Module):
       for j in range(num_layers):
         x = dense_layer(self.growth_rate, self.bn_size, conv, norm,
                         name=f"denseblock{i + 1}_denselayer{j + 1}")(x)
+      x = taps(f"denseblock{i + 1}", x)
       features += num_layers * self.growth_rate
       if i != len(self.block_config) - 1:
         features //= 2
         x = Transition(features, conv, norm, name=f"transition{i + 1}")(x)
-    x = nn.relu(norm(name="norm5")(x))
+        x = taps(f"transition{i + 1}", x)
+    x = taps("norm5", nn.relu(norm(name="norm5")(x)))
     x = layers.GlobalAvgPool(name="avgpool")(x)
-    if self.num_classes is None:
-      return x
-    return nn.Dense(self.num_classes, kernel_init=layers.torch_linear_init, dtype=self.dtype,
-                    name="classifier")(x)
+    if self.num_classes is not None:
+      x = nn.Dense(self.num_classes, kernel_init=layers.torch_linear_init, dtype=self.dtype,
+                   name="classifier")(x)
+    return taps.output(x)
 
 
 VARIANTS = {

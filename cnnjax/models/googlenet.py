@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.errors import UsageError
+from cnnjax.models import feature_maps
 from cnnjax.models import layers
 from cnnjax.models.registry import register
 
@@ -53,6 +54,11 @@ INCEPTION_WIDTHS = {
 # GoogLeNet was ported from TensorFlow and expects inputs scaled to [-1, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The maps `stages` can name: torchvision's GoogLeNet modules up to the global pool.
+FEATURE_NAMES = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a",
+                 "inception3b", "maxpool3", "inception4a", "inception4b", "inception4c",
+                 "inception4d", "inception4e", "maxpool4", "inception5a", "inception5b")
 
 
 class BasicConv(nn.Module):
@@ -126,6 +132,9 @@ class GoogLeNet(nn.Module):
 
   num_classes=None returns the globally pooled 1024-d features [N, 1024] (needs
   aux_logits=False). Set transform_input=True with torchvision's pretrained weights.
+
+  Feature maps (`stages`, see `cnnjax.models.feature_maps`): torchvision's module names,
+  `FEATURE_NAMES` ("conv1", "maxpool1", .., "inception5b").
   """
   num_classes: int | None = 1000
   aux_logits: bool = False
@@ -138,10 +147,20 @@ class GoogLeNet(nn.Module):
   dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
+  @nn.nowrap
+  def feature_names(self) -> tuple[str, ...]:
+    """The maps `stages` can name, in network order."""
+    return FEATURE_NAMES
+
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False
-               ) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    """x: [N, H, W, 3] -> logits [N, num_classes]; (logits, aux1, aux2) when training with aux."""
+  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+               ) -> (jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]
+                     | dict[str, jnp.ndarray]):
+    """x: [N, H, W, 3] -> logits [N, num_classes]; (logits, aux1, aux2) when training with aux.
+
+    With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
+    """
+    taps = feature_maps.Taps(self, stages)
     if self.aux_pool not in AUX_POOLS:
       raise UsageError(f"GoogLeNet aux_pool must be one of {AUX_POOLS}, got {self.aux_pool!r}.")
     layers.require_min_size(x, MIN_SIZE, "GoogLeNet")
@@ -171,31 +190,36 @@ class GoogLeNet(nn.Module):
                                  self.aux_dropout_rate, self.aux_pool)
     pool = functools.partial(layers.MaxPool, 3, 2, ceil_mode=True)
 
-    x = basic_conv(64, 7, stride=2, name="conv1")(x)
-    x = pool()(x)
-    x = basic_conv(64, 1, name="conv2")(x)
-    x = basic_conv(192, 3, name="conv3")(x)
-    x = pool()(x)
-    x = inception(INCEPTION_WIDTHS["3a"], name="inception3a")(x)
-    x = inception(INCEPTION_WIDTHS["3b"], name="inception3b")(x)
-    x = pool()(x)
-    x = inception(INCEPTION_WIDTHS["4a"], name="inception4a")(x)
+    def block(name: str, x: jnp.ndarray) -> jnp.ndarray:
+      """Inception block `name` ("3a") on x, tapped as f"inception{name}"."""
+      x = inception(INCEPTION_WIDTHS[name], name=f"inception{name}")(x)
+      return taps(f"inception{name}", x)
+
+    x = taps("conv1", basic_conv(64, 7, stride=2, name="conv1")(x))
+    x = taps("maxpool1", pool()(x))
+    x = taps("conv2", basic_conv(64, 1, name="conv2")(x))
+    x = taps("conv3", basic_conv(192, 3, name="conv3")(x))
+    x = taps("maxpool2", pool()(x))
+    x = block("3a", x)
+    x = block("3b", x)
+    x = taps("maxpool3", pool()(x))
+    x = block("4a", x)
     aux1 = aux_head(name="aux1")(x, train) if with_aux else None
-    for block in ("4b", "4c", "4d"):
-      x = inception(INCEPTION_WIDTHS[block], name=f"inception{block}")(x)
+    for name in ("4b", "4c", "4d"):
+      x = block(name, x)
     aux2 = aux_head(name="aux2")(x, train) if with_aux else None
-    x = inception(INCEPTION_WIDTHS["4e"], name="inception4e")(x)
-    x = layers.MaxPool(2, 2, ceil_mode=True)(x)
-    x = inception(INCEPTION_WIDTHS["5a"], name="inception5a")(x)
-    x = inception(INCEPTION_WIDTHS["5b"], name="inception5b")(x)
+    x = block("4e", x)
+    x = taps("maxpool4", layers.MaxPool(2, 2, ceil_mode=True)(x))
+    x = block("5a", x)
+    x = block("5b", x)
     x = layers.GlobalAvgPool()(x)
     if self.num_classes is None:
-      return x
+      return taps.output(x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     logits = dense(self.num_classes, name="fc")(x)
     if with_aux and train:
-      return logits, aux1, aux2
-    return logits
+      return taps.output((logits, aux1, aux2))
+    return taps.output(logits)
 
 
 register("googlenet", GoogLeNet)

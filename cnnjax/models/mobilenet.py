@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.errors import UsageError
+from cnnjax.models import feature_maps
 from cnnjax.models import layers
 from cnnjax.models.registry import register
 
@@ -64,6 +65,9 @@ class MobileNetV1(nn.Module):
   """MobileNet v1 with width multiplier `alpha` (channels int(c * alpha), as Keras).
 
   `blocks` lists (output channels, stride) of each depthwise-separable block.
+
+  Feature maps (`stages`, see `cnnjax.models.feature_maps`): "conv1", then "block1" ..
+  f"block{len(blocks)}", each block's output (its pointwise conv after BN and ReLU).
   """
   num_classes: int | None = 1000
   alpha: float = 1.0
@@ -71,9 +75,19 @@ class MobileNetV1(nn.Module):
   dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
+  @nn.nowrap
+  def feature_names(self) -> tuple[str, ...]:
+    """The maps `stages` can name, in network order."""
+    return ("conv1",) + tuple(f"block{i + 1}" for i in range(len(self.blocks)))
+
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None."""
+  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+    """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None.
+
+    With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
+    """
+    taps = feature_maps.Taps(self, stages)
     _check_alpha(self.alpha)
     conv = functools.partial(nn.Conv, use_bias=False, kernel_init=layers.kaiming_normal_fan_out,
                              dtype=self.dtype)
@@ -83,14 +97,14 @@ class MobileNetV1(nn.Module):
     def width(channels: int) -> int:
       return max(1, int(channels * self.alpha))
 
-    x = conv_bn(width(32), 3, stride=2, name="conv1")(x)
+    x = taps("conv1", conv_bn(width(32), 3, stride=2, name="conv1")(x))
     for i, (channels, stride) in enumerate(self.blocks):
       x = conv_bn(x.shape[-1], 3, stride=stride, groups=x.shape[-1], name=f"block{i + 1}_dw")(x)
-      x = conv_bn(width(channels), 1, name=f"block{i + 1}_pw")(x)
+      x = taps(f"block{i + 1}", conv_bn(width(channels), 1, name=f"block{i + 1}_pw")(x))
     x = layers.GlobalAvgPool(name="avgpool")(x)
-    if self.num_classes is None:
-      return x
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+    if self.num_classes is not None:
+      x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+    return taps.output(x)
 
 
 class InvertedResidual(nn.Module):
@@ -126,6 +140,9 @@ class MobileNetV2(nn.Module):
 
   `blocks` lists (expansion, output channels, repeats, first stride) of each stage,
   as torchvision's `inverted_residual_setting`.
+
+  Feature maps (`stages`, see `cnnjax.models.feature_maps`): "features_0" .. "features_18"
+  with the default blocks, the output of each of torchvision's `features.0` .. modules.
   """
   num_classes: int | None = 1000
   alpha: float = 1.0
@@ -135,9 +152,20 @@ class MobileNetV2(nn.Module):
   dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
+  @nn.nowrap
+  def feature_names(self) -> tuple[str, ...]:
+    """The maps `stages` can name: the stem, each inverted residual, the last 1x1 conv."""
+    count = 2 + sum(repeats for _, _, repeats, _ in self.blocks)
+    return tuple(f"features_{i}" for i in range(count))
+
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None."""
+  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+    """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None.
+
+    With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
+    """
+    taps = feature_maps.Taps(self, stages)
     _check_alpha(self.alpha)
     conv = functools.partial(nn.Conv, use_bias=False, kernel_init=layers.kaiming_normal_fan_out,
                              dtype=self.dtype)
@@ -146,20 +174,23 @@ class MobileNetV2(nn.Module):
 
     x = conv_bn(make_divisible(32 * self.alpha), 3, stride=2, activation=nn.relu6,
                 name="features_0")(x)
+    x = taps("features_0", x)
     index = 1
     for expansion, channels, repeats, first_stride in self.blocks:
       for j in range(repeats):
         x = InvertedResidual(make_divisible(channels * self.alpha), first_stride if j == 0 else 1,
                              expansion, conv_bn, name=f"features_{index}")(x)
+        x = taps(f"features_{index}", x)
         index += 1
     x = conv_bn(make_divisible(self.last_channel * max(1.0, self.alpha)), 1, activation=nn.relu6,
                 name=f"features_{index}")(x)
+    x = taps(f"features_{index}", x)
     x = layers.GlobalAvgPool(name="avgpool")(x)
-    if self.num_classes is None:
-      return x
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
-                    name="classifier")(x)
+    if self.num_classes is not None:
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      x = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
+                   name="classifier")(x)
+    return taps.output(x)
 
 
 register("mobilenet_v1", MobileNetV1)

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.errors import UsageError
+from cnnjax.models import feature_maps
 from cnnjax.models import layers
 from cnnjax.models.registry import register
 
@@ -34,6 +35,10 @@ class NiN(nn.Module):
   Block i is a `kernel_sizes[i]` conv of width `widths[i][0]` followed by 1x1 convs of widths
   `widths[i][1:]`; the last block's final 1x1 conv (num_classes wide) is added on top.
   Every block but the last ends in a 3x3/2 pool of kind `pools[i]`, "max" or "avg".
+
+  Feature maps (`stages`, see `cnnjax.models.feature_maps`): "block1", "pool1", "block2",
+  "pool2", "block3" (each block's last 1x1 conv after its ReLU, each pool before its
+  dropout), then "class_maps" when num_classes is set; the last is the global pool's input.
   """
   num_classes: int | None = 10
   widths: Sequence[Sequence[int]] = ((192, 160, 96), (192, 192, 192), (192, 192))
@@ -43,9 +48,26 @@ class NiN(nn.Module):
   dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None  # Unused (no BatchNorm); every model takes it.
 
+  @nn.nowrap
+  def feature_names(self) -> tuple[str, ...]:
+    """The maps `stages` can name, in network order."""
+    names = []
+    for i in range(1, len(self.widths) + 1):
+      names.append(f"block{i}")
+      if i < len(self.widths):
+        names.append(f"pool{i}")
+    if self.num_classes is not None:
+      names.append("class_maps")
+    return tuple(names)
+
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    """x: [N, H, W, C] -> logits [N, num_classes] (or features [N, widths[-1][-1]])."""
+  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+    """x: [N, H, W, C] -> logits [N, num_classes] (or features [N, widths[-1][-1]]).
+
+    With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
+    """
+    taps = feature_maps.Taps(self, stages)
     if len(self.widths) != len(self.kernel_sizes):
       raise UsageError(f"NiN needs one kernel size per block: got {len(self.widths)} blocks "
                        f"and {len(self.kernel_sizes)} kernel sizes.")
@@ -60,12 +82,13 @@ class NiN(nn.Module):
                        name=f"block{block + 1}_conv")(x))
       for i, width in enumerate(widths[1:], start=1):
         x = nn.relu(conv(width, (1, 1), name=f"block{block + 1}_cccp{i}")(x))
+      x = taps(f"block{block + 1}", x)
       if block < last:
-        x = POOLS[self.pools[block]](3, 2, ceil_mode=True)(x)
+        x = taps(f"pool{block + 1}", POOLS[self.pools[block]](3, 2, ceil_mode=True)(x))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     if self.num_classes is not None:
-      x = conv(self.num_classes, (1, 1), name="class_maps")(x)
-    return layers.GlobalAvgPool()(x)
+      x = taps("class_maps", conv(self.num_classes, (1, 1), name="class_maps")(x))
+    return taps.output(layers.GlobalAvgPool()(x))
 
 
 register("nin", NiN, input_shape=(32, 32, 3))  # CIFAR-10.

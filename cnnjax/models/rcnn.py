@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax.errors import UsageError
+from cnnjax.models import backbones
 from cnnjax.models import registry
-from cnnjax.models.yolo import backbone_feature_map, make_backbone
 from cnnjax.ops import boxes as box_ops
 from cnnjax.ops import roi as roi_ops
 
@@ -75,7 +75,8 @@ class FastRCNN(nn.Module):
 
   Attributes:
     num_classes: K object classes (the background class is added).
-    backbone: 'conv' (built-in) or a zoo model name ending in global pooling.
+    backbone: 'conv' (built-in) or a zoo model name; its deepest feature map
+      (`cnnjax.models.backbones.feature_map`) is pooled per RoI.
     backbone_widths, backbone_kwargs: as in `cnnjax.models.yolo.YOLOv1`.
     pool: 'roi_pool' (the paper) or 'roi_align'.
     pool_size: RoI grid side (7 for VGG16 in the paper).
@@ -100,9 +101,9 @@ class FastRCNN(nn.Module):
     _check_proposals(images, proposals)
     if self.pool not in ("roi_pool", "roi_align"):
       raise UsageError(f"FastRCNN pool must be 'roi_pool' or 'roi_align', got {self.pool!r}.")
-    backbone = make_backbone(self.backbone, self.backbone_widths, self.backbone_kwargs,
-                             self.dtype, self.axis_name)
-    features = backbone_feature_map(backbone, images, train)
+    backbone = backbones.make_backbone(self.backbone, self.backbone_widths,
+                                       self.backbone_kwargs, self.dtype, self.axis_name)
+    features = backbones.feature_map(backbone, images, train)
     n, num_rois, _ = proposals.shape
     # The RoI ops take one scale; scaling the boxes per axis by powers of two first is exact
     # and also right when the two axes' strides differ.
@@ -139,12 +140,16 @@ def warp_crops(images: jnp.ndarray, proposals: jnp.ndarray, crop_size: int,
   inner = crop_size - 2 * context
   pad_x = width * context / inner
   pad_y = height * context / inner
+  # roi_align clamps boxes to the map, so the zeros beyond the image are made explicit:
+  # a margin wide enough for any grown box of a proposal inside the image.
+  margin = math.ceil(max(images.shape[1:3]) * context / inner) + 1
+  padded = jnp.pad(images, ((0, 0), (margin, margin), (margin, margin), (0, 0)))
   grown = jnp.stack([proposals[..., 0] - pad_x, proposals[..., 1] - pad_y,
-                     proposals[..., 2] + pad_x, proposals[..., 3] + pad_y], axis=-1)
+                     proposals[..., 2] + pad_x, proposals[..., 3] + pad_y], axis=-1) + margin
   image_index = jnp.repeat(jnp.arange(n, dtype=jnp.int32), num_rois)
   # roi_align with one sample per output pixel and aligned=True is a bilinear resize of
-  # the box, with zeros beyond the image.
-  return roi_ops.roi_align(images, grown.reshape(-1, 4), image_index, crop_size,
+  # the box.
+  return roi_ops.roi_align(padded, grown.reshape(-1, 4), image_index, crop_size,
                            sampling_ratio=1, aligned=True)
 
 
@@ -183,8 +188,9 @@ class RCNN(nn.Module):
       # Nothing to classify; the CNN's BatchNorm would average an empty batch into NaN.
       return jnp.zeros((n, 0, outputs)), jnp.zeros((n, 0, outputs, 4))
     crops = warp_crops(images, proposals, self.crop_size, self.context).astype(self.dtype)
-    backbone = make_backbone(self.backbone, self.backbone_widths, self.backbone_kwargs,
-                             self.dtype, self.axis_name, feature_map=False)
+    backbone = backbones.make_backbone(self.backbone, self.backbone_widths,
+                                       self.backbone_kwargs, self.dtype, self.axis_name,
+                                       feature_map=False)
     features = backbone(crops, train=train)
     if self.backbone == "conv":
       features = jnp.mean(features, axis=(1, 2))

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.errors import UsageError
+from cnnjax.models import feature_maps
 from cnnjax.models import layers
 from cnnjax.models.registry import register
 
@@ -115,6 +116,9 @@ class ResNet(nn.Module):
   `stride_in_1x1` strides the first 1x1 conv of bottlenecks (ResNet v1) instead of the
   3x3 (v1.5); `zero_init_residual` zeroes the scale of each block's last BN, so every
   residual branch starts at zero.
+
+  Feature maps (`stages`, see `cnnjax.models.feature_maps`): "layer1" .. "layerK", the
+  output of each stage, torchvision's `layer1` ..; the last is the global pool's input.
   """
   stage_sizes: Sequence[int]
   block: type[nn.Module]
@@ -127,9 +131,19 @@ class ResNet(nn.Module):
   dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
+  @nn.nowrap
+  def feature_names(self) -> tuple[str, ...]:
+    """The maps `stages` can name: "layer1" .. f"layer{len(stage_sizes)}"."""
+    return tuple(f"layer{i + 1}" for i in range(len(self.stage_sizes)))
+
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None."""
+  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+    """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None.
+
+    With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
+    """
+    taps = feature_maps.Taps(self, stages)
     if self.stem not in STEMS:
       raise UsageError(f"ResNet stem must be one of {STEMS}, got {self.stem!r}.")
     if self.shortcut not in SHORTCUTS:
@@ -154,11 +168,12 @@ class ResNet(nn.Module):
       for j in range(num_blocks):
         stride = 2 if i > 0 and j == 0 else 1
         x = block(self.width * 2**i, stride, name=f"layer{i + 1}_{j}")(x)
+      x = taps(f"layer{i + 1}", x)
     x = layers.GlobalAvgPool(name="avgpool")(x)
-    if self.num_classes is None:
-      return x
-    return nn.Dense(self.num_classes, kernel_init=layers.torch_linear_init, dtype=self.dtype,
-                    name="fc")(x)
+    if self.num_classes is not None:
+      x = nn.Dense(self.num_classes, kernel_init=layers.torch_linear_init, dtype=self.dtype,
+                   name="fc")(x)
+    return taps.output(x)
 
 
 IMAGENET_STAGES = {

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.errors import UsageError
+from cnnjax.models import feature_maps
 from cnnjax.models import layers
 from cnnjax.models.registry import register
 
@@ -32,6 +33,9 @@ class VGG(nn.Module):
 
   Stage i has `stage_sizes[i]` convs of width `widths[i]`. num_classes=None returns the
   fc7 activations [N, hidden] (after ReLU, and dropout when training) instead of logits.
+
+  Feature maps (`stages`, see `cnnjax.models.feature_maps`): every conv, after its BN and
+  ReLU, and every pool, in order: "conv1_1", .., "pool1", .., "conv5_3", "pool5" (VGG-16).
   """
   stage_sizes: Sequence[int]
   num_classes: int | None = 1000
@@ -42,9 +46,20 @@ class VGG(nn.Module):
   dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
+  @nn.nowrap
+  def feature_names(self) -> tuple[str, ...]:
+    """The maps `stages` can name: f"conv{stage}_{i}" and f"pool{stage}", in network order."""
+    return tuple(name for stage, size in enumerate(self.stage_sizes, start=1)
+                 for name in [f"conv{stage}_{i}" for i in range(1, size + 1)] + [f"pool{stage}"])
+
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    """x: [N, H, W, C] -> logits [N, num_classes] (or fc7 features [N, hidden])."""
+  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+    """x: [N, H, W, C] -> logits [N, num_classes] (or fc7 features [N, hidden]).
+
+    With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
+    """
+    taps = feature_maps.Taps(self, stages)
     if len(self.stage_sizes) != len(self.widths):
       raise UsageError(f"VGG needs one width per stage: got {len(self.stage_sizes)} stages and "
                        f"{len(self.widths)} widths.")
@@ -57,16 +72,16 @@ class VGG(nn.Module):
         x = conv(width, name=f"conv{stage}_{i}")(x)
         if self.batch_norm:
           x = norm(name=f"bn{stage}_{i}")(x)
-        x = nn.relu(x)
-      x = layers.MaxPool(2, 2)(x)
+        x = taps(f"conv{stage}_{i}", nn.relu(x))
+      x = taps(f"pool{stage}", layers.MaxPool(2, 2)(x))
     x = layers.flatten_nchw(layers.AdaptiveAvgPool(7)(x))
     dense = functools.partial(nn.Dense, kernel_init=dense_init, dtype=self.dtype)
     dropout = functools.partial(nn.Dropout, self.dropout_rate, deterministic=not train)
     x = dropout()(nn.relu(dense(self.hidden, name="fc6")(x)))
     x = dropout()(nn.relu(dense(self.hidden, name="fc7")(x)))
-    if self.num_classes is None:
-      return x
-    return dense(self.num_classes, name="fc8")(x)
+    if self.num_classes is not None:
+      x = dense(self.num_classes, name="fc8")(x)
+    return taps.output(x)
 
 
 STAGE_SIZES = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}

@@ -2,12 +2,13 @@
 
 The detector is a backbone feature map, two 3x3 convs and two fully connected layers (as
 the paper's last four layers) that output [N, S, S, B * 5 + C]; each cell's channels are
-laid out as in `cnnjax.losses.detection.split_yolo_output` (B boxes of x, y, sqrt w, sqrt h,
+laid out as in `cnnjax.ops.yolo.split_yolo_output` (B boxes of x, y, sqrt w, sqrt h,
 confidence, then C class scores). `decode` turns outputs into scored boxes with per-class NMS.
 
-Backbones: `backbone="conv"` is a small built-in conv-BN-ReLU/max-pool stack (for small
-images); any other name is a zoo model (`cnnjax.models.create(name, num_classes=None)`)
-whose last feature map, the input of its final global average pool, is used. That covers
+Backbones (`cnnjax.models.backbones`): `backbone="conv"` is a small built-in
+conv-BN-ReLU/max-pool stack (for small images); any other name is a zoo model
+(`cnnjax.models.create(name, num_classes=None)`) whose deepest named feature map (the last
+of `cnnjax.models.feature_names`, the input of its global average pool) is used. That covers
 the zoo's ResNets, DenseNets, MobileNets, GoogLeNet and NiN; classifiers that flatten a
 fixed-size map into dense layers (AlexNet, VGG) are refused, since their dense layers would
 be built and wasted.
@@ -20,73 +21,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.errors import UsageError
-from cnnjax.losses.detection import split_yolo_output
+from cnnjax.models import backbones
 from cnnjax.models import layers
 from cnnjax.models import registry
 from cnnjax.ops import boxes as box_ops
+from cnnjax.ops.yolo import split_yolo_output
 
 Dtype = Any
-
-
-class ConvBackbone(nn.Module):
-  """Conv-BN-ReLU blocks, each followed by a 2x2 max pool: stride 2**len(widths).
-
-  Attributes:
-    widths: channels of each block (two 3x3 convs per block).
-  """
-  widths: Sequence[int] = (32, 64, 128, 256)
-  dtype: Dtype = jnp.float32
-  axis_name: str | None = None
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    """x: [N, H, W, C] -> [N, H / 2**k, W / 2**k, widths[-1]]."""
-    layers.require_min_size(x, 2 ** len(self.widths), "the conv backbone")
-    norm = layers.batch_norm(train, self.axis_name, self.dtype)
-    for width in self.widths:
-      for _ in range(2):
-        x = nn.Conv(width, (3, 3), use_bias=False, dtype=self.dtype)(x)
-        x = nn.relu(norm()(x))
-      x = layers.MaxPool(2, 2)(x)
-    return x
-
-
-def backbone_feature_map(backbone: nn.Module, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-  """Runs a zoo backbone and returns its last feature map [N, h, w, D].
-
-  The map is the input of the backbone's last `layers.GlobalAvgPool` call, captured with
-  `nn.intercept_methods`, so every zoo model that ends in global pooling works unchanged.
-  """
-  if isinstance(backbone, ConvBackbone):
-    return backbone(x, train=train)
-  captured = []
-
-  def capture(next_fun, args, kwargs, context):
-    if isinstance(context.module, layers.GlobalAvgPool) and context.method_name == "__call__":
-      captured.append(args[0])
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(capture):
-    backbone(x, train=train)
-  if not captured:
-    raise UsageError(f"backbone {type(backbone).__name__} has no global average pool to take a "
-                     "feature map from; use backbone='conv' or a ResNet, DenseNet, MobileNet.")
-  return captured[-1]
-
-
-def make_backbone(name: str, widths: Sequence[int], kwargs: dict | None, dtype: Dtype,
-                  axis_name: str | None, feature_map: bool = True) -> nn.Module:
-  """The built-in ConvBackbone for name 'conv', else the zoo model `name` without classifier.
-
-  With `feature_map`, zoo models that cannot give one (see the module docstring) are refused.
-  """
-  if name == "conv":
-    return ConvBackbone(tuple(widths), dtype=dtype, axis_name=axis_name)
-  if feature_map and name.startswith(("alexnet", "vgg")):
-    raise UsageError(f"{name} flattens a fixed-size map into dense layers and cannot serve as a "
-                     "detection backbone; use backbone='conv' or a ResNet, DenseNet, MobileNet.")
-  return registry.create(name, num_classes=None, dtype=dtype, axis_name=axis_name,
-                         **(kwargs or {}))
 
 
 class YOLOv1(nn.Module):
@@ -120,9 +61,9 @@ class YOLOv1(nn.Module):
     """x: [N, H, W, C] -> [N, S, S, B * 5 + C]."""
     if self.num_classes is None or self.num_classes < 1:
       raise UsageError("YOLOv1 needs num_classes >= 1.")
-    backbone = make_backbone(self.backbone, self.backbone_widths, self.backbone_kwargs,
-                             self.dtype, self.axis_name)
-    features = backbone_feature_map(backbone, x, train)
+    backbone = backbones.make_backbone(self.backbone, self.backbone_widths,
+                                       self.backbone_kwargs, self.dtype, self.axis_name)
+    features = backbones.feature_map(backbone, x, train)
     if features.shape[1:3] != (self.grid_size, self.grid_size):
       features = layers.AdaptiveAvgPool(self.grid_size)(features)
     leaky = functools.partial(nn.leaky_relu, negative_slope=0.1)

@@ -6,22 +6,28 @@ Shapes are static, so both run under jit; gradients flow to the features, not th
 (as in torchvision).
 
 Handling of unusual input, the same under jit as eagerly unless noted:
-- Boxes partly or wholly outside the feature map: bins (roi_pool) or sampling points
-  (roi_align) outside it contribute nothing, as torchvision; an all-outside box gives zeros.
+- Boxes partly or wholly outside the feature map are clamped to it before the bins and
+  samples are laid out, so time is bounded by the map for any finite box (1e30 included)
+  and every output lies within the range of the features of the box's image (roi_align
+  also clips float32 rounding of its averages to that range). Boxes on the map give
+  torchvision's results; for the others this deliberately differs from torchvision, which
+  counts bins (roi_pool) or samples (roi_align) off the map as 0.
+  roi_pool clamps the rounded corner cells to [0, W - 1] x [0, H - 1] (a far corner that
+  rounds to W or H names a cell past the map, so the whole-image box is clamped too); no
+  bin is then empty, and a box wholly off the map pools the edge cells it lies beyond.
+  roi_align clamps the scaled corners to [0, W] x [0, H] before the aligned offset
+  ([-0.5, W - 0.5] x [-0.5, H - 0.5] after it), where every sample reads the map (the
+  whole-image box is unchanged); with aligned=False, whose RoIs are at least one cell, x1
+  and y1 are also kept at most W - 1 and H - 1. A box wholly off the map along an axis
+  becomes there, with aligned=False, the 1-cell RoI at that edge ([0, 1] or [W - 1, W]);
+  with aligned=True, a zero-extent RoI on the edge: with sampling_ratio > 0 it gives the
+  edge row or column, with adaptive sampling it has no samples and gives 0, as any
+  zero-size aligned box does in torchvision.
 - Malformed boxes (x2 < x1 or y2 < y1): UsageError when the boxes are concrete. Traced, they
   follow torchvision: roi_pool and roi_align(aligned=False) treat them as at least 1x1 feature
-  cells, roi_align(aligned=True) returns zeros.
+  cells, roi_align(aligned=True) returns zeros. Traced NaN corners give zeros.
 - batch_indices outside [0, N): UsageError when concrete; traced, those RoIs give zeros.
 - No boxes (K = 0): an empty [0, oh, ow, C] result.
-- Huge boxes: both ops run in time bounded by the feature map, not the box. roi_pool computes
-  its bin edges in float32 from box corners clamped to +-2^62 cells (far beyond the int32
-  corners torchvision can represent, so its results are unchanged). roi_align with adaptive
-  sampling (sampling_ratio <= 0) visits, in each bin, only the sampling points that can land
-  on the map (at most 2H + 48 of the ceil(roi_h / oh) rows, likewise for columns) and still
-  divides by the full count, as torchvision: the result equals the unbounded computation
-  while a bin has at most 2^24 points per axis (where float32 still counts them exactly),
-  and beyond that stays an average with weights summing to at most 1, so within the range
-  of the features and 0. A box whose extent overflows float32 after scaling gives zeros.
 - Integer features: roi_pool takes their exact maximum in their dtype; roi_align, an
   average, raises UsageError (cast the features to a float dtype first).
 """
@@ -35,14 +41,6 @@ import numpy as np
 
 from cnnjax.errors import UsageError
 from cnnjax.ops.boxes import check_boxes, check_int, is_concrete
-
-# roi_pool clamps box corners to +-2^62 cells so that extents and bin edges stay finite.
-_MAX_POOL_COORDINATE = 2.0**62
-# Adaptive roi_align visits at most 2 * size + this many points per bin and axis: the
-# points are at least half a cell apart, plus a margin for float32 rounding of the index of
-# the first point on the map (see _sample_weights).
-_EXTRA_POINTS = 48
-
 
 def _output_size(size: int | Sequence[int]) -> tuple[int, int]:
   """(oh, ow) from oh or (oh, ow); UsageError unless each is an int >= 1."""
@@ -92,9 +90,11 @@ def _round_half_away_from_zero(x: jnp.ndarray) -> jnp.ndarray:
 def _pool_bins(start: jnp.ndarray, end: jnp.ndarray, bins: int, size: int) -> jnp.ndarray:
   """[K] rounded RoI start/end cells -> [K, bins, size] bool membership of cells in bins.
 
-  In float32, which equals torchvision's int arithmetic while corners stay below 2^24 cells
-  (every whole number involved is exact) and keeps bin edges finite for any corners.
+  In float32, which equals torchvision's int arithmetic: the corners are clamped to the
+  map's cells, so every whole number involved is exact.
   """
+  start = jnp.clip(start, 0, size - 1)
+  end = jnp.clip(end, 0, size - 1)
   extent = jnp.maximum(end - start + 1, 1)
   bin_size = extent / bins
   index = jnp.arange(bins, dtype=jnp.float32)
@@ -111,9 +111,12 @@ def roi_pool(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndarr
              roi_batch_size: int = 16) -> jnp.ndarray:
   """Max-pools each RoI into a fixed grid (torchvision.ops.roi_pool).
 
-  Box corners are scaled and rounded to feature cells; bin (i, j) spans cells
-  floor(i * bin_h) .. ceil((i + 1) * bin_h) (clipped to the map) and takes their maximum;
-  bins that are empty after clipping are 0.
+  Box corners are scaled, rounded to feature cells and clamped to the map's cells
+  [0, W - 1] x [0, H - 1]; bin (i, j) spans cells floor(i * bin_h) .. ceil((i + 1) * bin_h)
+  from the first cell and takes their maximum, so no bin is empty and every output is a
+  feature of the box's image. Boxes whose rounded corners lie on the map give
+  torchvision's results; for the others (torchvision: bins off the map are 0) see the
+  module docstring.
 
   Args:
     features: [N, H, W, C], floating point or integer (pooled exactly, in their dtype).
@@ -135,7 +138,6 @@ def roi_pool(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndarr
     return jnp.zeros((0, out_h, out_w, channels), features.dtype)
   scaled = _round_half_away_from_zero(jax.lax.stop_gradient(boxes).astype(jnp.float32)
                                       * spatial_scale)
-  scaled = jnp.clip(scaled, -_MAX_POOL_COORDINATE, _MAX_POOL_COORDINATE)
   rows = _pool_bins(scaled[:, 1], scaled[:, 3], out_h, height)
   cols = _pool_bins(scaled[:, 0], scaled[:, 2], out_w, width)
   if jnp.issubdtype(features.dtype, jnp.integer):
@@ -151,25 +153,39 @@ def roi_pool(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndarr
     return jnp.max(jnp.where(col_mask[None, :, :, None], by_rows[:, None], lowest), 2)
 
   pooled = jax.lax.map(pool_one, (batch_indices, rows, cols), batch_size=roi_batch_size)
+  # Clamped corners leave no bin empty; only NaN corners (traced) get here.
   empty = ~(rows.any(-1)[:, :, None] & cols.any(-1)[:, None, :])
   in_range = (batch_indices >= 0) & (batch_indices < num_images)
   zero = empty | ~in_range[:, None, None]
   return jnp.where(zero[..., None], jnp.zeros((), features.dtype), pooled)
 
 
+def _clamp_to_map(start: jnp.ndarray, end: jnp.ndarray, size: int,
+                  aligned: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Clamps [K] RoI start/end (feature coordinates, after the aligned offset) to the map.
+
+  The map spans [0, size] before the offset ([-0.5, size - 0.5] after it), where every
+  sampling point reads the features. With aligned=False a RoI is at least one cell long,
+  so its start is also kept at most size - 1 to end on the map.
+  """
+  offset = 0.5 if aligned else 0.0
+  start = jnp.clip(start, -offset, size - offset)
+  end = jnp.clip(end, -offset, size - offset)
+  if not aligned:
+    start = jnp.minimum(start, size - 1.0)
+  return start, end
+
+
 def _sample_weights(start: jnp.ndarray, bin_size: jnp.ndarray, grid: jnp.ndarray, bins: int,
-                    size: int, max_points: int | None) -> jnp.ndarray:
+                    size: int) -> jnp.ndarray:
   """Summed bilinear weights of every bin's sampling points along one axis.
 
   Args:
-    start: [K] RoI start in feature coordinates.
+    start: [K] RoI start in feature coordinates, clamped to the map (_clamp_to_map).
     bin_size: [K] bin extent.
     grid: [K] float32 sampling points per bin along this axis, a whole number (0: none).
     bins: output bins along this axis.
     size: feature cells along this axis.
-    max_points: None to visit every point, or the most points of a bin that can land on the
-      map (adaptive sampling, where points are at least half a cell apart): each bin then
-      visits that many, from just before the first one that can land on the map.
 
   Returns:
     [K, bins, size]: weight of each feature cell, summed over the bin's sampling points.
@@ -178,20 +194,13 @@ def _sample_weights(start: jnp.ndarray, bin_size: jnp.ndarray, grid: jnp.ndarray
   cells = jnp.arange(size)
   grid_float = jnp.maximum(grid, 1.0)
   base = start[:, None] + bin_index * bin_size[:, None]
-  if max_points is None:
-    first = jnp.zeros_like(base)
-  else:
-    # Index of the first point at or right of -1; moved back by more than float32's
-    # rounding of it (a few ulps) so that no point on the map is skipped.
-    index = jnp.nan_to_num((-1.0 - base) / (bin_size / grid_float)[:, None] - 0.5)
-    first = jnp.clip(jnp.floor(index - 2.0 - jnp.abs(index) * 2.0**-20), 0.0, grid[:, None])
 
   def add_point(step, weights):
-    point = first + step.astype(jnp.float32)
+    point = step.astype(jnp.float32)
     # The same float order as torchvision: start + p * bin + (i + .5) * bin / grid.
     coord = base + (point + 0.5) * bin_size[:, None] / grid_float[:, None]
-    inside = (coord >= -1.0) & (coord <= size) & (point < grid[:, None])
-    # Clipping only guards the int cast; points off the map are masked out below.
+    # The RoI is on the map, so every point is: clipping reads [-0.5, 0) as 0, as
+    # torchvision, and absorbs float32 rounding past the far edge.
     coord = jnp.clip(coord, 0.0, size)
     low = jnp.floor(coord).astype(jnp.int32)
     at_edge = low >= size - 1
@@ -201,15 +210,13 @@ def _sample_weights(start: jnp.ndarray, bin_size: jnp.ndarray, grid: jnp.ndarray
     frac = coord - low
     hat = ((1 - frac)[..., None] * (cells == low[..., None])
            + frac[..., None] * (cells == high[..., None]))
-    return weights + jnp.where(inside[..., None], hat, 0.0)
+    return weights + jnp.where((point < grid)[:, None, None], hat, 0.0)
 
   initial = jnp.zeros((start.shape[0], bins, size), jnp.float32)
   # The adaptive point count varies per RoI, so the loop runs to the largest one and masks
-  # the rest: exact for any box size, with static shapes.
-  num_points = jnp.max(grid)
-  if max_points is not None:
-    num_points = jnp.minimum(num_points, max_points)
-  return jax.lax.fori_loop(0, num_points.astype(jnp.int32), add_point, initial)
+  # the rest: exact, with static shapes. Clamped RoIs have at most ceil(size / bins) points
+  # per bin with adaptive sampling, so the loop is bounded by the map.
+  return jax.lax.fori_loop(0, jnp.max(grid).astype(jnp.int32), add_point, initial)
 
 
 def roi_align(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndarray,
@@ -217,14 +224,17 @@ def roi_align(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndar
               sampling_ratio: int = -1, aligned: bool = False) -> jnp.ndarray:
   """Averages bilinear samples in each bin of each RoI (torchvision.ops.roi_align).
 
-  Each bin averages a grid of sampling_ratio x sampling_ratio bilinear samples, or, when
-  sampling_ratio <= 0, ceil(roi_h / oh) x ceil(roi_w / ow) samples, a count that varies per
-  RoI. Bilinear interpolation is separable, so each RoI becomes a row-weight matrix [oh, H]
-  and a column-weight matrix [ow, W] (sums over its sampling points, built by a loop that
-  runs to the largest count and masks RoIs with fewer), and the output is two matrix
-  products with the features: exact for adaptive sampling with static shapes. Adaptive
-  sampling visits only the points that can land on the map, so time is bounded by the map
-  (the module doc gives the rule for huge boxes).
+  Box corners are scaled, shifted by the aligned offset and clamped to the feature map
+  ([0, W] x [0, H] before the offset; the module docstring gives the rule), so every
+  sample reads the map and every output lies within the range of the features; boxes on
+  the map give torchvision's results (for the others torchvision counts samples off the
+  map as 0). Each bin averages a grid of sampling_ratio x sampling_ratio bilinear samples,
+  or, when sampling_ratio <= 0, ceil(roi_h / oh) x ceil(roi_w / ow) samples, a count that
+  varies per RoI and, the RoI being clamped, is bounded by the map. Bilinear interpolation
+  is separable, so each RoI becomes a row-weight matrix [oh, H] and a column-weight matrix
+  [ow, W] (sums over its sampling points, built by a loop that runs to the largest count
+  and masks RoIs with fewer), and the output is two matrix products with the features:
+  exact for adaptive sampling with static shapes.
 
   Args:
     features: [N, H, W, C], floating point.
@@ -250,30 +260,42 @@ def roi_align(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndar
     return jnp.zeros((0, out_h, out_w, channels), features.dtype)
   offset = 0.5 if aligned else 0.0
   scaled = jax.lax.stop_gradient(boxes).astype(jnp.float32) * spatial_scale - offset
-  roi_w = scaled[:, 2] - scaled[:, 0]
-  roi_h = scaled[:, 3] - scaled[:, 1]
+  x1, x2 = _clamp_to_map(scaled[:, 0], scaled[:, 2], width, aligned)
+  y1, y2 = _clamp_to_map(scaled[:, 1], scaled[:, 3], height, aligned)
+  roi_w, roi_h = x2 - x1, y2 - y1
   if not aligned:
     roi_w, roi_h = jnp.maximum(roi_w, 1.0), jnp.maximum(roi_h, 1.0)
   bin_h, bin_w = roi_h / out_h, roi_w / out_w
   if sampling_ratio > 0:
-    grid_h = jnp.full(roi_h.shape, sampling_ratio, jnp.float32)
-    grid_w = grid_h
-    max_rows = max_cols = None
+    grid_h = grid_w = jnp.full(roi_h.shape, sampling_ratio, jnp.float32)
   else:
-    # Counts stay in float32: ceil(bin) overflows int32 for boxes past 2^31 cells. A bin
-    # whose extent overflowed (Inf or NaN) gets no points, so the RoI gives zeros.
-    grid_h = jnp.where(jnp.isfinite(bin_h), jnp.ceil(bin_h), 0.0)
-    grid_w = jnp.where(jnp.isfinite(bin_w), jnp.ceil(bin_w), 0.0)
-    max_rows, max_cols = 2 * height + _EXTRA_POINTS, 2 * width + _EXTRA_POINTS
-  count = jnp.maximum(grid_h * grid_w, 1.0)
-  row_weights = _sample_weights(scaled[:, 1], bin_h, grid_h, out_h, height, max_rows)
-  col_weights = _sample_weights(scaled[:, 0], bin_w, grid_w, out_w, width, max_cols)
+    grid_h, grid_w = jnp.ceil(bin_h), jnp.ceil(bin_w)
+  # Only NaN corners (traced) give a NaN extent: no points, so the RoI gives zeros.
+  finite = jnp.isfinite(bin_h) & jnp.isfinite(bin_w)
+  grid_h, grid_w = jnp.where(finite, grid_h, 0.0), jnp.where(finite, grid_w, 0.0)
+  # Each axis's weights are averaged over its points (torchvision divides the sum by
+  # grid_h * grid_w): each then sums to 1, exactly where all a bin's points read one cell.
+  row_weights = (_sample_weights(y1, bin_h, grid_h, out_h, height)
+                 / jnp.maximum(grid_h, 1.0)[:, None, None])
+  col_weights = (_sample_weights(x1, bin_w, grid_w, out_w, width)
+                 / jnp.maximum(grid_w, 1.0)[:, None, None])
   # Selecting each RoI's image with a one-hot matrix keeps the contraction a plain matmul
   # (no [K, H, W, C] gather); out-of-range indices select nothing and give zeros.
   image_one_hot = jax.nn.one_hot(batch_indices, num_images, dtype=jnp.float32)
-  row_selector = jnp.einsum("kn,kph->kpnh", image_one_hot, row_weights / count[:, None, None])
+  row_selector = jnp.einsum("kn,kph->kpnh", image_one_hot, row_weights)
   precision = jax.lax.Precision.HIGHEST
   by_rows = jnp.einsum("kpnh,nhwc->kpwc", row_selector, features.astype(jnp.float32),
                        precision=precision)
   pooled = jnp.einsum("kpwc,kqw->kpqc", by_rows, col_weights, precision=precision)
+  # Each output is an average of the map's features, but float32 rounding of the weights
+  # can carry it an ulp or two past them (1 + 2^-23 on a constant map of ones): clip to the
+  # range of the RoI's image, letting gradients through unchanged. RoIs with no samples or
+  # an out-of-range image keep their zeros.
+  image = jnp.clip(batch_indices, 0, num_images - 1)
+  lowest = jnp.min(features, axis=(1, 2)).astype(jnp.float32)[image]
+  highest = jnp.max(features, axis=(1, 2)).astype(jnp.float32)[image]
+  clipped = jnp.clip(pooled, lowest[:, None, None], highest[:, None, None])
+  sampled = ((grid_h * grid_w > 0) & (batch_indices >= 0) & (batch_indices < num_images))
+  pooled = pooled + jax.lax.stop_gradient(
+      jnp.where(sampled[:, None, None, None], clipped - pooled, 0.0))
   return pooled.astype(features.dtype)

@@ -50,6 +50,15 @@ def test_warped_crops_resample_the_box():
   np.testing.assert_allclose(crops[0, ..., 0], image[0, ..., 0], atol=1e-6)
 
 
+def test_warped_crops_show_zeros_for_context_beyond_the_image():
+  # An 8x8 box grown by 2 of 12 crop pixels per side reaches 2 pixels past the image.
+  image = jnp.ones((1, 8, 8, 1)) + jnp.arange(8.0)[None, :, None, None]
+  crops = rcnn.warp_crops(image, jnp.array([[[0.0, 0.0, 8.0, 8.0]]]), 12, 2.0)
+  expected = np.zeros((12, 12))
+  expected[2:10, 2:10] = np.asarray(image[0, ..., 0])
+  np.testing.assert_allclose(crops[0, ..., 0], expected, atol=1e-5)
+
+
 def test_sample_rois_respects_fractions_and_labels():
   proposals = jnp.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 9, 11], [20, 20, 30, 30],
                          [15, 0, 31, 12], [0, 20, 12, 31]], jnp.float32)

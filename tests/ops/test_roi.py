@@ -1,4 +1,10 @@
-"""roi_pool and roi_align against NumPy loops (torchvision's kernels) and torchvision.ops."""
+"""roi_pool and roi_align against NumPy loops (torchvision's kernels) and torchvision.ops.
+
+Boxes partly or wholly off the feature map are clamped to it first (cnnjax's documented rule,
+deliberately unlike torchvision, which counts bins or samples off the map as 0): the loops
+take `clamp=True` for that rule and `clamp=False` for torchvision's, and the two agree on
+boxes on the map (`_on_map_for_pool`, `_on_map_for_align`).
+"""
 
 import math
 import time
@@ -18,11 +24,25 @@ def _c_round(x):
   return math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)
 
 
-def _roi_pool_loop(features, boxes, indices, out_h, out_w, scale):
+def _pool_corners(box, scale, height, width, clamp):
+  x1, y1, x2, y2 = (_c_round(float(v) * scale) for v in box)
+  if clamp:  # To the map's cells [0, W - 1] x [0, H - 1].
+    x1, x2 = (min(max(v, 0), width - 1) for v in (x1, x2))
+    y1, y2 = (min(max(v, 0), height - 1) for v in (y1, y2))
+  return x1, y1, x2, y2
+
+
+def _on_map_for_pool(boxes, scale, height=HEIGHT, width=WIDTH):
+  """Boxes whose rounded corner cells lie on the map, where clamping changes nothing."""
+  return np.array([_pool_corners(b, scale, height, width, False)
+                   == _pool_corners(b, scale, height, width, True) for b in boxes])
+
+
+def _roi_pool_loop(features, boxes, indices, out_h, out_w, scale, clamp=True):
   num_images, height, width, channels = features.shape
   out = np.zeros((len(boxes), out_h, out_w, channels), np.float32)
   for k, (box, image) in enumerate(zip(boxes, indices)):
-    x1, y1, x2, y2 = (_c_round(float(v) * scale) for v in box)
+    x1, y1, x2, y2 = _pool_corners(box, scale, height, width, clamp)
     bin_h = np.float32(max(y2 - y1 + 1, 1)) / np.float32(out_h)
     bin_w = np.float32(max(x2 - x1 + 1, 1)) / np.float32(out_w)
     for p in range(out_h):
@@ -57,11 +77,33 @@ def _bilinear(image, y, x):
           + ly * (1 - lx) * image[y1, x0] + ly * lx * image[y1, x1])
 
 
-def _roi_align_loop(features, boxes, indices, out_h, out_w, scale, sampling_ratio, aligned):
-  out = np.zeros((len(boxes), out_h, out_w, features.shape[-1]), np.float64)
+def _clamp_align_axis(start, end, size, aligned):
+  """To [0, size] before the aligned offset; aligned=False RoIs, >= 1 cell, start <= size - 1."""
   offset = 0.5 if aligned else 0.0
+  start, end = (min(max(v, -offset), size - offset) for v in (start, end))
+  return (start if aligned else min(start, size - 1.0)), end
+
+
+def _align_corners(box, scale, aligned, height, width, clamp):
+  x1, y1, x2, y2 = (float(v) * scale - (0.5 if aligned else 0.0) for v in box)
+  if clamp:
+    x1, x2 = _clamp_align_axis(x1, x2, width, aligned)
+    y1, y2 = _clamp_align_axis(y1, y2, height, aligned)
+  return x1, y1, x2, y2
+
+
+def _on_map_for_align(boxes, scale, aligned, height=HEIGHT, width=WIDTH):
+  """Boxes that clamping leaves as they are: there cnnjax gives torchvision's results."""
+  return np.array([_align_corners(b, scale, aligned, height, width, False)
+                   == _align_corners(b, scale, aligned, height, width, True) for b in boxes])
+
+
+def _roi_align_loop(features, boxes, indices, out_h, out_w, scale, sampling_ratio, aligned,
+                    clamp=True):
+  out = np.zeros((len(boxes), out_h, out_w, features.shape[-1]), np.float64)
+  height, width = features.shape[1:3]
   for k, (box, image) in enumerate(zip(boxes, indices)):
-    x1, y1, x2, y2 = (float(v) * scale - offset for v in box)
+    x1, y1, x2, y2 = _align_corners(box, scale, aligned, height, width, clamp)
     roi_w, roi_h = x2 - x1, y2 - y1
     if not aligned:
       roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
@@ -103,33 +145,62 @@ def _torch_inputs(features, boxes, indices):
   return torch.tensor(features).permute(0, 3, 1, 2).contiguous(), torch.tensor(rois)
 
 
+def _edge_boxes():
+  """Boxes on the map, most touching its edges, in input pixels (STRIDE per cell)."""
+  width, height = WIDTH * STRIDE, HEIGHT * STRIDE
+  return np.array([[0, 0, width, height],             # the whole image
+                   [0, 0, width - 1.2, height - 1.2],  # corners rounding to the last cells
+                   [width - 3, height - 5, width, height], [0, 2, 3, height],
+                   [2.5, 1.3, width - 1.1, height - 1.1], [6, 4, 6.5, 4.5], [1, 3, 11, 5]],
+                  np.float32)
+
+
 def test_roi_pool_matches_loop_and_torchvision():
   features, boxes, indices = _inputs()
+  boxes = np.concatenate([boxes, _edge_boxes()])
+  indices = np.concatenate([indices, np.zeros(7, np.int32)])
   ours = np.asarray(jax.jit(ops.roi_pool, static_argnums=(3, 4))(
       features, boxes, indices, (3, 2), 1 / STRIDE))
   np.testing.assert_allclose(ours, _roi_pool_loop(features, boxes, indices, 3, 2, 1 / STRIDE),
                              atol=1e-6)
+  # Boxes on the map keep torchvision's results (its kernel, as a loop, without clamping).
+  on_map = _on_map_for_pool(boxes, 1 / STRIDE)
+  assert on_map.sum() >= 4 and not on_map.all()
+  unclamped = _roi_pool_loop(features, boxes, indices, 3, 2, 1 / STRIDE, clamp=False)
+  np.testing.assert_allclose(ours[on_map], unclamped[on_map], atol=1e-6)
   torchvision = pytest.importorskip("torchvision")
   theirs = torchvision.ops.roi_pool(*_torch_inputs(features, boxes, indices), (3, 2), 1 / STRIDE)
-  np.testing.assert_allclose(ours, theirs.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+  np.testing.assert_allclose(ours[on_map], theirs.permute(0, 2, 3, 1).numpy()[on_map],
+                             atol=1e-5)
 
 
 @pytest.mark.parametrize("sampling_ratio,aligned", [(-1, False), (2, False), (0, True)])
 def test_roi_align_matches_loop_and_torchvision(sampling_ratio, aligned):
   features, boxes, indices = _inputs(1)
+  boxes = np.concatenate([boxes, _edge_boxes()])
+  indices = np.concatenate([indices, np.ones(7, np.int32)])
   align = jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))
   ours = np.asarray(align(features, boxes, indices, (3, 4), 1 / STRIDE, sampling_ratio, aligned))
   expected = _roi_align_loop(features, boxes, indices, 3, 4, 1 / STRIDE, sampling_ratio, aligned)
   np.testing.assert_allclose(ours, expected, atol=1e-5)
+  # Boxes on the map (the whole image included) keep torchvision's results.
+  on_map = _on_map_for_align(boxes, 1 / STRIDE, aligned)
+  assert on_map.sum() >= 4 and on_map[-7] and not on_map.all()
+  unclamped = _roi_align_loop(features, boxes, indices, 3, 4, 1 / STRIDE, sampling_ratio,
+                              aligned, clamp=False)
+  np.testing.assert_allclose(ours[on_map], unclamped[on_map], atol=1e-5)
   torchvision = pytest.importorskip("torchvision")
   theirs = torchvision.ops.roi_align(*_torch_inputs(features, boxes, indices), (3, 4),
                                      1 / STRIDE, sampling_ratio, aligned)
-  np.testing.assert_allclose(ours, theirs.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+  np.testing.assert_allclose(ours[on_map], theirs.permute(0, 2, 3, 1).numpy()[on_map],
+                             atol=1e-5)
 
 
 def test_traced_malformed_boxes_follow_torchvision():
   features, _, _ = _inputs(2)
-  boxes = np.array([[10, 6, 2, 1], [4, 8, 6, 2]], np.float32)  # x2 < x1, y2 < y1
+  # x2 < x1, y2 < y1, with corners on the map (x1 = 10 or y1 = 8, as here before clamping
+  # to the map, would start off it, where cnnjax deliberately differs from torchvision).
+  boxes = np.array([[8, 6, 2, 1], [4, 6, 6, 2]], np.float32)
   indices = np.zeros(2, np.int32)
   pooled = jax.jit(ops.roi_pool, static_argnums=3)(features, boxes, indices, 2)
   aligned = jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))(
@@ -141,6 +212,19 @@ def test_traced_malformed_boxes_follow_torchvision():
   theirs = torchvision.ops.roi_align(*_torch_inputs(features, boxes, indices), 2, 1.0, -1, False)
   ours = jax.jit(ops.roi_align, static_argnums=3)(features, boxes, indices, 2)
   np.testing.assert_allclose(ours, theirs.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+
+
+def test_traced_nan_corners_give_zeros():
+  features, _, _ = _inputs(2)
+  boxes = np.array([[np.nan, 0, 3, 3], [1, 1, 5, 5]], np.float32)
+  indices = np.zeros(2, np.int32)
+  pooled = np.asarray(jax.jit(ops.roi_pool, static_argnums=3)(features, boxes, indices, 2))
+  np.testing.assert_array_equal(pooled[0], 0.0)
+  for sampling_ratio, aligned in [(-1, False), (2, True)]:
+    out = np.asarray(jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))(
+        features, boxes, indices, 2, 1.0, sampling_ratio, aligned))
+    np.testing.assert_array_equal(out[0], 0.0)
+    assert np.isfinite(out).all() and np.abs(out[1]).min() > 0
 
 
 def test_gradients_reach_the_features():
@@ -166,55 +250,33 @@ def test_bad_input_raises_or_is_handled():
     assert empty.shape == (0, 2, 3, 3)
 
 
-def _axis_weights(start, bin_size, grid, bins, size):
-  """float64 [bins, size] bilinear weights summed over each bin's points, vectorised."""
-  weights = np.zeros((bins, size))
-  points = np.arange(grid, dtype=np.float64)
-  for p in range(bins):
-    coord = start + p * bin_size + (points + 0.5) * bin_size / grid
-    coord = coord[(coord >= -1.0) & (coord <= size)]
-    coord = np.maximum(coord, 0.0)
-    low = np.floor(coord).astype(np.int64)
-    at_edge = low >= size - 1
-    low[at_edge] = size - 1
-    coord[at_edge] = low[at_edge]
-    high = np.where(at_edge, size - 1, low + 1)
-    np.add.at(weights[p], low, 1 - (coord - low))
-    np.add.at(weights[p], high, coord - low)
-  return weights
-
-
-def _roi_align_separable(image, box, out_h, out_w):
-  """roi_align (adaptive, aligned=False, scale 1) of one box by separable float64 sums."""
-  x1, y1, x2, y2 = (float(v) for v in box)
-  bin_h, bin_w = max(y2 - y1, 1.0) / out_h, max(x2 - x1, 1.0) / out_w
-  grid_h, grid_w = math.ceil(bin_h), math.ceil(bin_w)
-  rows = _axis_weights(y1, bin_h, grid_h, out_h, image.shape[0])
-  cols = _axis_weights(x1, bin_w, grid_w, out_w, image.shape[1])
-  return np.einsum("ph,hwc,qw->pqc", rows, image.astype(np.float64), cols) / (grid_h * grid_w)
-
-
-def test_roi_align_visits_only_points_on_the_map_and_stays_exact():
-  # 251 x 191 adaptive points per bin, more than the 2 * size + 48 visited: the window must
-  # still hold every point that lands on the map. (Corners off the whole numbers keep points
-  # off the map's edges -1 and size, where float32 rounding decides.)
+def test_boxes_off_the_map_equal_their_clamped_boxes():
+  # Boxes far larger than the map and boxes reaching past it: each gives what torchvision's
+  # kernel gives for the box clamped to the map, and so what cnnjax gives for that box.
   features, _, _ = _inputs(5)
-  boxes = np.array([[-200.3, -150.2, 300.4, 230.1], [-3.2, -2.1, 480.3, 5.4], [8, 6, 9, 7]],
-                   np.float32)
-  indices = np.array([0, 1, 0], np.int32)
+  boxes = np.array([[-200.3, -150.2, 300.4, 230.1], [-3.2, -2.1, 480.3, 5.4], [8, 6, 9, 7],
+                    [8.6, 6.4, 8.9, 6.8], [-2**18, -1e5, 2**20, 2**20], [-7, 2, -3, 5],
+                    [3, 40, 5, 60]], np.float32)
+  indices = np.array([0, 1, 0, 1, 0, 1, 0], np.int32)
   align = jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))
   for aligned in (False, True):
     ours = np.asarray(align(features, boxes, indices, 2, 1.0, -1, aligned))
     expected = _roi_align_loop(features, boxes, indices, 2, 2, 1.0, -1, aligned)
     np.testing.assert_allclose(ours, expected, atol=1e-5)
-  # A 2^20-cell box: 2^19 x 2^19 points per bin, of which only a few land on the map, the
-  # first of them ~1e5 points into its bin. Power-of-two sizes keep float32 exact here.
-  x1, y1 = -2.0**18, -1e5
-  box = np.array([[x1, y1, x1 + 2**20, y1 + 2**20]], np.float32)
-  ours = np.asarray(align(features, box, np.zeros(1, np.int32), 2, 1.0, -1, False))
-  np.testing.assert_allclose(ours[0], _roi_align_separable(features[0], box[0], 2, 2),
-                             rtol=1e-5, atol=0)
-  assert np.abs(ours[0, 0, 0]).min() > 0
+    offset = 0.5 if aligned else 0.0
+    clamped = np.array([_align_corners(b, 1.0, aligned, HEIGHT, WIDTH, True) for b in boxes])
+    clamped = (clamped + offset).astype(np.float32)
+    assert _on_map_for_align(clamped, 1.0, aligned).all()
+    unclamped = _roi_align_loop(features, clamped, indices, 2, 2, 1.0, -1, aligned,
+                                clamp=False)
+    np.testing.assert_allclose(ours, unclamped, atol=1e-5)
+    np.testing.assert_allclose(ours, align(features, clamped, indices, 2, 1.0, -1, aligned),
+                               atol=1e-6)
+  pooled = np.asarray(ops.roi_pool(features, boxes, indices, 2))
+  cells = np.array([_pool_corners(b, 1.0, HEIGHT, WIDTH, True) for b in boxes], np.float32)
+  np.testing.assert_array_equal(pooled, ops.roi_pool(features, cells, indices, 2))
+  np.testing.assert_array_equal(pooled, _roi_pool_loop(features, cells, indices, 2, 2, 1.0,
+                                                       clamp=False))
 
 
 def test_huge_boxes_take_bounded_time_and_stay_within_the_feature_range():
@@ -225,34 +287,107 @@ def test_huge_boxes_take_bounded_time_and_stay_within_the_feature_range():
   indices = np.zeros(len(boxes), np.int32)
   align = jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))
   pool = jax.jit(ops.roi_pool, static_argnums=(3, 4))
+  # Each box covers the whole map: clamped, it is the whole-map box.
+  whole = np.array([[0, 0, WIDTH, HEIGHT]] * len(boxes), np.float32) / 2.0
   for aligned in (False, True):
     align(features, boxes, indices, 3, 2.0, -1, aligned).block_until_ready()  # compile
     start = time.perf_counter()
     aligned_out = np.asarray(align(features, boxes, indices, 3, 2.0, -1, aligned))
     assert time.perf_counter() - start < 5.0
-    # An average of samples, those off the map counting 0 (as torchvision): in [0, max].
     assert np.isfinite(aligned_out).all()
-    assert aligned_out.min() >= 0 and aligned_out.max() <= features.max()
+    assert aligned_out.min() >= features.min() and aligned_out.max() <= features.max()
+    np.testing.assert_allclose(aligned_out, align(features, whole, indices, 3, 2.0, -1, aligned),
+                               atol=1e-6)
   pooled = np.array(pool(features, boxes, indices, 3, 2.0))
-  # Every bin is the maximum over part of the map, or 0 where it misses the map.
-  assert np.isin(pooled, np.append(features.ravel(), 0)).all()
-  # Bin (0, 0) of a box starting at the origin covers the whole map, the other bins start
-  # beyond it (an int32 overflow once made them cover it too).
-  for k in (0, 3):
-    np.testing.assert_array_equal(pooled[k, 0, 0], features[0].max(axis=(0, 1)))
-    pooled[k, 0, 0] = 0
-    np.testing.assert_array_equal(pooled[k], 0)
+  # Every bin is the maximum over a part of the map; clamped, each box is the whole map.
+  assert np.isin(pooled, features.ravel()).all()
+  cells = np.array([[0, 0, WIDTH - 1, HEIGHT - 1]] * len(boxes), np.float32) / 2.0
+  np.testing.assert_array_equal(pooled, pool(features, cells, indices, 3, 2.0))
 
 
-def test_constant_map_gives_one_inside_and_at_most_one_for_huge_boxes():
-  features = np.ones((1, 8, 8, 1), np.float32)
-  boxes = np.array([[1, 1, 6, 7], [0, 0, 1e30, 1e30], [0, 0, 1e6, 1e6]], np.float32)
-  out = np.asarray(ops.roi_align(features, boxes, np.zeros(3, np.int32), 2))
-  np.testing.assert_allclose(out[0], 1.0, rtol=1e-6)
-  # Huge boxes average their few samples on the map with the many off it: 8 of 5e5 per axis.
-  assert ((out >= 0) & (out <= 1)).all()
-  np.testing.assert_allclose(out[2, 0, 0, 0], (8 / 5e5) ** 2, rtol=1e-5)
-  np.testing.assert_array_equal(out[2, 1:], 0.0)
+def _huge_and_stray_boxes(height, width):
+  """Boxes of 1e30, 1e9 and -1e30 cells and boxes wholly off each side of the map."""
+  return np.array([[0, 0, 1e30, 1e30], [-1e30, -1e30, 1e30, 1e30], [-1e9, -1e9, 1e9, 1e9],
+                   [0, 0, 1e9, 1e9], [-1e30, -1e30, -1e29, -1e29], [1e29, 1e29, 1e30, 1e30],
+                   [width + 3, 1, width + 9, 4], [-9, 1, -3, 4], [1, height + 2, 4, 3e38],
+                   [1, -3e38, 4, -0.5], [-1e30, 2, -1e30, 3], [width + 1, 2, width + 1, 2]],
+                  np.float32)
+
+
+@pytest.mark.parametrize("height, width", [(8, 8), (7, 9)])
+def test_huge_and_stray_boxes_on_a_constant_map_give_exactly_one(height, width):
+  features = np.ones((1, height, width, 2), np.float32)
+  boxes = _huge_and_stray_boxes(height, width)
+  indices = np.zeros(len(boxes), np.int32)
+  align = jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))
+  for aligned, sampling_ratio in [(False, -1), (False, 2), (True, 3), (True, -1)]:
+    align(features, boxes, indices, (3, 2), 1.0, sampling_ratio, aligned).block_until_ready()
+    start = time.perf_counter()
+    out = np.asarray(align(features, boxes, indices, (3, 2), 1.0, sampling_ratio, aligned))
+    print(f"roi_align(aligned={aligned}, sampling_ratio={sampling_ratio}) of "
+          f"{len(boxes)} boxes: {time.perf_counter() - start:.4f} s after compiling")
+    if aligned and sampling_ratio <= 0:
+      # Wholly off the map, an aligned box clamps to zero extent on the edge: adaptive
+      # sampling then takes no samples and gives 0, as torchvision for any zero-size box.
+      np.testing.assert_array_equal(out[:4], 1.0)
+      np.testing.assert_array_equal(out[4:], 0.0)
+    else:
+      np.testing.assert_array_equal(out, 1.0)
+  pooled = np.asarray(jax.jit(ops.roi_pool, static_argnums=3)(features, boxes, indices, (3, 2)))
+  np.testing.assert_array_equal(pooled, 1.0)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_boxes_wholly_off_the_map_give_its_edge(aligned):
+  rng = np.random.default_rng(9)
+  features = rng.normal(size=(1, HEIGHT, WIDTH, 2)).astype(np.float32)
+  boxes = np.array([[WIDTH + 3, 1, WIDTH + 9, 4],      # right of the map: its last column
+                    [1, HEIGHT + 2, 4, 1e30]],          # below the map: its last row
+                   np.float32)
+  indices = np.zeros(2, np.int32)
+  out = np.asarray(ops.roi_align(features, boxes, indices, (3, 2), 1.0, 2, aligned))
+  # Along the other axis the box is on the map, so both equal a box on that edge.
+  edge = np.array([[WIDTH - 1, 1, WIDTH, 4], [1, HEIGHT - 1, 4, HEIGHT]], np.float32)
+  if aligned:
+    edge = np.array([[WIDTH, 1, WIDTH, 4], [1, HEIGHT, 4, HEIGHT]], np.float32)
+  np.testing.assert_allclose(out, ops.roi_align(features, edge, indices, (3, 2), 1.0, 2,
+                                                aligned), atol=1e-6)
+  np.testing.assert_allclose(out[0], np.broadcast_to(out[0, :, :1], out[0].shape), atol=1e-6)
+  np.testing.assert_allclose(out[1], np.broadcast_to(out[1, :1], out[1].shape), atol=1e-6)
+  np.testing.assert_allclose(out, _roi_align_loop(features, edge, indices, 3, 2, 1.0, 2, aligned,
+                                                  clamp=False), atol=1e-5)
+  pooled = np.asarray(ops.roi_pool(features, boxes, indices, (3, 2)))
+  cells = np.array([[WIDTH - 1, 1, WIDTH - 1, 4], [1, HEIGHT - 1, 4, HEIGHT - 1]], np.float32)
+  np.testing.assert_array_equal(pooled, _roi_pool_loop(features, cells, indices, 3, 2, 1.0,
+                                                       clamp=False))
+
+
+def test_outputs_of_any_box_lie_within_the_range_of_the_map():
+  rng = np.random.default_rng(10)
+  features = rng.normal(size=(2, HEIGHT, WIDTH, 3)).astype(np.float32)
+  features[1] = np.round(features[1])  # flat regions, where rounding could overshoot
+  num_boxes = 400
+  centre = rng.uniform(-1.5, 1.5, (num_boxes, 2)) * [WIDTH, HEIGHT]
+  centre *= rng.choice([1, 10, 1e6, 1e30], (num_boxes, 1))
+  size = rng.uniform(0, 2, (num_boxes, 2)) * [WIDTH, HEIGHT]
+  size *= rng.choice([1e-2, 1, 1e3, 1e9, 1e30], (num_boxes, 1))
+  boxes = np.concatenate([centre - size / 2, centre + size / 2], 1).astype(np.float32)
+  boxes = np.concatenate([boxes, _huge_and_stray_boxes(HEIGHT, WIDTH)])
+  boxes = np.clip(np.nan_to_num(boxes), -3e38, 3e38)
+  indices = rng.integers(0, 2, len(boxes)).astype(np.int32)
+  low = features.min(axis=(1, 2))[indices][:, None, None]
+  high = features.max(axis=(1, 2))[indices][:, None, None]
+  align = jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))
+  for aligned, sampling_ratio in [(False, -1), (False, 3), (True, 1), (True, -1)]:
+    for scale in (1.0, 0.25):
+      out = np.asarray(align(features, boxes, indices, (3, 4), scale, sampling_ratio, aligned))
+      assert np.isfinite(out).all()
+      if aligned and sampling_ratio <= 0:  # Zero-size boxes give 0 (see above).
+        out = np.where(out == 0, low, out)
+      assert ((out >= low) & (out <= high)).all()
+  pooled = np.asarray(ops.roi_pool(features, boxes, indices, (3, 2), 0.5))
+  assert ((pooled >= low) & (pooled <= high)).all()
+  assert all(np.isin(pooled[k], features[indices[k]]).all() for k in range(len(boxes)))
 
 
 def test_roi_pool_takes_the_exact_maximum_of_integer_features():

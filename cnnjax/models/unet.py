@@ -85,19 +85,19 @@ class UNet(nn.Module):
 
   Attributes:
     depth: number of 2x2 max-pool down-steps (4 in the paper).
-    base_width: filters at the top level; each level down doubles them (64 in the paper).
+    width: filters at the top level; each level down doubles them (64 in the paper).
     padding: 'valid' (the paper: unpadded convs, cropped skips) or 'same' (output = input size).
-    num_classes: channels of the per-pixel logits; None returns the last [N, H', W', base_width]
+    num_classes: channels of the per-pixel logits; None returns the last [N, H', W', width]
       feature map instead.
-    use_batch_norm: BatchNorm after every 3x3 conv (off in the paper).
+    batch_norm: BatchNorm after every 3x3 conv (off in the paper).
     dtype: compute dtype; parameters stay float32.
     axis_name: device axis for BatchNorm statistics.
   """
   depth: int = 4
-  base_width: int = 64
+  width: int = 64
   padding: str = "valid"
   num_classes: int | None = 2
-  use_batch_norm: bool = False
+  batch_norm: bool = False
   dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
@@ -116,18 +116,18 @@ class UNet(nn.Module):
     """x: [N, H, W, C_in] -> logits [N, H', W', num_classes] (H' = H with 'same' padding)."""
     self._check_size(x)
     conv = functools.partial(nn.Conv, padding=self.padding.upper(), dtype=self.dtype)
-    norm = (layers.batch_norm(train, self.axis_name, self.dtype) if self.use_batch_norm
+    norm = (layers.batch_norm(train, self.axis_name, self.dtype) if self.batch_norm
             else None)
     block = functools.partial(DoubleConv, conv=conv, norm=norm)
     x = x.astype(self.dtype)
     skips = []
     for level in range(self.depth):
-      x = block(self.base_width * 2 ** level)(x)
+      x = block(self.width * 2 ** level)(x)
       skips.append(x)
       x = layers.MaxPool(2, 2)(x)
-    x = block(self.base_width * 2 ** self.depth)(x)
+    x = block(self.width * 2 ** self.depth)(x)
     for level in reversed(range(self.depth)):
-      width = self.base_width * 2 ** level
+      width = self.width * 2 ** level
       x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype)(x)
       skip = _center_crop(skips[level], x.shape[1], x.shape[2])
       x = block(width)(jnp.concatenate([skip, x], axis=-1))
@@ -138,5 +138,5 @@ class UNet(nn.Module):
 
 register("unet", UNet, input_shape=(572, 572, 1))
 # The paper's 512x512 ISBI cell images, whole: 'same' padding needs no 572 tiles around them.
-register("unet_same", functools.partial(UNet, padding="same", use_batch_norm=True),
+register("unet_same", functools.partial(UNet, padding="same", batch_norm=True),
          input_shape=(512, 512, 1))

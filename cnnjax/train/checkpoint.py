@@ -89,6 +89,7 @@ def check_fingerprint(workdir: str | os.PathLike, fingerprint: dict[str, Any],
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
       raise UsageError(f"{path} is corrupt ({error}); restore it from a backup or copy the "
                        "checkpoints to a new --workdir.") from None
+    stored = _renamed_model_fields(stored)
     differing = sorted(k for k in set(stored) & set(canonical) if stored[k] != canonical[k])
     if differing and claim:
       raise UsageError(f"workdir {workdir} holds another experiment's checkpoints (differs in "
@@ -99,6 +100,19 @@ def check_fingerprint(workdir: str | os.PathLike, fingerprint: dict[str, Any],
     return
   if claim and jax.process_index() == 0:
     write_atomically(path, json.dumps(canonical, indent=2, sort_keys=True))
+
+
+# Model fields renamed since workdirs were first fingerprinted: old name -> new name.
+RENAMED_MODEL_FIELDS = {"base_width": "width", "use_batch_norm": "batch_norm"}
+
+
+def _renamed_model_fields(fingerprint: dict[str, Any]) -> dict[str, Any]:
+  """`fingerprint` with its model_kwargs spelt as today, so older workdirs still match."""
+  kwargs = fingerprint.get("model_kwargs")
+  if not isinstance(kwargs, dict):
+    return fingerprint
+  return {**fingerprint, "model_kwargs": {RENAMED_MODEL_FIELDS.get(key, key): value
+                                          for key, value in kwargs.items()}}
 
 
 def write_atomically(path: epath.Path, text: str) -> None:

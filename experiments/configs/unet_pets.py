@@ -17,7 +17,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   options = config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("segmentation")
   config.model = "unet_same"
-  config.model_kwargs = {"depth": 4, "base_width": 64}
+  config.model_kwargs = {"depth": 4, "width": 64}
   config.dataset = "oxford_iiit_pet"
   config.input.size = 128
   config.segmentation.num_classes = 3
@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every = 1000
   config.best_metric = "test/miou"
   if "local" in options:
-    config.model_kwargs = {"depth": 2, "base_width": 8}
+    config.model_kwargs = {"depth": 2, "width": 8}
     config.input.size = 32
     config.batch_size = 8
     config.num_epochs = 1.0

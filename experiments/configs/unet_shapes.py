@@ -17,7 +17,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("segmentation")
   config.model = "unet_same"
-  config.model_kwargs = {"depth": 3, "base_width": 16}
+  config.model_kwargs = {"depth": 3, "width": 16}
   config.dataset = "shapes/small"
   config.batch_size = 32
   config.num_steps = 600

@@ -21,7 +21,7 @@ TINY_MODELS = [
     ("densenet121", {"block_config": (2, 2), "growth_rate": 4, "num_init_features": 8,
                      "bn_size": 2}, (2, 16, 16, 3)),
     ("nin", {"widths": ((8, 6, 4), (8, 8, 8), (8, 8))}, (2, 16, 16, 3)),
-    ("unet_same", {"depth": 1, "base_width": 4}, (2, 8, 8, 3)),
+    ("unet_same", {"depth": 1, "width": 4}, (2, 8, 8, 3)),
 ]
 
 

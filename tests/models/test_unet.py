@@ -28,7 +28,7 @@ def test_valid_output_size_matches_the_paper_and_refuses_untileable_sizes():
 
 
 def test_same_variant_keeps_the_input_size_and_trains():
-  model = models.create("unet_same", depth=1, base_width=4, num_classes=3)
+  model = models.create("unet_same", depth=1, width=4, num_classes=3)
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
   variables = jax.jit(model.init)(jax.random.key(1), x)
 
@@ -43,7 +43,7 @@ def test_same_variant_keeps_the_input_size_and_trains():
 
 
 def test_tiny_valid_forward_and_backward():
-  model = models.create("unet", depth=1, base_width=4)
+  model = models.create("unet", depth=1, width=4)
   x = jax.random.normal(jax.random.key(0), (1, 20, 20, 1))  # 20 -> 16 -> 8 -> 4 -> 8 -> 4
   variables = jax.jit(model.init)(jax.random.key(1), x)
   assert jax.eval_shape(model.apply, variables, x).shape == (1, 4, 4, 2)
@@ -52,7 +52,7 @@ def test_tiny_valid_forward_and_backward():
 
 
 def test_features_without_classifier():
-  model = models.create("unet_same", depth=1, base_width=4, num_classes=None)
+  model = models.create("unet_same", depth=1, width=4, num_classes=None)
   x = jnp.zeros((1, 8, 8, 1))
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
   assert jax.eval_shape(model.apply, variables, x).shape == (1, 8, 8, 4)

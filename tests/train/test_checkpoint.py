@@ -67,6 +67,17 @@ def test_workdir_of_another_experiment_is_refused(tmp_path):
     checkpoint.check_fingerprint(str(tmp_path), {"model": "resnet18", "params": {"w": [3, 2]}})
 
 
+def test_workdirs_fingerprinted_with_old_model_field_names_still_match(tmp_path):
+  old = {"model": "unet_same", "model_kwargs": {"depth": 3, "base_width": 16}}
+  checkpoint.check_fingerprint(str(tmp_path), old)
+  (tmp_path / "checkpoints" / "1").mkdir(parents=True)
+  checkpoint.check_fingerprint(str(tmp_path), {"model": "unet_same",
+                                               "model_kwargs": {"depth": 3, "width": 16}})
+  with pytest.raises(UsageError, match="another experiment.*model_kwargs"):
+    checkpoint.check_fingerprint(str(tmp_path), {"model": "unet_same",
+                                                 "model_kwargs": {"depth": 3, "width": 8}})
+
+
 def test_nonfinite_loss_freezes_state_and_names_the_step():
   config = helpers.tiny_config("classification", **{"schedule.learning_rate": 1e12,
                                                     "optimizer.weight_decay": 0.0})

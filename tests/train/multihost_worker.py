@@ -21,8 +21,7 @@ if num_processes > 1:
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_helpers  # noqa: E402
 
-from cnnjax import param_paths
-from cnnjax.train import optim  # noqa: E402
+from cnnjax import param_paths  # noqa: E402
 from cnnjax.train import parallel  # noqa: E402
 
 config = train_helpers.tiny_config("classification", batch_size=8)

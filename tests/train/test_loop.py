@@ -14,7 +14,6 @@ import pytest
 import fake_gcs
 from cnnjax import main
 from cnnjax.errors import UsageError
-from cnnjax.train import checkpoint
 from cnnjax.train import loop
 from cnnjax.train import transfer
 

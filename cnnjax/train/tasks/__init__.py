@@ -64,7 +64,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from cnnjax.axis import AXIS
 from cnnjax.errors import UsageError

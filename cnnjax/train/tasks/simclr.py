@@ -13,7 +13,6 @@ linear probe of the paper ("probe", on frozen features of `train_split`), both o
 test split; the probe's 100 epochs run at the end only.
 """
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 

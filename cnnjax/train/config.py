@@ -225,9 +225,17 @@ def _check_best_metric(config: ml_collections.ConfigDict) -> None:
 _OPEN_SECTIONS = ("model_kwargs", "evals")
 
 
+# Keys of earlier versions and where they went.
+_MOVED_KEYS = {"eval_every": "config.evals.NAME.every (e.g. evals.test.every)",
+               "eval_split": "config.evals.NAME.split (e.g. evals.test.split)"}
+
+
 def _check_keys(config: Any, known: Any, prefix: str, every_key: list[str]) -> None:
   """Recursively compares the keys of `config` with those of `known` (dotted: `every_key`)."""
   for key in config.keys():
+    if not prefix and key in _MOVED_KEYS:
+      raise UsageError(f"config.{key} is now {_MOVED_KEYS[key]}; `cnnjax config` lists the "
+                       "evaluators of the task.")
     if key not in known:
       # Over every dotted key: a key set at the wrong level finds its section too.
       close = difflib.get_close_matches(prefix + key, every_key, n=1)

@@ -105,6 +105,8 @@ def test_eval_of_a_workdir_without_checkpoints_creates_nothing(capsys, tmp_path)
      "give; choose one of accuracy"),
     ({"evals.test.every": -5}, "every must be a whole number of steps >= 0"),
     ({"evals.test.k": 3}, "has no key 'k'; kind 'accuracy' takes kind, split, every"),
+    ({"eval_every": 100}, r"config.eval_every is now config.evals.NAME.every \(e.g. "
+     r"evals.test.every\)"),
 ])
 def test_bad_evaluators_are_one_line_errors_before_anything_runs(tmp_path, overrides, message):
   config = _lenet()

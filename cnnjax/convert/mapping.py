@@ -51,10 +51,12 @@ def prefix_mapping(name: str, state_dict: Mapping[str, Any]
 
 
 def _to_numpy(tensor: Any) -> np.ndarray:
+  """A float32 copy: never a view of the tensor, which torch may update in place later
+  (a training-mode forward rewrites the BatchNorm statistics, an optimizer the weights)."""
   if hasattr(tensor, "detach"):  # torch.Tensor, without importing torch here.
     # numpy has no bfloat16 (nor torch's other low-precision floats): widen in torch first.
     tensor = tensor.detach().cpu().float().numpy()
-  return np.asarray(tensor, dtype=np.float32)
+  return np.array(tensor, dtype=np.float32, copy=True)
 
 
 def _is_norm(tensors: dict[str, np.ndarray]) -> bool:

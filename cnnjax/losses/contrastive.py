@@ -130,7 +130,9 @@ def nt_xent_loss(z1: jax.Array, z2: jax.Array, temperature: float = 0.5,
   """SimCLR's normalised temperature-scaled cross-entropy over 2N views.
 
   loss_i = -log(exp(s_ip / t) / sum_{k != i} exp(s_ik / t)), with s the cosine similarity
-  and p the other view of i's example, averaged over all 2N anchors.
+  and p the other view of i's example, averaged over all 2N anchors. Deliberately as
+  lightly, rows are normalised as z / max(||z||, 1e-12); SimCLR's TF objective clamps the
+  norm at 1e-6 instead, which differs only for ||z|| < 1e-6.
 
   Args:
     z1: [N, D] projections of the first views (this device's shard with axis_name).

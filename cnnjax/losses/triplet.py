@@ -146,8 +146,9 @@ def triplet_semihard_loss(embeddings: jax.Array, labels: jax.Array, margin: floa
   (negatives first among equal distances) and a reverse cumulative minimum gives every
   position its next negative: O(B^2) memory and O(B^2 log B) time, no B x B x B tensor.
   Gradients flow through d(a, p) and the selected d(a, n); the selection is piecewise
-  constant. One deliberate difference from TFA: a batch of a single class (no negative at
-  all) gives 0, where TFA takes 0 as the "farthest negative" distance.
+  constant. Deliberate differences from TFA: a batch of one class (no negative) gives 0
+  (TFA: margin + mean d(a, p), taking 0 as the "farthest negative" distance), and a batch
+  whose labels are all distinct (no positive pair) gives 0 (TFA: NaN, 0 / 0 pairs).
 
   Args:
     embeddings: [B, D] float embeddings (this device's shard when axis_name is set).
@@ -228,6 +229,8 @@ def triplet_hard_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 
   Each anchor with at least one positive and one negative contributes
   max(max_p d(a, p) - min_n d(a, n) + margin, 0); the gradient goes to the one selected
   positive and negative (the first by column on exact ties). O(B^2) memory and time.
+  Deliberately unlike TFA, 'mean' averages over the valid anchors (with a positive and a
+  negative); TFA averages over all anchors, a missing positive counting as 0.
 
   Args:
     embeddings: [B, D] float embeddings (this device's shard when axis_name is set).

@@ -12,26 +12,13 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
+import torchvision_helpers as helpers  # noqa: E402
 from cnnjax import models  # noqa: E402
 from cnnjax.convert import mapping  # noqa: E402
 from cnnjax.convert.torchvision import convert  # noqa: E402
 from cnnjax.errors import UsageError  # noqa: E402
 
 pytestmark = pytest.mark.torch
-
-
-def _torch_model(name: str, **kwargs) -> "torch.nn.Module":
-  """torchvision `name` with seeded random weights and BatchNorm statistics, in eval mode."""
-  torch.manual_seed(0)
-  model = getattr(torchvision.models, name)(weights=None, **kwargs)
-  with torch.no_grad():
-    for module in model.modules():
-      if isinstance(module, torch.nn.BatchNorm2d):
-        module.weight.uniform_(0.5, 1.5)
-        module.bias.normal_(0.0, 0.1)
-        module.running_mean.normal_(0.0, 0.1)
-        module.running_var.uniform_(0.5, 1.5)
-  return model.eval()
 
 
 def _images(size: int) -> np.ndarray:
@@ -64,11 +51,11 @@ def _assert_close(got, expected) -> None:
 
 @pytest.fixture(scope="module")
 def alexnet_state_dict():
-  return _torch_model("alexnet", num_classes=10).state_dict()
+  return helpers.random_torch_model("alexnet", num_classes=10).state_dict()
 
 
 def test_alexnet(alexnet_state_dict):
-  model = _torch_model("alexnet", num_classes=10)
+  model = helpers.random_torch_model("alexnet", num_classes=10)
   images = _images(127)  # 127 -> 31 -> 15 -> 7 -> 3: the adaptive pool repeats values.
   with torch.no_grad():
     expected = model(torch.from_numpy(images))
@@ -78,7 +65,7 @@ def test_alexnet(alexnet_state_dict):
 @pytest.mark.parametrize("name", ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn",
                                   "vgg19", "vgg19_bn"])
 def test_vgg(name):
-  model = _torch_model(name, num_classes=10)
+  model = helpers.random_torch_model(name, num_classes=10)
   images = _images(64)
   with torch.no_grad():
     expected = model(torch.from_numpy(images))
@@ -86,8 +73,8 @@ def test_vgg(name):
 
 
 def test_googlenet_without_aux_heads_and_with_input_transform():
-  model = _torch_model("googlenet", num_classes=10, aux_logits=False, transform_input=True,
-                       init_weights=False)
+  model = helpers.random_torch_model("googlenet", num_classes=10, aux_logits=False,
+                                     transform_input=True, init_weights=False)
   images = _images(64)
   with torch.no_grad():
     expected = model(torch.from_numpy(images))
@@ -100,8 +87,8 @@ def test_googlenet_without_aux_heads_and_with_input_transform():
 def test_googlenet_aux_heads_in_training():
   # Training mode with dropout off: BatchNorm uses batch statistics in both frameworks and
   # both return the auxiliary logits (torchvision as (logits, aux2, aux1)).
-  model = _torch_model("googlenet", num_classes=10, aux_logits=True, init_weights=False,
-                       dropout=0.0, dropout_aux=0.0).train()
+  model = helpers.random_torch_model("googlenet", num_classes=10, aux_logits=True,
+                                     init_weights=False, dropout=0.0, dropout_aux=0.0).train()
   images = _images(64)
   with torch.no_grad():
     expected, expected_aux2, expected_aux1 = model(torch.from_numpy(images))

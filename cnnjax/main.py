@@ -7,6 +7,8 @@
     cnnjax config [--config=...] [--task=NAME]   # every config key, its value and its meaning
     cnnjax models                                # lists the model names
     cnnjax summary resnet50 --input=224,224,3 --num-classes=1000
+    cnnjax plan --config=experiments/configs/resnet50_imagenet.py --topology=v5e:2x4
+    cnnjax show gradcam --workdir=workdirs/lenet_digits  # pictures: filters, features, ...
 
 Multi-host runs add `--distributed` (Cloud TPU, SLURM: detected automatically) or
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`.
@@ -26,7 +28,7 @@ import them).
 
 import json
 import sys
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cnnjax import stopping
 from cnnjax.errors import UsageError
@@ -56,6 +58,14 @@ COMMANDS = {
     "models": Command("models", "list the model names", False),
     "summary": Command("summary NAME [--input=H,W,C] [--num-classes=N] [flags]",
                        "print a model's layers, output shapes and parameter counts", True),
+    "plan": Command("plan --config=FILE[:ARG] --topology=T [--config.KEY=VALUE ...] [flags]",
+                    "compile the train and eval steps for a TPU topology (e.g. v5e:2x4); "
+                    "per-chip memory, FLOPs, roofline", True),
+    "show": Command("show KIND --workdir=DIR [--config=FILE[:ARG]] [--split=test] [--n=16] "
+                    "[--out=FILE.png] [--stage=NAME] [--unit=ROW,COL] [flags]",
+                    "draw the newest checkpoint in --workdir as DIR/show/KIND.png; KIND: "
+                    "filters, features, receptive-field, gradcam, saliency, predictions, "
+                    "neighbours, augment", True),
 }
 USAGE = f"usage: cnnjax {{{','.join(COMMANDS)}}} [flags]; `cnnjax --help` describes them"
 # absl's spellings; each asks for the help of the command before it, if any.
@@ -73,7 +83,7 @@ def _define_flags(argv: list[str], jax_flags: bool = True) -> "flags.FlagValues"
   from ml_collections import config_flags
   command = argv[1]
   values = flags.FlagValues()
-  if command in ("train", "eval", "config"):
+  if command in ("train", "eval", "config", "plan"):
     # New keys are accepted so that `--config.model_kwargs.KEY=VALUE` can set any module
     # field; `cnnjax.train.config.validate` rejects unknown keys everywhere else.
     config_flags.DEFINE_config_file(
@@ -98,6 +108,36 @@ def _define_flags(argv: list[str], jax_flags: bool = True) -> "flags.FlagValues"
   if command == "config":
     flags.DEFINE_string("task", None, "without --config: list the defaults of this task, its "
                         "own sections included (e.g. simclr)", flag_values=values)
+  if command == "plan":
+    flags.DEFINE_string("topology", None, "TPU slice GENERATION:SHAPE, e.g. v5e:2x4 (8 chips), "
+                        "v5e:16x16, v4:4x4x4; generations v4, v5e, v5p, v6e (needs libtpu)",
+                        flag_values=values)
+    flags.DEFINE_bool("eval", True, "also compile the eval step", flag_values=values)
+    flags.DEFINE_bool("search", True, "when the train step does not fit, compile smaller "
+                      "batches to find the largest that does", flag_values=values)
+    flags.DEFINE_integer("max_compiles", 6, "compiles that search may make",
+                         flag_values=values)
+  if command == "show":
+    config_flags.DEFINE_config_file(
+        "config", None, "the experiment's config file (FILE:ARG passes ARG); default: the "
+        "workdir's config.json, which training writes", flag_values=values, lock_config=False,
+        accept_new_attributes=True, sys_argv=argv)
+    flags.DEFINE_string("workdir", None, "a training workdir: its newest checkpoint is shown",
+                        flag_values=values)
+    flags.DEFINE_string("split", "test", "the split whose images are shown (augment: the "
+                        "config's train_split)", flag_values=values)
+    flags.DEFINE_integer("n", 16, "images (neighbours: queries) to show", flag_values=values)
+    flags.DEFINE_string("out", None, "the PNG to write; default DIR/show/KIND.png",
+                        flag_values=values)
+    flags.DEFINE_string("stage", None, "the feature map of gradcam (default: the deepest), "
+                        "features and receptive-field (default: up to 6 of them)",
+                        flag_values=values)
+    flags.DEFINE_string("unit", None, "receptive-field: ROW,COL input pixel; each stage's unit "
+                        "is the one centred nearest it (default: the middle unit)",
+                        flag_values=values)
+    flags.DEFINE_integer("k", 5, "neighbours: nearest neighbours per query", flag_values=values)
+    flags.DEFINE_integer("seed", 0, "augment and saliency: seed of their randomness",
+                         flag_values=values)
   if command == "summary":
     flags.DEFINE_string("input", None, "H,W,C input shape", flag_values=values)
     flags.DEFINE_integer("num_classes", None, "classes (default: the model's)",
@@ -287,6 +327,10 @@ def main(argv: list[str]) -> int:
     return 0
   if command == "summary":
     return _summary(positional, values)
+  if command == "plan":
+    return _plan(positional, values)
+  if command == "show":
+    return _show(positional, values)
   if positional:
     raise UsageError(f"unexpected arguments {' '.join(positional)}; usage: cnnjax "
                      f"{COMMANDS[command].usage}")
@@ -408,6 +452,160 @@ def _summary(positional: list[str], values: "flags.FlagValues") -> int:
   result = summary.summarize(positional[0], input_shape, num_classes)
   print(summary.format_summary(result))
   return 0
+
+
+def _plan(positional: list[str], values: "flags.FlagValues") -> int:
+  """`cnnjax plan`: the config's steps compiled for --topology; prints one markdown table."""
+  if positional:
+    raise UsageError(f"unexpected arguments {' '.join(positional)}; usage: cnnjax "
+                     f"{COMMANDS['plan'].usage}")
+  if not values["config"].present:
+    raise UsageError("--config=FILE is required; e.g. --config=experiments/configs/"
+                     "lenet_digits.py")
+  if not values.topology:
+    raise UsageError("--topology is required, e.g. --topology=v5e:2x4.")
+  from ml_collections import config_flags
+  from cnnjax.train import plan
+  plan.parse_topology(values.topology)  # A bad name fails before the config is built.
+  config = _loaded_config(values)
+  result = plan.plan(config, values.topology,
+                     config_name=config_flags.get_config_filename(values["config"]),
+                     evaluate=values.eval, search=values.search,
+                     max_compiles=values.max_compiles,
+                     log=lambda line: print(line, file=sys.stderr, flush=True))
+  print(result.markdown())
+  return 0
+
+
+def _show(positional: list[str], values: "flags.FlagValues") -> int:
+  """`cnnjax show KIND`: draws KIND for the newest checkpoint of --workdir; prints the PNG's path."""
+  from cnnjax.inspect import show
+  if len(positional) != 1:
+    raise UsageError(f"name one kind to show ({', '.join(show.KINDS)}); usage: cnnjax "
+                     f"{COMMANDS['show'].usage}")
+  kind = positional[0]
+  show.check_kind(kind)
+  if not values.workdir:
+    raise UsageError("--workdir=DIR is required: a workdir that `cnnjax train` wrote.")
+  unit = None
+  if values.unit:
+    try:
+      unit = tuple(float(v) for v in values.unit.split(","))
+    except ValueError:
+      unit = ()
+    if len(unit) != 2:
+      raise UsageError(f"--unit={values.unit} is not ROW,COL input pixels, e.g. 16,16.")
+  config = _loaded_config(values) if values["config"].present else None
+  run = load_run(values.workdir, config)
+  path = show.render(kind, run, out=values.out, n=values.n, split=values.split,
+                     stage=values.stage, unit=unit, k=values.k, seed=values.seed)
+  print(path)
+  return 0
+
+
+def load_run(workdir: str, config: "ml_collections.ConfigDict | None" = None) -> Any:
+  """The newest checkpoint of `workdir` as a `cnnjax.inspect.show.Run`, on the host.
+
+  Args:
+    workdir: a workdir that `cnnjax train` wrote.
+    config: its experiment's config; None reads the workdir's config.json.
+
+  Raises:
+    UsageError: no checkpoint there, no config, or a config of another experiment.
+  """
+  import copy
+  import jax
+  from cnnjax.data import pipeline
+  from cnnjax.inspect import show
+  from cnnjax.train import checkpoint
+  from cnnjax.train import loop
+  from cnnjax.train.tasks import inputs
+  directory = checkpoint.workdir_path(workdir)
+  if not directory.is_dir() or not checkpoint.has_checkpoint(directory):
+    raise UsageError(f"no checkpoint in --workdir {workdir}; train it first with `cnnjax train "
+                     f"--config=FILE --workdir={workdir}`, or point --workdir at a trained run.")
+  config = _workdir_config(directory) if config is None else copy.deepcopy(config)
+  with config.unlocked():
+    # The checkpoint holds the weights: nothing needs the transfer source again.
+    config.transfer.init_from = ""
+    config.transfer.torchvision = ""
+  experiment = loop.Experiment(config, workdir)
+  checkpoint.check_fingerprint(directory, experiment.fingerprint(), claim=False)
+  checkpointer = checkpoint.Checkpointer(
+      directory, keep=config.keep_checkpoints, best_metric=config.best_metric or None,
+      best_mode=config.best_mode, async_save=False, create=False)
+  try:
+    restored = checkpointer.restore_latest(experiment.abstract_state(),
+                                           experiment.initial_state, new_optimizer=True)
+  except checkpoint.NothingRestorable as error:
+    raise UsageError(f"{error.problems}; there is nothing to show.") from None
+  finally:
+    checkpointer.close()
+  state = jax.device_get(restored.state)
+  mean, std = inputs.normalization(config.input, config.dataset)
+  data_dir = config.data_dir or None
+
+  def batches(split: str, batch_size: int):
+    return pipeline.eval_iterator(config.dataset, split=split, batch_size=batch_size,
+                                  data_dir=data_dir)
+
+  return show.Run(task=experiment.task,
+                  variables={"params": state.params, "batch_stats": state.batch_stats},
+                  step=int(restored.step), batches=batches,
+                  class_names=_class_names(config.dataset, data_dir), mean=mean, std=std,
+                  workdir=workdir)
+
+
+def _workdir_config(directory: Any) -> "ml_collections.ConfigDict":
+  """The config that trained `directory`, rebuilt from its config.json (flat keys)."""
+  import ml_collections
+  from cnnjax.train import config as config_lib
+  from cnnjax.train import writer
+  path = directory / writer.CONFIG_FILE
+  if not path.exists():
+    raise UsageError(f"{directory} has no {writer.CONFIG_FILE}; pass the experiment with "
+                     "--config=FILE.")
+  flat = json.loads(path.read_text())
+  config = config_lib.defaults(flat.get("task", "classification"))
+
+  def value_of(value: Any, default: Any) -> Any:
+    if isinstance(value, list):  # JSON has no tuples; configs keep sequences as tuples.
+      return tuple(value_of(v, None) for v in value)
+    if isinstance(value, dict):
+      return ml_collections.ConfigDict(value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+      return float(value)
+    return value
+
+  with config.unlocked():
+    config.evals = ml_collections.ConfigDict()  # Exactly the run's evaluators, below.
+    for key, value in flat.items():
+      *parents, name = key.split(".")
+      section = config
+      for parent in parents:
+        if parent not in section:
+          section[parent] = ml_collections.ConfigDict()
+        section = section[parent]
+      default = section.get(name) if name in section else None
+      if name in section:
+        del section[name]  # A value of the run's own type replaces the default's.
+      section[name] = value_of(value, default)
+  return config
+
+
+def _class_names(dataset: str, data_dir: str | None) -> tuple[str, ...]:
+  """The dataset's class names, where TFDS or cnnjax's builders know them."""
+  if dataset.split("/")[0].split(":")[0] == "shapes":
+    from cnnjax.data.builders import shapes
+    return tuple(shapes.CLASS_NAMES)
+  try:
+    import tensorflow_datasets as tfds
+    from cnnjax.data import pipeline
+    label = tfds.builder(dataset, data_dir=pipeline.resolve_data_dir(data_dir)).info.features[
+        "label"]
+    return tuple(label.names)
+  except Exception:  # noqa: BLE001 -- names only label the pictures; indices will do.
+    return ()
 
 
 def run_cli(argv: list[str] | None = None) -> None:

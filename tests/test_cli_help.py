@@ -56,7 +56,7 @@ def test_help_of_an_unknown_command_is_an_error(capsys):
   assert exit_info.value.code == 2
   assert capsys.readouterr().err.strip() == (
       "cnnjax: error: unknown command 'trian'; did you mean 'train'? choose one of train, eval, "
-      "config, models, summary.")
+      "config, models, summary, plan, show.")
 
 
 def test_console_script_help_exits_0():

@@ -1,0 +1,110 @@
+"""Does Grad-CAM point at the object? Peak-in-mask rates of a trained and an untrained net.
+
+On the generated `shapes` images every test image has a class label (the class of its
+largest object) and a mask (1 + class of the shape at each pixel). For each test image
+this script computes Grad-CAM (`cnnjax.inspect.gradients.grad_cam`) of the true class at
+the classifier's deepest feature map, brings it to the image's size bilinearly, and asks
+whether its peak lies on a pixel of that class's mask. It reports that rate for the
+trained network, for the same network at its random initialisation, and the rate a
+uniformly random pixel would reach (the mean fraction of the image the class covers).
+
+    python experiments/gradcam_check.py                       # trains first if needed
+    python experiments/gradcam_check.py --workdir=workdirs/gradcam_shapes \\
+        --config=experiments/configs/resnet_cifar10.py:local --num_steps=1500
+
+The default is the ResNet-20 (width 8) of `resnet_cifar10.py:local` on `shapes/small`
+(32x32, 2,000 training and 500 test images), trained for --num_steps on the CPU.
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnnjax import main as cli
+from cnnjax import models
+from cnnjax import train
+from cnnjax.inspect import gradients
+from cnnjax.inspect import show
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(REPO, "experiments", "configs", "resnet_cifar10.py") + ":local"
+
+
+def _config(spec: str, num_steps: int | None):
+  path, _, arg = spec.partition(":")
+  loaded = importlib.util.spec_from_file_location("gradcam_check_config", path)
+  module = importlib.util.module_from_spec(loaded)
+  loaded.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  if num_steps:
+    config.num_steps = num_steps
+    config.evals.test.every = num_steps
+    config.checkpoint_every = num_steps
+    if "boundaries" in config.schedule and config.schedule.boundaries:
+      config.schedule.boundaries = (num_steps // 2, num_steps * 3 // 4)
+  config.progress = "lines"
+  return config
+
+
+def peak_rates(run: show.Run, variables, stage: str, split: str = "test",
+               batch_size: int = 100) -> dict[str, float]:
+  """{"true": peak on the true class's mask, "pred": same for the predicted class of the
+  correctly classified images, "accuracy", "chance": mean mask fraction, "count"}."""
+  hits_true = hits_pred = correct = total = 0
+  coverage = 0.0
+  step = jax.jit(lambda v, x, c: gradients.peaks(gradients.upsample(
+      gradients.grad_cam(run.model, v, x, c, stage), x.shape[1:3])))
+  for batch in run.batches(split, batch_size):
+    batch = show._prepared(run, batch)
+    valid = np.asarray(batch["valid"], bool)
+    images, labels = jnp.asarray(batch["image"]), np.asarray(batch["label"])
+    mask = np.asarray(batch["mask"])
+    if mask.shape[1:3] != images.shape[1:3]:
+      raise SystemExit("masks and model inputs differ in size; use input.size = the image size")
+    predicted = np.asarray(jnp.argmax(gradients.logits(run.model, variables, images), -1))
+    on_class = mask == (labels[:, None, None] + 1)
+    rows = np.arange(len(labels))
+    at_true = np.asarray(step(variables, images, jnp.asarray(labels)))
+    hit = on_class[rows, at_true[:, 0], at_true[:, 1]]
+    right = predicted == labels
+    hits_true += int(np.sum(hit & valid))
+    hits_pred += int(np.sum(hit & valid & right))  # Right: the predicted class is the true one.
+    correct += int(np.sum(right & valid))
+    total += int(np.sum(valid))
+    coverage += float(np.sum(on_class.mean(axis=(1, 2))[valid]))
+  return {"true": hits_true / total, "pred": hits_pred / max(1, correct),
+          "accuracy": correct / total, "chance": coverage / total, "count": total}
+
+
+def main(argv: list[str]) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", default=os.path.join(REPO, "workdirs", "gradcam_shapes"))
+  parser.add_argument("--config", default=DEFAULT_CONFIG)
+  parser.add_argument("--num_steps", type=int, default=None,
+                      help="train steps (default: the config's)")
+  parser.add_argument("--stage", default=None, help="feature map (default: the deepest)")
+  args = parser.parse_args(argv)
+  config = _config(args.config, args.num_steps)
+  train.run(config, args.workdir)  # Trains, resumes, or returns at once when trained.
+  run = cli.load_run(args.workdir, config)
+  stage = args.stage or models.feature_names(run.model)[-1]
+  trained = peak_rates(run, run.variables, stage)
+  initial = run.task.init_variables(jax.random.key(config.seed))
+  untrained = peak_rates(run, initial, stage)
+  print(f"\n{config.model} {dict(config.model_kwargs)} on {config.dataset}, step {run.step}, "
+        f"Grad-CAM at {stage}, {trained['count']} test images\n")
+  print("| network | test accuracy | Grad-CAM peak on the true class's mask | "
+        "same, images classified right |")
+  print("|---|---|---|---|")
+  for name, rates in (("trained", trained), ("random init", untrained)):
+    print(f"| {name} | {rates['accuracy']:.3f} | {rates['true']:.3f} | {rates['pred']:.3f} |")
+  print(f"| a uniformly random pixel | | {trained['chance']:.3f} | |")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

@@ -478,7 +478,7 @@ def _plan(positional: list[str], values: "flags.FlagValues") -> int:
 
 
 def _show(positional: list[str], values: "flags.FlagValues") -> int:
-  """`cnnjax show KIND`: draws KIND for the newest checkpoint of --workdir; prints the PNG's path."""
+  """`cnnjax show KIND`: draws KIND for the newest checkpoint of --workdir; prints the PNG path."""
   from cnnjax.inspect import show
   if len(positional) != 1:
     raise UsageError(f"name one kind to show ({', '.join(show.KINDS)}); usage: cnnjax "

@@ -9,11 +9,24 @@ trained network, for the same network at its random initialisation, and the rate
 uniformly random pixel would reach (the mean fraction of the image the class covers).
 
     python experiments/gradcam_check.py                       # trains first if needed
-    python experiments/gradcam_check.py --workdir=workdirs/gradcam_shapes \\
-        --config=experiments/configs/resnet_cifar10.py:local --num_steps=1500
+    python experiments/gradcam_check.py --workdir=workdirs/gradcam_cifar_local \\
+        --config=experiments/configs/resnet_cifar10.py:local --num_steps=2000
 
-The default is the ResNet-20 (width 8) of `resnet_cifar10.py:local` on `shapes/small`
-(32x32, 2,000 training and 500 test images), trained for --num_steps on the CPU.
+The default is `experiments/configs/resnet_shapes.py`: ResNet-20 (width 8) on `shapes`
+(64x64, 10,000 training and 2,000 test images), 2,000 steps, about 20 minutes on two
+CPU cores. It also prints the pointing game's rate (Zhang et al. 2016, the protocol of
+Selvaraju et al. 2017): the peak within 15 pixels of the object at 224x224, scaled to
+the image side. Measured (one run each, seed 0):
+
+  config                          test acc.  peak on mask  pointing game   random init: both
+  resnet_shapes.py (64x64)          0.929       0.652      0.929 (4.3 px)  0.006, 0.035
+  resnet_cifar10.py:local with      0.886       0.716      0.804 (2.1 px)  0.010, 0.028
+    --num_steps=2000 (32x32)
+
+A uniformly random pixel lands on the true class's mask 12% of the time. Grad-CAM's peak
+sits on the part of the object that tells the classes apart, often its outline (a
+square's corner, a circle's lower edge), so about a third of the peaks lie just outside
+the mask: the strict rate stays under 80% while the pointing game passes.
 """
 
 import argparse
@@ -24,6 +37,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import ndimage
 
 from cnnjax import main as cli
 from cnnjax import models
@@ -32,7 +46,7 @@ from cnnjax.inspect import gradients
 from cnnjax.inspect import show
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CONFIG = os.path.join(REPO, "experiments", "configs", "resnet_cifar10.py") + ":local"
+DEFAULT_CONFIG = os.path.join(REPO, "experiments", "configs", "resnet_shapes.py")
 
 
 def _config(spec: str, num_steps: int | None):
@@ -53,10 +67,16 @@ def _config(spec: str, num_steps: int | None):
 
 def peak_rates(run: show.Run, variables, stage: str, split: str = "test",
                batch_size: int = 100) -> dict[str, float]:
-  """{"true": peak on the true class's mask, "pred": same for the predicted class of the
-  correctly classified images, "accuracy", "chance": mean mask fraction, "count"}."""
-  hits_true = hits_pred = correct = total = 0
+  """{"true": peak on the true class's mask, "pred": the same over the correctly classified
+  images, "pointing": peak within the pointing game's tolerance of the mask, "accuracy",
+  "chance": mean mask fraction, "count", "tolerance": in pixels}.
+
+  The pointing game (Zhang et al. 2016, used by Selvaraju et al. 2017) counts a hit within
+  15 pixels of the object at 224x224: 15 / 224 of the image side here.
+  """
+  hits_true = hits_pred = hits_near = correct = total = 0
   coverage = 0.0
+  tolerance = None
   step = jax.jit(lambda v, x, c: gradients.peaks(gradients.upsample(
       gradients.grad_cam(run.model, v, x, c, stage), x.shape[1:3])))
   for batch in run.batches(split, batch_size):
@@ -71,6 +91,10 @@ def peak_rates(run: show.Run, variables, stage: str, split: str = "test",
     rows = np.arange(len(labels))
     at_true = np.asarray(step(variables, images, jnp.asarray(labels)))
     hit = on_class[rows, at_true[:, 0], at_true[:, 1]]
+    tolerance = 15 / 224 * images.shape[1]
+    near = np.array([ndimage.distance_transform_edt(~on)[r, c] <= tolerance if on.any() else False
+                     for on, (r, c) in zip(on_class, at_true)])
+    hits_near += int(np.sum(near & valid))
     right = predicted == labels
     hits_true += int(np.sum(hit & valid))
     hits_pred += int(np.sum(hit & valid & right))  # Right: the predicted class is the true one.
@@ -78,7 +102,8 @@ def peak_rates(run: show.Run, variables, stage: str, split: str = "test",
     total += int(np.sum(valid))
     coverage += float(np.sum(on_class.mean(axis=(1, 2))[valid]))
   return {"true": hits_true / total, "pred": hits_pred / max(1, correct),
-          "accuracy": correct / total, "chance": coverage / total, "count": total}
+          "pointing": hits_near / total, "accuracy": correct / total,
+          "chance": coverage / total, "count": total, "tolerance": tolerance}
 
 
 def main(argv: list[str]) -> None:
@@ -99,11 +124,13 @@ def main(argv: list[str]) -> None:
   print(f"\n{config.model} {dict(config.model_kwargs)} on {config.dataset}, step {run.step}, "
         f"Grad-CAM at {stage}, {trained['count']} test images\n")
   print("| network | test accuracy | Grad-CAM peak on the true class's mask | "
-        "same, images classified right |")
-  print("|---|---|---|---|")
+        "same, images classified right | pointing game (peak within "
+        f"{trained['tolerance']:.1f} px) |")
+  print("|---|---|---|---|---|")
   for name, rates in (("trained", trained), ("random init", untrained)):
-    print(f"| {name} | {rates['accuracy']:.3f} | {rates['true']:.3f} | {rates['pred']:.3f} |")
-  print(f"| a uniformly random pixel | | {trained['chance']:.3f} | |")
+    print(f"| {name} | {rates['accuracy']:.3f} | {rates['true']:.3f} | {rates['pred']:.3f} | "
+          f"{rates['pointing']:.3f} |")
+  print(f"| a uniformly random pixel | | {trained['chance']:.3f} | | |")
 
 
 if __name__ == "__main__":

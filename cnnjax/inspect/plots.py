@@ -308,7 +308,7 @@ def detections(images: np.ndarray, predicted: Sequence[dict[str, np.ndarray]],
     _boxes(found, predicted[i]["boxes"], [names[int(c)] for c in predicted[i]["classes"]],
            "yellow", predicted[i]["scores"])
     _boxes(real, truth[i]["boxes"], [names[int(c)] for c in truth[i]["classes"]], "lime")
-    found.set_title(f"detected ({len(predicted[i]['boxes'])})", fontsize=7)
+    found.set_title("detected", fontsize=7)
     real.set_title(f"truth ({len(truth[i]['boxes'])})", fontsize=7)
   for ax in axes.flat[2 * len(images):]:
     ax.axis("off")
@@ -339,7 +339,7 @@ def segmentations(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
     for ax in trio:
       _image(ax, image)
     for ax, mask, what in ((trio[1], truth[i], "truth"), (trio[2], predicted[i], "predicted")):
-      ax.imshow(np.asarray(mask), cmap=cmap, vmin=0, vmax=count - 1, alpha=0.6,
+      ax.imshow(np.asarray(mask), cmap=cmap, vmin=0, vmax=count - 1, alpha=0.9,
                 interpolation="nearest")
       ax.set_title(what, fontsize=7)
     agree = float(np.mean(np.asarray(truth[i]) == np.asarray(predicted[i])))
@@ -347,7 +347,8 @@ def segmentations(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
   for ax in axes.flat[3 * len(images):]:
     ax.axis("off")
   handles = [plt.Rectangle((0, 0), 1, 1, color=palette(i % 10)) for i in range(count - 1)]
-  fig.legend(handles, list(names[1:]), loc="outside lower center", ncol=min(8, count - 1), fontsize=8)
+  fig.legend(handles, list(names[1:]), loc="outside lower center", ncol=min(8, count - 1),
+             fontsize=8)
   _title(fig, title, fontsize=10)
   return fig
 

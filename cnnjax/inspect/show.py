@@ -1,6 +1,6 @@
 """`cnnjax show KIND --workdir=D`: pictures of a trained model, one PNG per call.
 
-  cnnjax show filters --workdir=workdirs/lenet_digits        # -> workdirs/lenet_digits/show/filters.png
+  cnnjax show filters --workdir=workdirs/lenet_digits  # -> workdirs/lenet_digits/show/filters.png
   cnnjax show gradcam --workdir=D --stage=layer3 --n=8 --out=gradcam.png
 
 The command line (`cnnjax.main`) restores the newest checkpoint of the workdir into a `Run`
@@ -24,7 +24,8 @@ Kinds, and the tasks they work for (`kinds_for`):
                    deepest), over each image, with predicted and true class.
   saliency         classifiers: SmoothGrad of the predicted class, likewise.
   predictions      classifiers: top-5 per image and the confusion matrix of the split;
-                   detectors: detections (class, score) beside the ground truth boxes;
+                   detectors: the highest-scoring detections (class, score; as many as
+                   the image has objects) beside the ground truth boxes;
                    segmentation: true and predicted masks over each image.
   neighbours       metric learning and SimCLR: n queries of the split, each with its k
                    nearest neighbours in the split (cosine), same-class ones framed green.
@@ -33,7 +34,6 @@ Kinds, and the tasks they work for (`kinds_for`):
 """
 
 import dataclasses
-import math
 import os
 from typing import Any, Callable, Iterator, Sequence
 
@@ -375,14 +375,19 @@ def _draw_detections(run: Run, n: int, split: str) -> Any:
   _, found = _per_device(run, "eval_step", run.task.eval_step, run.variables, batch)
   predicted, truth = [], []
   for i in range(len(batch["image"])):
-    keep = np.asarray(found["det_valid"][i], bool)
-    predicted.append({"boxes": found["det_boxes"][i][keep], "classes": found["det_classes"][i][keep],
-                      "scores": found["det_scores"][i][keep]})
     real = np.asarray(found["gt_valid"][i], bool)
     truth.append({"boxes": found["gt_boxes"][i][real], "classes": found["gt_labels"][i][real]})
+    # As many detections as the image has objects, the highest-scoring first.
+    valid = np.nonzero(np.asarray(found["det_valid"][i], bool))[0]
+    order = valid[np.argsort(-np.asarray(found["det_scores"][i])[valid], kind="stable")]
+    keep = order[:max(1, int(real.sum()))]
+    predicted.append({"boxes": found["det_boxes"][i][keep],
+                      "classes": found["det_classes"][i][keep],
+                      "scores": found["det_scores"][i][keep]})
   threshold = run.config.detection.score_threshold
   return plots.detections(_display(run, batch["image"]), predicted, truth, names,
-                          f"{run.title}: detections (score >= {threshold}, after NMS) and truth, "
+                          f"{run.title}: the highest-scoring detections (after NMS, score >= "
+                          f"{threshold}), as many as the image has objects, and the truth; "
                           f"{split} images")
 
 
@@ -419,11 +424,11 @@ def _draw_neighbours(run: Run, n: int, split: str, k: int, **_) -> Any:
   index = np.asarray(index)
   images = raw.astype(np.float32) / 255.0
   names = _names(run, run.task.data.num_classes)
+  space = "backbone features" if run.config.task == "simclr" else "embeddings"
   return plots.neighbours(images[queries], labels[queries], images[index], labels[index],
                           np.asarray(similarity), names,
-                          f"{run.title}: {len(queries)} {split} queries and their {index.shape[1]} "
-                          f"nearest of {len(labels)} (cosine of the "
-                          f"{'embeddings' if run.config.task != 'simclr' else 'backbone features'})")
+                          f"{run.title}: {len(queries)} {split} queries and their "
+                          f"{index.shape[1]} nearest of {len(labels)} (cosine of the {space})")
 
 
 def _draw_augment(run: Run, n: int, seed: int, **_) -> Any:

@@ -147,6 +147,7 @@ def _assert_picture(path: str) -> None:
   assert np.mean(np.abs(image - np.median(image, axis=(0, 1)))) > 2.0, path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", list(EXPECTED))
 def test_every_kind_draws_a_picture_and_the_rest_are_refused(runs, tmp_path, task):
   run = runs(task)
@@ -182,6 +183,7 @@ def _error(capsys, argv: list[str]) -> str:
   return err
 
 
+@pytest.mark.slow
 def test_command_line_writes_the_default_path_from_config_json(capsys, workdirs):
   workdir = workdirs("classifier")
   assert _cli(["show", "receptive-field", f"--workdir={workdir}", "--n=2", "--unit=4,28",

@@ -41,34 +41,34 @@ from cnnjax.data.proposals import selective_search
 from cnnjax.train import tasks
 from cnnjax.train.tasks import inputs
 
-_PROPOSAL_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_PROPOSAL_CACHE: dict[tuple, np.ndarray] = {}
 
 
 def _selective_search_batch(images: np.ndarray, num_proposals: int,
-                            scales: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-  """Host side: uint8 images [b, H, W, C] -> proposals [b, R, 4] float32, valid [b, R] bool."""
+                            scales: tuple[float, ...]) -> np.ndarray:
+  """Host side: uint8 images [b, H, W, C] -> float32 [b, R, 5], boxes xyxy then validity."""
   images = np.asarray(images)
-  boxes = np.zeros((images.shape[0], num_proposals, 4), np.float32)
-  valid = np.zeros((images.shape[0], num_proposals), bool)
+  packed = np.zeros((images.shape[0], num_proposals, 5), np.float32)
   for i, image in enumerate(images):
     key = (hashlib.sha1(image.tobytes()).hexdigest(), image.shape, num_proposals, scales)
     if key not in _PROPOSAL_CACHE:
-      found = selective_search(image, scales=scales, max_proposals=num_proposals)
-      _PROPOSAL_CACHE[key] = (found, np.arange(num_proposals) < len(found))
-    found, found_valid = _PROPOSAL_CACHE[key]
-    boxes[i, :len(found)] = found
-    valid[i] = found_valid
-  return boxes, valid
+      _PROPOSAL_CACHE[key] = selective_search(image, scales=scales, max_proposals=num_proposals)
+    found = _PROPOSAL_CACHE[key]
+    packed[i, :len(found), :4] = found
+    packed[i, :len(found), 4] = 1.0
+  return packed
 
 
 def selective_search_proposals(images: jax.Array, num_proposals: int,
                                scales: tuple[float, ...]) -> tuple[jax.Array, jax.Array]:
   """Selective search from inside jit: uint8 [b, H, W, C] -> ([b, R, 4], [b, R] bool)."""
-  shapes = (jax.ShapeDtypeStruct((images.shape[0], num_proposals, 4), jnp.float32),
-            jax.ShapeDtypeStruct((images.shape[0], num_proposals), jnp.bool_))
-  return jax.pure_callback(
-      lambda x: _selective_search_batch(x, num_proposals, tuple(scales)), shapes, images,
+  # One result, not two: JAX 0.10's TPU lowering of a multi-result callback inside
+  # shard_map or pmap gives every result the first one's sharding and fails on the ranks.
+  shape = jax.ShapeDtypeStruct((images.shape[0], num_proposals, 5), jnp.float32)
+  packed = jax.pure_callback(
+      lambda x: _selective_search_batch(x, num_proposals, tuple(scales)), shape, images,
       vmap_method="sequential")
+  return packed[..., :4], packed[..., 4] > 0.5
 
 
 def jittered_proposals(key: jax.Array, boxes: jax.Array, valid: jax.Array, size: int,

@@ -25,6 +25,8 @@ demo: $(STAMP)
 	$(BIN)/cnnjax train --config=experiments/configs/lenet_digits.py --workdir=$(WORKDIR)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests
 
 $(MIN_STAMP): pyproject.toml .ci/min-versions.txt

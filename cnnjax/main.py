@@ -47,25 +47,41 @@ class Command(NamedTuple):
 
 
 COMMANDS = {
-    "train": Command("train --config=FILE[:ARG] --workdir=DIR [--config.KEY=VALUE ...] [flags]",
-                     "train an experiment; resumes from the newest checkpoint in --workdir", True),
-    "eval": Command("eval --config=FILE[:ARG] --workdir=DIR [--config.KEY=VALUE ...] [flags]",
-                    "evaluate the newest checkpoint in --workdir; prints its metrics as JSON",
-                    True),
-    "config": Command("config [--config=FILE[:ARG] [--config.KEY=VALUE ...] | --task=NAME]",
-                      "print every config key with its default (or the file's value) and "
-                      "meaning", False),
-    "models": Command("models", "list the model names", False),
-    "summary": Command("summary NAME [--input=H,W,C] [--num-classes=N] [flags]",
-                       "print a model's layers, output shapes and parameter counts", True),
-    "plan": Command("plan --config=FILE[:ARG] --topology=T [--config.KEY=VALUE ...] [flags]",
-                    "compile the train and eval steps for a TPU topology (e.g. v5e:2x4); "
-                    "per-chip memory, FLOPs, roofline", True),
-    "show": Command("show KIND --workdir=DIR [--config=FILE[:ARG]] [--split=test] [--n=16] "
-                    "[--out=FILE.png] [--stage=NAME] [--unit=ROW,COL] [flags]",
-                    "draw the newest checkpoint in --workdir as DIR/show/KIND.png; KIND: "
-                    "filters, features, receptive-field, gradcam, saliency, predictions, "
-                    "neighbours, augment", True),
+  "train": Command(
+    "train --config=FILE[:ARG] --workdir=DIR [--config.KEY=VALUE ...] [flags]",
+    "train an experiment; resumes from the newest checkpoint in --workdir",
+    True,
+  ),
+  "eval": Command(
+    "eval --config=FILE[:ARG] --workdir=DIR [--config.KEY=VALUE ...] [flags]",
+    "evaluate the newest checkpoint in --workdir; prints its metrics as JSON",
+    True,
+  ),
+  "config": Command(
+    "config [--config=FILE[:ARG] [--config.KEY=VALUE ...] | --task=NAME]",
+    "print every config key with its default (or the file's value) and meaning",
+    False,
+  ),
+  "models": Command("models", "list the model names", False),
+  "summary": Command(
+    "summary NAME [--input=H,W,C] [--num-classes=N] [flags]",
+    "print a model's layers, output shapes and parameter counts",
+    True,
+  ),
+  "plan": Command(
+    "plan --config=FILE[:ARG] --topology=T [--config.KEY=VALUE ...] [flags]",
+    "compile the train and eval steps for a TPU topology (e.g. v5e:2x4); "
+    "per-chip memory, FLOPs, roofline",
+    True,
+  ),
+  "show": Command(
+    "show KIND --workdir=DIR [--config=FILE[:ARG]] [--split=test] [--n=16] "
+    "[--out=FILE.png] [--stage=NAME] [--unit=ROW,COL] [flags]",
+    "draw the newest checkpoint in --workdir as DIR/show/KIND.png; KIND: "
+    "filters, features, receptive-field, gradcam, saliency, predictions, "
+    "neighbours, augment",
+    True,
+  ),
 }
 USAGE = f"usage: cnnjax {{{','.join(COMMANDS)}}} [flags]; `cnnjax --help` describes them"
 # absl's spellings; each asks for the help of the command before it, if any.
@@ -81,67 +97,113 @@ def _define_flags(argv: list[str], jax_flags: bool = True) -> "flags.FlagValues"
   """
   from absl import flags
   from ml_collections import config_flags
+
   command = argv[1]
   values = flags.FlagValues()
   if command in ("train", "eval", "config", "plan"):
     # New keys are accepted so that `--config.model_kwargs.KEY=VALUE` can set any module
     # field; `cnnjax.train.config.validate` rejects unknown keys everywhere else.
     config_flags.DEFINE_config_file(
-        "config", None, "the experiment: a Python file whose get_config(ARG) returns its "
-        "config (FILE:ARG passes ARG, e.g. a variant such as `local`); then "
-        "--config.KEY=VALUE changes one key (`cnnjax config` lists them)",
-        flag_values=values, lock_config=False, accept_new_attributes=True, sys_argv=argv)
+      "config",
+      None,
+      "the experiment: a Python file whose get_config(ARG) returns its "
+      "config (FILE:ARG passes ARG, e.g. a variant such as `local`); then "
+      "--config.KEY=VALUE changes one key (`cnnjax config` lists them)",
+      flag_values=values,
+      lock_config=False,
+      accept_new_attributes=True,
+      sys_argv=argv,
+    )
   if command in ("train", "eval"):
-    flags.DEFINE_string("workdir", None, "directory for checkpoints and logs",
-                        flag_values=values)
-    flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (Cloud TPU, "
-                      "SLURM: detected automatically)", flag_values=values)
-    flags.DEFINE_string("coordinator_address", None, "multi-host coordinator HOST:PORT",
-                        flag_values=values)
+    flags.DEFINE_string("workdir", None, "directory for checkpoints and logs", flag_values=values)
+    flags.DEFINE_bool(
+      "distributed",
+      False,
+      "call jax.distributed.initialize() (Cloud TPU, SLURM: detected automatically)",
+      flag_values=values,
+    )
+    flags.DEFINE_string(
+      "coordinator_address", None, "multi-host coordinator HOST:PORT", flag_values=values
+    )
     flags.DEFINE_integer("num_processes", None, "multi-host process count", flag_values=values)
     flags.DEFINE_integer("process_id", None, "this process's index", flag_values=values)
   if command == "train":
-    flags.DEFINE_integer("preempted_exit_code", 0,
-                         "exit status of a `train` that SIGTERM stopped before its last step "
-                         "(after saving a checkpoint); launchers that restart failed jobs set "
-                         "it non-zero", flag_values=values)
+    flags.DEFINE_integer(
+      "preempted_exit_code",
+      0,
+      "exit status of a `train` that SIGTERM stopped before its last step "
+      "(after saving a checkpoint); launchers that restart failed jobs set "
+      "it non-zero",
+      flag_values=values,
+    )
   if command == "config":
-    flags.DEFINE_string("task", None, "without --config: list the defaults of this task, its "
-                        "own sections included (e.g. simclr)", flag_values=values)
+    flags.DEFINE_string(
+      "task",
+      None,
+      "without --config: list the defaults of this task, its own sections included (e.g. simclr)",
+      flag_values=values,
+    )
   if command == "plan":
-    flags.DEFINE_string("topology", None, "TPU slice GENERATION:SHAPE, e.g. v5e:2x4 (8 chips), "
-                        "v5e:16x16, v4:4x4x4; generations v4, v5e, v5p, v6e (needs libtpu)",
-                        flag_values=values)
+    flags.DEFINE_string(
+      "topology",
+      None,
+      "TPU slice GENERATION:SHAPE, e.g. v5e:2x4 (8 chips), "
+      "v5e:16x16, v4:4x4x4; generations v4, v5e, v5p, v6e (needs libtpu)",
+      flag_values=values,
+    )
     flags.DEFINE_bool("eval", True, "also compile the eval step", flag_values=values)
-    flags.DEFINE_bool("search", True, "when the train step does not fit, compile smaller "
-                      "batches to find the largest that does", flag_values=values)
-    flags.DEFINE_integer("max_compiles", 6, "compiles that search may make",
-                         flag_values=values)
+    flags.DEFINE_bool(
+      "search",
+      True,
+      "when the train step does not fit, compile smaller batches to find the largest that does",
+      flag_values=values,
+    )
+    flags.DEFINE_integer("max_compiles", 6, "compiles that search may make", flag_values=values)
   if command == "show":
     config_flags.DEFINE_config_file(
-        "config", None, "the experiment's config file (FILE:ARG passes ARG); default: the "
-        "workdir's config.json, which training writes", flag_values=values, lock_config=False,
-        accept_new_attributes=True, sys_argv=argv)
-    flags.DEFINE_string("workdir", None, "a training workdir: its newest checkpoint is shown",
-                        flag_values=values)
-    flags.DEFINE_string("split", "test", "the split whose images are shown (augment: the "
-                        "config's train_split)", flag_values=values)
+      "config",
+      None,
+      "the experiment's config file (FILE:ARG passes ARG); default: the "
+      "workdir's config.json, which training writes",
+      flag_values=values,
+      lock_config=False,
+      accept_new_attributes=True,
+      sys_argv=argv,
+    )
+    flags.DEFINE_string(
+      "workdir", None, "a training workdir: its newest checkpoint is shown", flag_values=values
+    )
+    flags.DEFINE_string(
+      "split",
+      "test",
+      "the split whose images are shown (augment: the config's train_split)",
+      flag_values=values,
+    )
     flags.DEFINE_integer("n", 16, "images (neighbours: queries) to show", flag_values=values)
-    flags.DEFINE_string("out", None, "the PNG to write; default DIR/show/KIND.png",
-                        flag_values=values)
-    flags.DEFINE_string("stage", None, "the feature map of gradcam (default: the deepest), "
-                        "features and receptive-field (default: up to 6 of them)",
-                        flag_values=values)
-    flags.DEFINE_string("unit", None, "receptive-field: ROW,COL input pixel; each stage's unit "
-                        "is the one centred nearest it (default: the middle unit)",
-                        flag_values=values)
+    flags.DEFINE_string(
+      "out", None, "the PNG to write; default DIR/show/KIND.png", flag_values=values
+    )
+    flags.DEFINE_string(
+      "stage",
+      None,
+      "the feature map of gradcam (default: the deepest), "
+      "features and receptive-field (default: up to 6 of them)",
+      flag_values=values,
+    )
+    flags.DEFINE_string(
+      "unit",
+      None,
+      "receptive-field: ROW,COL input pixel; each stage's unit "
+      "is the one centred nearest it (default: the middle unit)",
+      flag_values=values,
+    )
     flags.DEFINE_integer("k", 5, "neighbours: nearest neighbours per query", flag_values=values)
-    flags.DEFINE_integer("seed", 0, "augment and saliency: seed of their randomness",
-                         flag_values=values)
+    flags.DEFINE_integer(
+      "seed", 0, "augment and saliency: seed of their randomness", flag_values=values
+    )
   if command == "summary":
     flags.DEFINE_string("input", None, "H,W,C input shape", flag_values=values)
-    flags.DEFINE_integer("num_classes", None, "classes (default: the model's)",
-                         flag_values=values)
+    flags.DEFINE_integer("num_classes", None, "classes (default: the model's)", flag_values=values)
   if jax_flags and COMMANDS[command].jax_flags:
     _define_jax_flags(values)
   return values
@@ -155,9 +217,15 @@ def _define_jax_flags(values: "flags.FlagValues") -> "flags.FlagValues":
   """
   import jax
   from absl import flags
-  define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
-            str: flags.DEFINE_string, "enum": flags.DEFINE_enum,
-            "enum_class": flags.DEFINE_enum_class}
+
+  define = {
+    bool: flags.DEFINE_bool,
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    str: flags.DEFINE_string,
+    "enum": flags.DEFINE_enum,
+    "enum_class": flags.DEFINE_enum_class,
+  }
   current = jax.config.values
   for name, (kind, args, kwargs) in jax.config.meta.items():
     define[kind](name, current[name], *args, flag_values=values, **kwargs)
@@ -167,6 +235,7 @@ def _define_jax_flags(values: "flags.FlagValues") -> "flags.FlagValues":
 def _apply_jax_flags(values: "flags.FlagValues") -> None:
   """Sets `jax.config` from the jax flags on the command line (before jax starts a backend)."""
   import jax
+
   for name in jax.config.meta:
     if values[name].present:
       jax.config.update(name, values[name].value)
@@ -176,6 +245,7 @@ def _command(name: str) -> Command:
   """The command `name`; UsageError naming the commands if there is none."""
   if name not in COMMANDS:
     import difflib
+
     close = difflib.get_close_matches(name, COMMANDS, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise UsageError(f"unknown command {name!r}; {hint}choose one of {', '.join(COMMANDS)}.")
@@ -188,13 +258,14 @@ def _parse(argv: list[str]) -> tuple[str, list[str], "flags.FlagValues | None"]:
   A help request parses as ("help" or "helpfull", [the command it is about] or [], None).
   """
   from absl import flags
+
   if len(argv) < 2:
     raise UsageError(f"no command; {USAGE}.")
   if argv[1] == "help" or argv[1] in HELP_FLAGS:
     return HELP_FLAGS.get(argv[1], "help"), argv[2:3], None
   command = argv[1]
   _command(command)
-  options = argv[2:argv.index("--")] if "--" in argv[2:] else argv[2:]
+  options = argv[2 : argv.index("--")] if "--" in argv[2:] else argv[2:]
   asked = {HELP_FLAGS[arg] for arg in options if arg in HELP_FLAGS}
   if asked:
     return max(asked, key=len), [command], None  # --helpfull wins over --help.
@@ -203,17 +274,20 @@ def _parse(argv: list[str]) -> tuple[str, list[str], "flags.FlagValues | None"]:
   try:
     positional = values([argv[0], *rest])[1:]
   except SyntaxError as error:  # config_flags: the config file is not Python.
-    raise UsageError(f"syntax error in the --config file {error.filename}, line {error.lineno}: "
-                     f"{error.msg}.") from None
+    raise UsageError(
+      f"syntax error in the --config file {error.filename}, line {error.lineno}: {error.msg}."
+    ) from None
   except flags.Error as error:
     raise UsageError(_one_line(_wrapped_usage_error(error) or error)) from None
   except (KeyError, AttributeError) as error:  # config_flags: no such key.
     where = _config_file_line(error)
     if where:  # The config file reads a key that its config lacks.
-      raise UsageError(f"{where}: unknown config key "
-                       f"{'; '.join(_key_error_text(error).splitlines())}") from None
-    raise UsageError(f"unknown config key {_one_line(error)} in a --config.KEY override; "
-                     "check its spelling.") from None
+      raise UsageError(
+        f"{where}: unknown config key {'; '.join(_key_error_text(error).splitlines())}"
+      ) from None
+    raise UsageError(
+      f"unknown config key {_one_line(error)} in a --config.KEY override; check its spelling."
+    ) from None
   except OSError as error:  # config_flags: the config file cannot be read.
     raise UsageError(f"cannot read the --config file: {_one_line(error)}") from None
   except (TypeError, ValueError) as error:  # config_flags: a value of the wrong type.
@@ -224,8 +298,9 @@ def _parse(argv: list[str]) -> tuple[str, list[str], "flags.FlagValues | None"]:
 
 
 def _config_file_line(error: BaseException) -> str | None:
-  """"FILE, line N" where the code of a --config file raised `error`; None elsewhere."""
+  """ "FILE, line N" where the code of a --config file raised `error`; None elsewhere."""
   import traceback
+
   frames = traceback.extract_tb(error.__traceback__)
   files = [frame.filename for frame in frames if frame.name == "get_config"]
   if not files:
@@ -262,8 +337,7 @@ def _one_line(error: Exception) -> str:
 
 def _experiment_flags(values: "flags.FlagValues") -> tuple:
   if not values["config"].present:
-    raise UsageError("--config=FILE is required; e.g. --config=experiments/configs/"
-                     "lenet_digits.py")
+    raise UsageError("--config=FILE is required; e.g. --config=experiments/configs/lenet_digits.py")
   if not values.workdir:
     raise UsageError("--workdir=DIR is required.")
   return _loaded_config(values), values.workdir
@@ -287,8 +361,10 @@ def _enable_compilation_cache() -> None:
   """
   import os
   import jax
-  directory = os.environ.get("CNNJAX_COMPILATION_CACHE",
-                             os.path.join(os.path.expanduser("~"), ".cache", "cnnjax", "xla"))
+
+  directory = os.environ.get(
+    "CNNJAX_COMPILATION_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "cnnjax", "xla")
+  )
   if directory and not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -296,12 +372,16 @@ def _enable_compilation_cache() -> None:
 
 def _initialize_distributed(values: "flags.FlagValues") -> None:
   import jax
+
   if values.coordinator_address or values.distributed:
     # CPU devices need gloo for cross-process collectives; GPU and TPU ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if values.coordinator_address:
-    jax.distributed.initialize(coordinator_address=values.coordinator_address,
-                               num_processes=values.num_processes, process_id=values.process_id)
+    jax.distributed.initialize(
+      coordinator_address=values.coordinator_address,
+      num_processes=values.num_processes,
+      process_id=values.process_id,
+    )
   elif values.distributed:
     jax.distributed.initialize()
 
@@ -309,6 +389,7 @@ def _initialize_distributed(values: "flags.FlagValues") -> None:
 def main(argv: list[str]) -> int:
   """Runs one command; returns the exit status."""
   import logging
+
   logging.getLogger("absl").addFilter(_without_opencv_advice)  # Adds it once.
   command, positional, values = _parse(argv)
   if command != "train":
@@ -323,6 +404,7 @@ def main(argv: list[str]) -> int:
     return _config(positional, values)
   if command == "models":
     from cnnjax import models
+
     print("\n".join(models.names()))
     return 0
   if command == "summary":
@@ -332,12 +414,14 @@ def main(argv: list[str]) -> int:
   if command == "show":
     return _show(positional, values)
   if positional:
-    raise UsageError(f"unexpected arguments {' '.join(positional)}; usage: cnnjax "
-                     f"{COMMANDS[command].usage}")
+    raise UsageError(
+      f"unexpected arguments {' '.join(positional)}; usage: cnnjax {COMMANDS[command].usage}"
+    )
   config, workdir = _experiment_flags(values)
   _enable_compilation_cache()
   _initialize_distributed(values)
   from cnnjax.train import loop
+
   result = loop.run(config, workdir) if command == "train" else loop.evaluate(config, workdir)
   if command == "eval":
     print(json.dumps(result, sort_keys=True))
@@ -356,14 +440,22 @@ def _without_opencv_advice(record: "logging.LogRecord") -> bool:
 def _help(topic: str | None, full: bool) -> str:
   """`cnnjax --help` (no `topic`) or `cnnjax TOPIC --help`; `full` adds jax's own flags."""
   from absl import flags
+
   jax_note = "jax's own flags (--jax_platforms=cpu, --jax_debug_nans, ...)"
   if topic is None:
     width = max(map(len, COMMANDS))
     takers = ", ".join(name for name, command in COMMANDS.items() if command.jax_flags)
-    lines = ["usage: cnnjax COMMAND [flags]", "", "commands:",
-             *(f"  {name:<{width}}  {command.description}" for name, command in COMMANDS.items()),
-             "", flags.text_wrap(f"`cnnjax COMMAND --help` lists the flags of COMMAND; "
-                                 f"`--helpfull` adds {jax_note}, taken by {takers}.")]
+    lines = [
+      "usage: cnnjax COMMAND [flags]",
+      "",
+      "commands:",
+      *(f"  {name:<{width}}  {command.description}" for name, command in COMMANDS.items()),
+      "",
+      flags.text_wrap(
+        f"`cnnjax COMMAND --help` lists the flags of COMMAND; "
+        f"`--helpfull` adds {jax_note}, taken by {takers}."
+      ),
+    ]
     takes_jax_flags = True
   else:
     command = _command(topic)
@@ -373,8 +465,10 @@ def _help(topic: str | None, full: bool) -> str:
       lines += ["", "flags:", _flags_help(own)]
     notes = []
     if "config" in own and topic != "config":
-      notes.append("`cnnjax config [--config=FILE[:ARG]] [--task=NAME]` lists every "
-                   "--config.KEY with its default and meaning.")
+      notes.append(
+        "`cnnjax config [--config=FILE[:ARG]] [--task=NAME]` lists every "
+        "--config.KEY with its default and meaning."
+      )
     if command.jax_flags and not full:
       notes.append(f"`cnnjax {topic} --helpfull` adds {jax_note}.")
     if notes:
@@ -388,23 +482,27 @@ def _help(topic: str | None, full: bool) -> str:
 def _flags_help(values: "flags.FlagValues") -> str:
   """Each flag of `values` with its help and default, as absl's --help shows them."""
   from absl import flags
+
   lines = []
   for name in sorted(values):
     flag = values[name]
     default = "" if flag.default is None else f" (default: {flag.default_as_str})"
     spelled = f"--[no]{name}" if flag.boolean else f"--{name}"
-    lines.append(flags.text_wrap(f"{spelled}: {flag.help}{default}", indent="    ",
-                                 firstline_indent="  "))
+    lines.append(
+      flags.text_wrap(f"{spelled}: {flag.help}{default}", indent="    ", firstline_indent="  ")
+    )
   return "\n".join(lines)
 
 
 def _config(positional: list[str], values: "flags.FlagValues") -> int:
   """`cnnjax config`: every key, its value and its comment, once the config passes `validate`."""
   if positional:
-    raise UsageError(f"unexpected arguments {' '.join(positional)}; usage: cnnjax "
-                     f"{COMMANDS['config'].usage}")
+    raise UsageError(
+      f"unexpected arguments {' '.join(positional)}; usage: cnnjax {COMMANDS['config'].usage}"
+    )
   from ml_collections import config_flags
   from cnnjax.train import config as config_lib
+
   if values["config"].present:
     if values.task is not None:
       raise UsageError("--task is for the defaults; a --config file's task is its config.task.")
@@ -412,16 +510,21 @@ def _config(positional: list[str], values: "flags.FlagValues") -> int:
   else:
     config = config_lib.defaults(values.task) if values.task else config_lib.defaults()
   config_lib.validate(config)
-  source = (config_flags.get_config_filename(values["config"]) if values["config"].present
-            else "the defaults")
+  source = (
+    config_flags.get_config_filename(values["config"])
+    if values["config"].present
+    else "the defaults"
+  )
   print(f"# {source} (task {config.task!r}); change a key with --config.KEY=VALUE")
-  print("\n".join(_described_keys(config, config_lib.comments(config.task),
-                                   config_lib.keys(config))))
+  print(
+    "\n".join(_described_keys(config, config_lib.comments(config.task), config_lib.keys(config)))
+  )
   return 0
 
 
-def _described_keys(config: "ml_collections.ConfigDict", comments: dict[str, str],
-                    keys: list[str]) -> list[str]:
+def _described_keys(
+  config: "ml_collections.ConfigDict", comments: dict[str, str], keys: list[str]
+) -> list[str]:
   """`key = value  # comment` for each of `keys`, in the order of `comments`."""
   order = {key: index for index, key in enumerate(comments)}
   lines = []
@@ -440,6 +543,7 @@ def _summary(positional: list[str], values: "flags.FlagValues") -> int:
   if len(positional) != 1:
     raise UsageError(f"usage: cnnjax {COMMANDS['summary'].usage}")
   from cnnjax.inspect import summary
+
   input_shape = None
   if values.input:
     try:
@@ -457,22 +561,27 @@ def _summary(positional: list[str], values: "flags.FlagValues") -> int:
 def _plan(positional: list[str], values: "flags.FlagValues") -> int:
   """`cnnjax plan`: the config's steps compiled for --topology; prints one markdown table."""
   if positional:
-    raise UsageError(f"unexpected arguments {' '.join(positional)}; usage: cnnjax "
-                     f"{COMMANDS['plan'].usage}")
+    raise UsageError(
+      f"unexpected arguments {' '.join(positional)}; usage: cnnjax {COMMANDS['plan'].usage}"
+    )
   if not values["config"].present:
-    raise UsageError("--config=FILE is required; e.g. --config=experiments/configs/"
-                     "lenet_digits.py")
+    raise UsageError("--config=FILE is required; e.g. --config=experiments/configs/lenet_digits.py")
   if not values.topology:
     raise UsageError("--topology is required, e.g. --topology=v5e:2x4.")
   from ml_collections import config_flags
   from cnnjax.train import plan
+
   plan.parse_topology(values.topology)  # A bad name fails before the config is built.
   config = _loaded_config(values)
-  result = plan.plan(config, values.topology,
-                     config_name=config_flags.get_config_filename(values["config"]),
-                     evaluate=values.eval, search=values.search,
-                     max_compiles=values.max_compiles,
-                     log=lambda line: print(line, file=sys.stderr, flush=True))
+  result = plan.plan(
+    config,
+    values.topology,
+    config_name=config_flags.get_config_filename(values["config"]),
+    evaluate=values.eval,
+    search=values.search,
+    max_compiles=values.max_compiles,
+    log=lambda line: print(line, file=sys.stderr, flush=True),
+  )
   print(result.markdown())
   return 0
 
@@ -480,9 +589,11 @@ def _plan(positional: list[str], values: "flags.FlagValues") -> int:
 def _show(positional: list[str], values: "flags.FlagValues") -> int:
   """`cnnjax show KIND`: draws KIND for the newest checkpoint of --workdir; prints the PNG path."""
   from cnnjax.inspect import show
+
   if len(positional) != 1:
-    raise UsageError(f"name one kind to show ({', '.join(show.KINDS)}); usage: cnnjax "
-                     f"{COMMANDS['show'].usage}")
+    raise UsageError(
+      f"name one kind to show ({', '.join(show.KINDS)}); usage: cnnjax {COMMANDS['show'].usage}"
+    )
   kind = positional[0]
   show.check_kind(kind)
   if not values.workdir:
@@ -497,8 +608,17 @@ def _show(positional: list[str], values: "flags.FlagValues") -> int:
       raise UsageError(f"--unit={values.unit} is not ROW,COL input pixels, e.g. 16,16.")
   config = _loaded_config(values) if values["config"].present else None
   run = load_run(values.workdir, config)
-  path = show.render(kind, run, out=values.out, n=values.n, split=values.split,
-                     stage=values.stage, unit=unit, k=values.k, seed=values.seed)
+  path = show.render(
+    kind,
+    run,
+    out=values.out,
+    n=values.n,
+    split=values.split,
+    stage=values.stage,
+    unit=unit,
+    k=values.k,
+    seed=values.seed,
+  )
   print(path)
   return 0
 
@@ -520,10 +640,13 @@ def load_run(workdir: str, config: "ml_collections.ConfigDict | None" = None) ->
   from cnnjax.train import checkpoint
   from cnnjax.train import loop
   from cnnjax.train.tasks import inputs
+
   directory = checkpoint.workdir_path(workdir)
   if not directory.is_dir() or not checkpoint.has_checkpoint(directory):
-    raise UsageError(f"no checkpoint in --workdir {workdir}; train it first with `cnnjax train "
-                     f"--config=FILE --workdir={workdir}`, or point --workdir at a trained run.")
+    raise UsageError(
+      f"no checkpoint in --workdir {workdir}; train it first with `cnnjax train "
+      f"--config=FILE --workdir={workdir}`, or point --workdir at a trained run."
+    )
   config = _workdir_config(directory) if config is None else copy.deepcopy(config)
   with config.unlocked():
     # The checkpoint holds the weights: nothing needs the transfer source again.
@@ -532,11 +655,17 @@ def load_run(workdir: str, config: "ml_collections.ConfigDict | None" = None) ->
   experiment = loop.Experiment(config, workdir)
   checkpoint.check_fingerprint(directory, experiment.fingerprint(), claim=False)
   checkpointer = checkpoint.Checkpointer(
-      directory, keep=config.keep_checkpoints, best_metric=config.best_metric or None,
-      best_mode=config.best_mode, async_save=False, create=False)
+    directory,
+    keep=config.keep_checkpoints,
+    best_metric=config.best_metric or None,
+    best_mode=config.best_mode,
+    async_save=False,
+    create=False,
+  )
   try:
-    restored = checkpointer.restore_latest(experiment.abstract_state(),
-                                           experiment.initial_state, new_optimizer=True)
+    restored = checkpointer.restore_latest(
+      experiment.abstract_state(), experiment.initial_state, new_optimizer=True
+    )
   except checkpoint.NothingRestorable as error:
     raise UsageError(f"{error.problems}; there is nothing to show.") from None
   finally:
@@ -546,14 +675,20 @@ def load_run(workdir: str, config: "ml_collections.ConfigDict | None" = None) ->
   data_dir = config.data_dir or None
 
   def batches(split: str, batch_size: int):
-    return pipeline.eval_iterator(config.dataset, split=split, batch_size=batch_size,
-                                  data_dir=data_dir)
+    return pipeline.eval_iterator(
+      config.dataset, split=split, batch_size=batch_size, data_dir=data_dir
+    )
 
-  return show.Run(task=experiment.task,
-                  variables={"params": state.params, "batch_stats": state.batch_stats},
-                  step=int(restored.step), batches=batches,
-                  class_names=_class_names(config.dataset, data_dir), mean=mean, std=std,
-                  workdir=workdir)
+  return show.Run(
+    task=experiment.task,
+    variables={"params": state.params, "batch_stats": state.batch_stats},
+    step=int(restored.step),
+    batches=batches,
+    class_names=_class_names(config.dataset, data_dir),
+    mean=mean,
+    std=std,
+    workdir=workdir,
+  )
 
 
 def _workdir_config(directory: Any) -> "ml_collections.ConfigDict":
@@ -561,10 +696,12 @@ def _workdir_config(directory: Any) -> "ml_collections.ConfigDict":
   import ml_collections
   from cnnjax.train import config as config_lib
   from cnnjax.train import writer
+
   path = directory / writer.CONFIG_FILE
   if not path.exists():
-    raise UsageError(f"{directory} has no {writer.CONFIG_FILE}; pass the experiment with "
-                     "--config=FILE.")
+    raise UsageError(
+      f"{directory} has no {writer.CONFIG_FILE}; pass the experiment with --config=FILE."
+    )
   flat = json.loads(path.read_text())
   config = config_lib.defaults(flat.get("task", "classification"))
 
@@ -597,12 +734,15 @@ def _class_names(dataset: str, data_dir: str | None) -> tuple[str, ...]:
   """The dataset's class names, where TFDS or cnnjax's builders know them."""
   if dataset.split("/")[0].split(":")[0] == "shapes":
     from cnnjax.data.builders import shapes
+
     return tuple(shapes.CLASS_NAMES)
   try:
     import tensorflow_datasets as tfds
     from cnnjax.data import pipeline
+
     label = tfds.builder(dataset, data_dir=pipeline.resolve_data_dir(data_dir)).info.features[
-        "label"]
+      "label"
+    ]
     return tuple(label.names)
   except Exception:  # noqa: BLE001 -- names only label the pictures; indices will do.
     return ()
@@ -617,8 +757,10 @@ def run_cli(argv: list[str] | None = None) -> None:
     print(f"cnnjax: error: {_one_line(error)}", file=sys.stderr)
     sys.exit(2)
   except KeyboardInterrupt:
-    print("cnnjax: interrupted; a training run resumes from its newest checkpoint when started "
-          "again.", file=sys.stderr)
+    print(
+      "cnnjax: interrupted; a training run resumes from its newest checkpoint when started again.",
+      file=sys.stderr,
+    )
     sys.exit(stopping.exit_status("SIGINT"))
   sys.exit(status)
 

@@ -58,19 +58,23 @@ FINISH_KILL_DELAY_S = 3.0  # After the final evaluation: summary.json, then abou
 _RUNS = flags.DEFINE_integer("runs", 10, "Faulted runs to compare with the reference.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of where the kills land.")
 _WORKDIR_ROOT = flags.DEFINE_string(
-    "workdir_root", "workdirs/fault_injection",
-    "Holds the shared XLA cache and one timestamped folder of workdirs per invocation.")
+  "workdir_root",
+  "workdirs/fault_injection",
+  "Holds the shared XLA cache and one timestamped folder of workdirs per invocation.",
+)
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 60, "Train steps of every run.")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 8, "Steps between checkpoints.")
 _MAX_KILLS = flags.DEFINE_integer("max_kills", 3, "Each run is killed 1 to this many times.")
 _KILL_DURING_SAVE = flags.DEFINE_float(
-    "kill_during_save", 0.5, "Fraction of kills aimed at an asynchronous save in flight.")
+  "kill_during_save", 0.5, "Fraction of kills aimed at an asynchronous save in flight."
+)
 _JOBS = flags.DEFINE_integer("jobs", 1, "Runs (the reference among them) trained at once.")
 
 
 @dataclasses.dataclass(frozen=True)
 class Kill:
   """Where a SIGKILL landed."""
+
   step: int  # The newest train step the process had logged.
   saving: int | None  # The step of a save whose temporary directory existed, if any.
   evaluated: bool  # Whether it had logged its final evaluation.
@@ -83,6 +87,7 @@ class Kill:
 @dataclasses.dataclass
 class RunResult:
   """What happened to one run (the reference or a faulted one)."""
+
   index: int  # -1 for the reference.
   workdir: pathlib.Path
   kills: list[Kill] = dataclasses.field(default_factory=list)
@@ -91,14 +96,17 @@ class RunResult:
 
   def row(self, failed: bool) -> str:
     """This run's line of the per-run table."""
-    return (f"| {self.index} | {', '.join(map(str, self.kills)) or '-'} | "
-            f"{', '.join(map(str, self.resumes)) or '-'} | "
-            f"{'differs or failed' if failed else 'bit-identical'} |")
+    return (
+      f"| {self.index} | {', '.join(map(str, self.kills)) or '-'} | "
+      f"{', '.join(map(str, self.resumes)) or '-'} | "
+      f"{'differs or failed' if failed else 'bit-identical'} |"
+    )
 
 
 @dataclasses.dataclass
 class Report:
   """The outcome of `inject`."""
+
   runs: int
   kills: int
   saves_hit: int
@@ -110,33 +118,46 @@ class Report:
 
   def markdown(self) -> str:
     """The summary table, the per-run table, then each failure's reason."""
-    lines = ["| runs | kills | kills during a save | resumes | bit-identical | failures | "
-             "wall time |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-             f"| {self.runs} | {self.kills} | {self.saves_hit} | {self.resumes} | "
-             f"{self.identical} | {len(self.failures)} | {self.wall_seconds:.0f} s |",
-             "",
-             "| run | killed after (save in flight) | resumed from | end |",
-             "| ---: | --- | --- | --- |",
-             *self.rows]
-    lines += [f"\nrun {index} failed ({workdir}): {reason}"
-              for index, workdir, reason in self.failures]
+    lines = [
+      "| runs | kills | kills during a save | resumes | bit-identical | failures | wall time |",
+      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      f"| {self.runs} | {self.kills} | {self.saves_hit} | {self.resumes} | "
+      f"{self.identical} | {len(self.failures)} | {self.wall_seconds:.0f} s |",
+      "",
+      "| run | killed after (save in flight) | resumed from | end |",
+      "| ---: | --- | --- | --- |",
+      *self.rows,
+    ]
+    lines += [
+      f"\nrun {index} failed ({workdir}): {reason}" for index, workdir, reason in self.failures
+    ]
     return "\n".join(lines)
 
 
 def _train_command(workdir: pathlib.Path, num_steps: int, checkpoint_every: int) -> list[str]:
-  return [sys.executable, "-m", "cnnjax.main", "train", f"--workdir={workdir}",
-          f"--config={CONFIG}", "--config.num_epochs=0", f"--config.num_steps={num_steps}",
-          "--config.batch_size=32", "--config.log_every=1",
-          f"--config.checkpoint_every={checkpoint_every}", "--config.progress=lines",
-          "--config.schedule.warmup_steps=5"]
+  return [
+    sys.executable,
+    "-m",
+    "cnnjax.main",
+    "train",
+    f"--workdir={workdir}",
+    f"--config={CONFIG}",
+    "--config.num_epochs=0",
+    f"--config.num_steps={num_steps}",
+    "--config.batch_size=32",
+    "--config.log_every=1",
+    f"--config.checkpoint_every={checkpoint_every}",
+    "--config.progress=lines",
+    "--config.schedule.warmup_steps=5",
+  ]
 
 
 class _Attempt:
   """One `cnnjax train` process, its log file, and the train steps it has logged."""
 
-  def __init__(self, command: list[str], workdir: pathlib.Path, log: pathlib.Path,
-               cache: pathlib.Path):
+  def __init__(
+    self, command: list[str], workdir: pathlib.Path, log: pathlib.Path, cache: pathlib.Path
+  ):
     self.workdir = workdir
     self.log = log
     self._offset = 0  # How much of the log `poll_steps` has read.
@@ -145,8 +166,12 @@ class _Attempt:
     self._first_seen: tuple[float, int] | None = None  # (time, step) of its first one.
     with open(log, "w") as out:
       self.process = subprocess.Popen(
-          command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-          env={**os.environ, "CNNJAX_COMPILATION_CACHE": str(cache)})
+        command,
+        cwd=REPO,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "CNNJAX_COMPILATION_CACHE": str(cache)},
+      )
     self._deadline = time.monotonic() + ATTEMPT_TIMEOUT_S
 
   def alive(self) -> bool:
@@ -168,7 +193,7 @@ class _Attempt:
     with open(self.log, "rb") as f:
       f.seek(self._offset)
       text = f.read()
-    complete = text[:text.rfind(b"\n") + 1]  # A line being written has no newline yet.
+    complete = text[: text.rfind(b"\n") + 1]  # A line being written has no newline yet.
     self._offset += len(complete)
     for split, step, num_steps in PROGRESS.findall(complete.decode(errors="replace")):
       if split != "train":
@@ -195,8 +220,14 @@ class _Attempt:
     directory = self.workdir / "checkpoints"
     if not directory.is_dir():
       return None
-    return next((step for step in (int(p.name.split(".")[0]) for p in directory.iterdir()
-                                   if TMP_SUFFIX in p.name) if step <= self.step), None)
+    return next(
+      (
+        step
+        for step in (int(p.name.split(".")[0]) for p in directory.iterdir() if TMP_SUFFIX in p.name)
+        if step <= self.step
+      ),
+      None,
+    )
 
   def kill(self) -> Kill:
     """SIGKILLs the process; returns where it was."""
@@ -230,8 +261,9 @@ def _newest_checkpoint(workdir: pathlib.Path) -> int:
   return max((int(p.name) for p in directory.iterdir() if p.name.isdigit()), default=0)
 
 
-def _kill_somewhere(attempt: _Attempt, rng: np.random.Generator, num_steps: int,
-                    save_fraction: float) -> Kill | None:
+def _kill_somewhere(
+  attempt: _Attempt, rng: np.random.Generator, num_steps: int, save_fraction: float
+) -> Kill | None:
   """Kills `attempt` at a random moment (see the module docstring).
 
   Returns:
@@ -257,9 +289,16 @@ def _kill_somewhere(attempt: _Attempt, rng: np.random.Generator, num_steps: int,
   return None
 
 
-def _train_run(index: int, workdir: pathlib.Path, cache: pathlib.Path, seed: int,
-                 num_steps: int, checkpoint_every: int, max_kills: int,
-                 save_fraction: float) -> RunResult:
+def _train_run(
+  index: int,
+  workdir: pathlib.Path,
+  cache: pathlib.Path,
+  seed: int,
+  num_steps: int,
+  checkpoint_every: int,
+  max_kills: int,
+  save_fraction: float,
+) -> RunResult:
   """Trains in `workdir`, killed and restarted as drawn; index -1 trains the reference."""
   result = RunResult(index, workdir)
   rng = np.random.default_rng([seed, index]) if index >= 0 else None
@@ -268,10 +307,8 @@ def _train_run(index: int, workdir: pathlib.Path, cache: pathlib.Path, seed: int
   workdir.mkdir(parents=True)
   try:
     for number in range(planned + 1):
-      attempt = _Attempt(command, workdir, workdir.parent / f"{workdir.name}.{number}.log",
-                         cache)
-      landed = _kill_somewhere(attempt, rng, num_steps, save_fraction) if number < planned \
-          else None
+      attempt = _Attempt(command, workdir, workdir.parent / f"{workdir.name}.{number}.log", cache)
+      landed = _kill_somewhere(attempt, rng, num_steps, save_fraction) if number < planned else None
       if landed is None:
         # The last attempt, or one that ended before its kill: it must finish by itself.
         result.error = attempt.finish()
@@ -289,18 +326,22 @@ def _train_run(index: int, workdir: pathlib.Path, cache: pathlib.Path, seed: int
 def final_state(workdir: pathlib.Path) -> tuple[int, dict[str, np.ndarray], Any]:
   """(step, {leaf path: array} of the whole train state, data state) of the newest checkpoint."""
   manager = ocp.CheckpointManager(
-      workdir / "checkpoints",
-      item_handlers={"state": ocp.StandardCheckpointHandler(),
-                     "data": ocp.JsonCheckpointHandler()})
+    workdir / "checkpoints",
+    item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+  )
   try:
     step = manager.latest_step()
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                             data=ocp.args.JsonRestore()))
+    restored = manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore())
+    )
   finally:
     manager.close()
   leaves = jax.tree_util.tree_flatten_with_path(restored["state"])[0]
-  return step, {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}, \
-      restored["data"]
+  return (
+    step,
+    {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves},
+    restored["data"],
+  )
 
 
 def compare(reference: pathlib.Path, workdir: pathlib.Path) -> str | None:
@@ -312,23 +353,35 @@ def compare(reference: pathlib.Path, workdir: pathlib.Path) -> str | None:
   if state.keys() != ref_state.keys():
     return f"train state leaves differ: {sorted(state.keys() ^ ref_state.keys())}"
   # Bytes, not values: NaNs and the sign of zero count too.
-  differing = [name for name, array in state.items()
-               if (array.dtype, array.shape, array.tobytes()) !=
-               (ref_state[name].dtype, ref_state[name].shape, ref_state[name].tobytes())]
+  differing = [
+    name
+    for name, array in state.items()
+    if (array.dtype, array.shape, array.tobytes())
+    != (ref_state[name].dtype, ref_state[name].shape, ref_state[name].tobytes())
+  ]
   if differing:
     return f"train state differs in {', '.join(differing)}"
   if data != ref_data:
     return f"data state {data} differs from the reference's {ref_data}"
-  summaries = [json.loads((w / "summary.json").read_text()) if (w / "summary.json").exists()
-               else None for w in (reference, workdir)]
+  summaries = [
+    json.loads((w / "summary.json").read_text()) if (w / "summary.json").exists() else None
+    for w in (reference, workdir)
+  ]
   if summaries[0] != summaries[1]:
     return f"summary.json {summaries[1]} differs from the reference's {summaries[0]}"
   return None
 
 
-def inject(runs: int, seed: int, workdir_root: str | os.PathLike, num_steps: int = 60,
-           checkpoint_every: int = 8, max_kills: int = 3, kill_during_save: float = 0.5,
-           jobs: int = 1) -> Report:
+def inject(
+  runs: int,
+  seed: int,
+  workdir_root: str | os.PathLike,
+  num_steps: int = 60,
+  checkpoint_every: int = 8,
+  max_kills: int = 3,
+  kill_during_save: float = 0.5,
+  jobs: int = 1,
+) -> Report:
   """Trains a reference and `runs` SIGKILLed-and-restarted runs; compares each to the first.
 
   Args:
@@ -348,11 +401,20 @@ def inject(runs: int, seed: int, workdir_root: str | os.PathLike, num_steps: int
   cache = root / "xla_cache"
   folder = root / datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
   with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-    futures = [pool.submit(_train_run, index, folder / (f"run-{index}" if index >= 0 else
-                                                        "reference"),
-                           cache, seed, num_steps, checkpoint_every, max_kills,
-                           kill_during_save)
-               for index in range(-1, runs)]  # The reference first: it gets a job at once.
+    futures = [
+      pool.submit(
+        _train_run,
+        index,
+        folder / (f"run-{index}" if index >= 0 else "reference"),
+        cache,
+        seed,
+        num_steps,
+        checkpoint_every,
+        max_kills,
+        kill_during_save,
+      )
+      for index in range(-1, runs)
+    ]  # The reference first: it gets a job at once.
     reference, *results = [future.result() for future in futures]
   failures = []
   for result in results:
@@ -373,12 +435,16 @@ def inject(runs: int, seed: int, workdir_root: str | os.PathLike, num_steps: int
         log.unlink()
   if not failures:
     shutil.rmtree(folder)
-  return Report(runs=runs, kills=sum(len(r.kills) for r in results),
-                saves_hit=sum(k.saving is not None for r in results for k in r.kills),
-                resumes=sum(len(r.resumes) for r in results),
-                identical=runs - len(failures), failures=failures,
-                wall_seconds=time.monotonic() - start,
-                rows=[r.row(r.index in failed) for r in results])
+  return Report(
+    runs=runs,
+    kills=sum(len(r.kills) for r in results),
+    saves_hit=sum(k.saving is not None for r in results for k in r.kills),
+    resumes=sum(len(r.resumes) for r in results),
+    identical=runs - len(failures),
+    failures=failures,
+    wall_seconds=time.monotonic() - start,
+    rows=[r.row(r.index in failed) for r in results],
+  )
 
 
 def main(argv: list[str]) -> int:
@@ -386,9 +452,16 @@ def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore of `compare` at INFO.
-  report = inject(_RUNS.value, _SEED.value, _WORKDIR_ROOT.value, _NUM_STEPS.value,
-                  _CHECKPOINT_EVERY.value, _MAX_KILLS.value, _KILL_DURING_SAVE.value,
-                  _JOBS.value)
+  report = inject(
+    _RUNS.value,
+    _SEED.value,
+    _WORKDIR_ROOT.value,
+    _NUM_STEPS.value,
+    _CHECKPOINT_EVERY.value,
+    _MAX_KILLS.value,
+    _KILL_DURING_SAVE.value,
+    _JOBS.value,
+  )
   print(report.markdown())
   return 1 if report.failures else 0
 

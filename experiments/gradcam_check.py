@@ -65,8 +65,9 @@ def _config(spec: str, num_steps: int | None):
   return config
 
 
-def peak_rates(run: show.Run, variables, stage: str, split: str = "test",
-               batch_size: int = 100) -> dict[str, float]:
+def peak_rates(
+  run: show.Run, variables, stage: str, split: str = "test", batch_size: int = 100
+) -> dict[str, float]:
   """{"true": peak on the true class's mask, "pred": the same over the correctly classified
   images, "pointing": peak within the pointing game's tolerance of the mask, "accuracy",
   "chance": mean mask fraction, "count", "tolerance": in pixels}.
@@ -77,8 +78,11 @@ def peak_rates(run: show.Run, variables, stage: str, split: str = "test",
   hits_true = hits_pred = hits_near = correct = total = 0
   coverage = 0.0
   tolerance = None
-  step = jax.jit(lambda v, x, c: gradients.peaks(gradients.upsample(
-      gradients.grad_cam(run.model, v, x, c, stage), x.shape[1:3])))
+  step = jax.jit(
+    lambda v, x, c: gradients.peaks(
+      gradients.upsample(gradients.grad_cam(run.model, v, x, c, stage), x.shape[1:3])
+    )
+  )
   for batch in run.batches(split, batch_size):
     batch = show._prepared(run, batch)
     valid = np.asarray(batch["valid"], bool)
@@ -92,8 +96,12 @@ def peak_rates(run: show.Run, variables, stage: str, split: str = "test",
     at_true = np.asarray(step(variables, images, jnp.asarray(labels)))
     hit = on_class[rows, at_true[:, 0], at_true[:, 1]]
     tolerance = 15 / 224 * images.shape[1]
-    near = np.array([ndimage.distance_transform_edt(~on)[r, c] <= tolerance if on.any() else False
-                     for on, (r, c) in zip(on_class, at_true)])
+    near = np.array(
+      [
+        ndimage.distance_transform_edt(~on)[r, c] <= tolerance if on.any() else False
+        for on, (r, c) in zip(on_class, at_true)
+      ]
+    )
     hits_near += int(np.sum(near & valid))
     right = predicted == labels
     hits_true += int(np.sum(hit & valid))
@@ -101,17 +109,24 @@ def peak_rates(run: show.Run, variables, stage: str, split: str = "test",
     correct += int(np.sum(right & valid))
     total += int(np.sum(valid))
     coverage += float(np.sum(on_class.mean(axis=(1, 2))[valid]))
-  return {"true": hits_true / total, "pred": hits_pred / max(1, correct),
-          "pointing": hits_near / total, "accuracy": correct / total,
-          "chance": coverage / total, "count": total, "tolerance": tolerance}
+  return {
+    "true": hits_true / total,
+    "pred": hits_pred / max(1, correct),
+    "pointing": hits_near / total,
+    "accuracy": correct / total,
+    "chance": coverage / total,
+    "count": total,
+    "tolerance": tolerance,
+  }
 
 
 def main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default=os.path.join(REPO, "workdirs", "gradcam_shapes"))
   parser.add_argument("--config", default=DEFAULT_CONFIG)
-  parser.add_argument("--num_steps", type=int, default=None,
-                      help="train steps (default: the config's)")
+  parser.add_argument(
+    "--num_steps", type=int, default=None, help="train steps (default: the config's)"
+  )
   parser.add_argument("--stage", default=None, help="feature map (default: the deepest)")
   args = parser.parse_args(argv)
   config = _config(args.config, args.num_steps)
@@ -121,15 +136,21 @@ def main(argv: list[str]) -> None:
   trained = peak_rates(run, run.variables, stage)
   initial = run.task.init_variables(jax.random.key(config.seed))
   untrained = peak_rates(run, initial, stage)
-  print(f"\n{config.model} {dict(config.model_kwargs)} on {config.dataset}, step {run.step}, "
-        f"Grad-CAM at {stage}, {trained['count']} test images\n")
-  print("| network | test accuracy | Grad-CAM peak on the true class's mask | "
-        "same, images classified right | pointing game (peak within "
-        f"{trained['tolerance']:.1f} px) |")
+  print(
+    f"\n{config.model} {dict(config.model_kwargs)} on {config.dataset}, step {run.step}, "
+    f"Grad-CAM at {stage}, {trained['count']} test images\n"
+  )
+  print(
+    "| network | test accuracy | Grad-CAM peak on the true class's mask | "
+    "same, images classified right | pointing game (peak within "
+    f"{trained['tolerance']:.1f} px) |"
+  )
   print("|---|---|---|---|---|")
   for name, rates in (("trained", trained), ("random init", untrained)):
-    print(f"| {name} | {rates['accuracy']:.3f} | {rates['true']:.3f} | {rates['pred']:.3f} | "
-          f"{rates['pointing']:.3f} |")
+    print(
+      f"| {name} | {rates['accuracy']:.3f} | {rates['true']:.3f} | {rates['pred']:.3f} | "
+      f"{rates['pointing']:.3f} |"
+    )
   print(f"| a uniformly random pixel | | {trained['chance']:.3f} | | |")
 
 

@@ -32,8 +32,15 @@ def test_help_lists_the_commands(capsys, argv):
     assert f"  {name:<7}  {command.description}" in lines
 
 
-@pytest.mark.parametrize("argv", [["train", "--help"], ["eval", "-h"], ["help", "train"],
-                                  ["train", f"--config={LENET}", "--helpshort"]])
+@pytest.mark.parametrize(
+  "argv",
+  [
+    ["train", "--help"],
+    ["eval", "-h"],
+    ["help", "train"],
+    ["train", f"--config={LENET}", "--helpshort"],
+  ],
+)
 def test_command_help_lists_its_flags(capsys, argv):
   out = _output(capsys, argv)
   assert out.startswith(f"usage: cnnjax {argv[0] if argv[0] != 'help' else argv[1]} --config=")
@@ -55,8 +62,9 @@ def test_help_of_an_unknown_command_is_an_error(capsys):
     main.run_cli(["cnnjax", "help", "trian"])
   assert exit_info.value.code == 2
   assert capsys.readouterr().err.strip() == (
-      "cnnjax: error: unknown command 'trian'; did you mean 'train'? choose one of train, eval, "
-      "config, models, summary, plan, show.")
+    "cnnjax: error: unknown command 'trian'; did you mean 'train'? choose one of train, eval, "
+    "config, models, summary, plan, show."
+  )
 
 
 def test_console_script_help_exits_0():
@@ -68,10 +76,13 @@ def test_console_script_help_exits_0():
 
 def test_the_command_line_module_imports_no_heavy_module():
   # `run_cli` installs the stop handlers first; whatever this import loads delays them.
-  code = ("import sys, cnnjax.main; print(sorted(m for m in ('absl', 'jax', 'ml_collections') "
-          "if m in sys.modules))")
-  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=REPO)
+  code = (
+    "import sys, cnnjax.main; print(sorted(m for m in ('absl', 'jax', 'ml_collections') "
+    "if m in sys.modules))"
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
+  )
   assert result.stdout.strip() == "[]", result.stderr
 
 

@@ -38,13 +38,16 @@ def test_unknown_variant_is_a_one_line_error(path):
     _get_config(path, "local,bogus")
 
 
-@pytest.mark.parametrize("name, arg, key, value", [
+@pytest.mark.parametrize(
+  "name, arg, key, value",
+  [
     ("resnet_cifar10", "resnet56,local", "model", "resnet56"),
     ("resnet_cifar10", "resnet110", "dataset", "cifar10"),
     ("alexnet_imagenet", "alexnet2012,local", "model", "alexnet2012"),
     ("triplet_digits", "hard", "metric.loss", "hard"),
     ("resnet50_imagenet", "local", "dataset", "shapes/small"),
-])
+  ],
+)
 def test_documented_variants(name, arg, key, value):
   node = _get_config(BY_NAME[name], arg)
   for part in key.split("."):

@@ -34,8 +34,12 @@ def test_launcher_flags_exist(script):
 
 
 def test_multi_gpu_launcher_refuses_missing_config(tmp_path):
-  result = subprocess.run(["bash", str(LAUNCH / "multi_gpu.sh")], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin"})
+  result = subprocess.run(
+    ["bash", str(LAUNCH / "multi_gpu.sh")],
+    capture_output=True,
+    text=True,
+    env={"PATH": "/usr/bin:/bin"},
+  )
   assert result.returncode != 0
   assert "CONFIG" in result.stderr
 
@@ -50,12 +54,15 @@ def _stubs(directory: pathlib.Path, **scripts: str) -> dict[str, str]:
   return {"PATH": f"{directory}:/usr/bin:/bin"}
 
 
-@pytest.mark.parametrize("outcome, requeued, status", [
+@pytest.mark.parametrize(
+  "outcome, requeued, status",
+  [
     ("finish", False, 0),  # the run reached its last step: summary.json is new
     ("sigterm", True, 0),  # saved and exited 0 early: no summary.json
     ("sigterm_after_old_run", True, 0),  # a summary.json from an earlier run does not count
     ("fail", False, 3),  # errors are not retried
-])
+  ],
+)
 def test_slurm_requeues_only_a_run_that_sigterm_stopped(tmp_path, outcome, requeued, status):
   workdir = tmp_path / "run"
   workdir.mkdir()
@@ -63,17 +70,29 @@ def test_slurm_requeues_only_a_run_that_sigterm_stopped(tmp_path, outcome, reque
     (workdir / "summary.json").write_text("{}")
     os.utime(workdir / "summary.json", (0, 0))
   log = tmp_path / "calls"
-  env = _stubs(tmp_path / "bin", srun=f"""
+  env = _stubs(
+    tmp_path / "bin",
+    srun=f"""
 echo "srun $*" >> {log}
 case "$OUTCOME" in
   finish) echo '{{}}' > "$WORKDIR/summary.json" ;;
   fail) exit 3 ;;
 esac
-""", scontrol=f'echo "scontrol $*" >> {log}\n')
-  env.update(CONFIG="experiments/configs/lenet_digits.py", WORKDIR=str(workdir),
-             SLURM_JOB_ID="42", OUTCOME=outcome)
-  result = subprocess.run(["bash", str(LAUNCH / "slurm.sbatch"), "--config.seed=1"],
-                          capture_output=True, text=True, env=env)
+""",
+    scontrol=f'echo "scontrol $*" >> {log}\n',
+  )
+  env.update(
+    CONFIG="experiments/configs/lenet_digits.py",
+    WORKDIR=str(workdir),
+    SLURM_JOB_ID="42",
+    OUTCOME=outcome,
+  )
+  result = subprocess.run(
+    ["bash", str(LAUNCH / "slurm.sbatch"), "--config.seed=1"],
+    capture_output=True,
+    text=True,
+    env=env,
+  )
   assert result.returncode == status, result.stderr
   calls = log.read_text().splitlines()
   assert "train --distributed" in calls[0] and calls[0].endswith("--config.seed=1")
@@ -83,16 +102,18 @@ esac
 def test_slurm_refuses_a_workdir_it_cannot_read(tmp_path):
   env = _stubs(tmp_path / "bin", srun="exit 0\n")
   env.update(CONFIG="c.py", WORKDIR="gs://bucket/run", SLURM_JOB_ID="42")
-  result = subprocess.run(["bash", str(LAUNCH / "slurm.sbatch")], capture_output=True,
-                          text=True, env=env)
+  result = subprocess.run(
+    ["bash", str(LAUNCH / "slurm.sbatch")], capture_output=True, text=True, env=env
+  )
   assert result.returncode != 0 and "WORKDIR" in result.stderr
 
 
 def test_xpk_fails_a_preempted_run_so_xpk_restarts_it(tmp_path):
   log = tmp_path / "calls"
   env = _stubs(tmp_path / "bin", xpk=f'printf "%s\\n" "$@" > {log}\n')
-  env.update(CLUSTER="c", TPU_TYPE="v5litepod-16", IMAGE="image", CONFIG="c.py",
-             WORKDIR="gs://bucket/run")
+  env.update(
+    CLUSTER="c", TPU_TYPE="v5litepod-16", IMAGE="image", CONFIG="c.py", WORKDIR="gs://bucket/run"
+  )
   subprocess.run(["bash", str(LAUNCH / "xpk.sh")], check=True, env=env)
   arguments = log.read_text().splitlines()
   command = next(a for a in arguments if a.startswith("--command="))

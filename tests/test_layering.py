@@ -20,24 +20,34 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "cnnjax"
 # under cnnjax (a subpackage or a top-level module).
 BASE = {"errors", "axis", "param_paths", "stopping"}
 ALLOWED = {
-    "errors": set(), "axis": set(), "param_paths": set(), "stopping": set(),
-    "ops": BASE,
-    "losses": BASE | {"ops"},
-    "models": BASE | {"ops"},
-    "evaluate": BASE | {"ops"},
-    "data": BASE,
-    "inspect": BASE | {"models", "ops"},
-    "convert": BASE | {"models"},
-    "train": BASE | {"models", "losses", "ops", "inspect", "data", "evaluate", "convert"},
-    "main": BASE | {"train", "models", "inspect", "data", "losses", "ops", "evaluate"},
+  "errors": set(),
+  "axis": set(),
+  "param_paths": set(),
+  "stopping": set(),
+  "ops": BASE,
+  "losses": BASE | {"ops"},
+  "models": BASE | {"ops"},
+  "evaluate": BASE | {"ops"},
+  "data": BASE,
+  "inspect": BASE | {"models", "ops"},
+  "convert": BASE | {"models"},
+  "train": BASE | {"models", "losses", "ops", "inspect", "data", "evaluate", "convert"},
+  "main": BASE | {"train", "models", "inspect", "data", "losses", "ops", "evaluate"},
 }
 # Inside the trainer: a task depends on the task interface and the library, never on the
 # loop or the parts that configure it.
 TASKS = "cnnjax.train.tasks"
-TASKS_MAY_NOT_IMPORT = ("cnnjax.train.loop", "cnnjax.train.transfer", "cnnjax.train.config",
-                        "cnnjax.train.evaluators", "cnnjax.train.checkpoint",
-                        "cnnjax.train.optim", "cnnjax.train.state", "cnnjax.train.writer",
-                        "cnnjax.train.parallel")
+TASKS_MAY_NOT_IMPORT = (
+  "cnnjax.train.loop",
+  "cnnjax.train.transfer",
+  "cnnjax.train.config",
+  "cnnjax.train.evaluators",
+  "cnnjax.train.checkpoint",
+  "cnnjax.train.optim",
+  "cnnjax.train.state",
+  "cnnjax.train.writer",
+  "cnnjax.train.parallel",
+)
 
 
 def _module_name(path: pathlib.Path, root: pathlib.Path) -> str:
@@ -72,9 +82,10 @@ def wrong_way_imports(root: pathlib.Path) -> list[str]:
       if target is None or target == part:
         inside_tasks = module.startswith(f"{package}.train.tasks")
         bad_task_edge = inside_tasks and any(
-            name == banned.replace("cnnjax", package, 1) or
-            name.startswith(banned.replace("cnnjax", package, 1) + ".")
-            for banned in TASKS_MAY_NOT_IMPORT)
+          name == banned.replace("cnnjax", package, 1)
+          or name.startswith(banned.replace("cnnjax", package, 1) + ".")
+          for banned in TASKS_MAY_NOT_IMPORT
+        )
         if bad_task_edge:
           problems.append(f"{module}:{line} imports {name}")
         continue
@@ -88,8 +99,11 @@ def test_no_module_imports_the_wrong_way():
 
 
 def test_every_part_has_a_layer():
-  parts = {p.stem if p.is_file() else p.name for p in ROOT.iterdir()
-           if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()}
+  parts = {
+    p.stem if p.is_file() else p.name
+    for p in ROOT.iterdir()
+    if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()
+  }
   assert parts <= set(ALLOWED), f"add {sorted(parts - set(ALLOWED))} to ALLOWED"
 
 
@@ -108,17 +122,18 @@ def test_the_checker_finds_a_wrong_way_import(tmp_path):
   _write(root, "train/tasks/bad_task.py", "from cnnjax.train import transfer\n")
   _write(root, "train/tasks/fine_task.py", "from cnnjax.train import tasks\n")
   assert wrong_way_imports(root) == [
-      "cnnjax.models.bad:4 imports cnnjax.losses.detection",
-      "cnnjax.train.tasks.bad_task:1 imports cnnjax.train.transfer",
+    "cnnjax.models.bad:4 imports cnnjax.losses.detection",
+    "cnnjax.train.tasks.bad_task:1 imports cnnjax.train.transfer",
   ]
 
 
-@pytest.mark.parametrize("modules", ["cnnjax.losses", "cnnjax.models", "cnnjax.ops",
-                                     "cnnjax.train.parallel"])
+@pytest.mark.parametrize(
+  "modules", ["cnnjax.losses", "cnnjax.models", "cnnjax.ops", "cnnjax.train.parallel"]
+)
 def test_library_layers_load_no_datasets_image_or_plotting_libraries(modules):
   heavy = ("tensorflow_datasets", "skimage", "matplotlib")
-  code = (f"import sys, {modules}\n"
-          f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
-  loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip()
+  code = f"import sys, {modules}\nprint(','.join(m for m in {heavy!r} if m in sys.modules))"
+  loaded = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, check=True
+  ).stdout.strip()
   assert loaded == ""

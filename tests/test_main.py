@@ -28,7 +28,9 @@ def _error_line(capsys, argv: list[str]) -> str:
   return err
 
 
-@pytest.mark.parametrize("override, message", [
+@pytest.mark.parametrize(
+  "override, message",
+  [
     ("--config.no_such_key=1", "no_such_key"),
     ("--config.bogus=1", "unknown config key 'bogus'"),
     ("--config.optimizer.nmae=sgd", "unknown config key 'optimizer.nmae'"),
@@ -39,7 +41,8 @@ def _error_line(capsys, argv: list[str]) -> str:
     ("--config.schedule.name=linear", "unknown schedule.name"),
     ("--config.batch_size=12", "not divisible by the 8 devices"),
     ("--config.model=resnet9000", "unknown model 'resnet9000'"),
-])
+  ],
+)
 def test_bad_config_is_one_line(capsys, tmp_path, override, message):
   err = _error_line(capsys, ["train", f"--config={LENET}", f"--workdir={tmp_path}", override])
   assert message in err
@@ -47,11 +50,11 @@ def test_bad_config_is_one_line(capsys, tmp_path, override, message):
 
 def test_missing_config_file_and_workdir_file(capsys, tmp_path):
   assert "no_such_config.py" in _error_line(
-      capsys, ["train", "--config=no_such_config.py", f"--workdir={tmp_path}"])
+    capsys, ["train", "--config=no_such_config.py", f"--workdir={tmp_path}"]
+  )
   a_file = tmp_path / "file"
   a_file.write_text("not a directory")
-  assert "is a file" in _error_line(capsys, ["train", f"--config={LENET}",
-                                             f"--workdir={a_file}"])
+  assert "is a file" in _error_line(capsys, ["train", f"--config={LENET}", f"--workdir={a_file}"])
   assert "unknown command" in _error_line(capsys, ["fly"])
 
 
@@ -64,9 +67,20 @@ def test_models_lists_names(capsys):
 
 def test_console_script_prints_no_traceback(tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "cnnjax.main", "train", f"--config={LENET}",
-       f"--workdir={tmp_path}", "--config.optimizer.name=adamax"],
-      cwd=REPO, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "cnnjax.main",
+      "train",
+      f"--config={LENET}",
+      f"--workdir={tmp_path}",
+      "--config.optimizer.name=adamax",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith("cnnjax: error: unknown optimizer")
   assert "Traceback" not in result.stderr
@@ -88,6 +102,7 @@ def _fake_run(monkeypatch, result: dict) -> dict:
     def run(config, workdir):
       seen.update(config=config, workdir=workdir, train=train)
       return result
+
     return run
 
   monkeypatch.setattr(loop, "run", fake(train=True))
@@ -99,9 +114,19 @@ def _fake_run(monkeypatch, result: dict) -> dict:
 def test_model_kwargs_overrides_reach_the_model(monkeypatch, tmp_path):
   seen = _fake_run(monkeypatch, {"accuracy": 1.0, "step": 1})
   # simclr_digits' docstring suggests exactly this; its model_kwargs start empty.
-  assert main.main(["cnnjax", "train", f"--config={CONFIGS}/simclr_digits.py",
-                    f"--workdir={tmp_path}", "--config.model=resnet20",
-                    "--config.model_kwargs.width=8"]) == 0
+  assert (
+    main.main(
+      [
+        "cnnjax",
+        "train",
+        f"--config={CONFIGS}/simclr_digits.py",
+        f"--workdir={tmp_path}",
+        "--config.model=resnet20",
+        "--config.model_kwargs.width=8",
+      ]
+    )
+    == 0
+  )
   config = seen["config"]
   config_lib.validate(config)
   task = tasks.create(config, tasks.DataInfo(10, (8, 8, 1), {"train": 1437}))
@@ -109,28 +134,45 @@ def test_model_kwargs_overrides_reach_the_model(monkeypatch, tmp_path):
 
 
 def test_config_variant_typo_is_one_line(capsys, tmp_path):
-  err = _error_line(capsys, ["train", f"--config={CONFIGS}/resnet_cifar10.py:locl",
-                             f"--workdir={tmp_path}"])
+  err = _error_line(
+    capsys, ["train", f"--config={CONFIGS}/resnet_cifar10.py:locl", f"--workdir={tmp_path}"]
+  )
   assert "no variant 'locl'" in err and "resnet56, resnet110, local" in err
 
 
 @pytest.mark.parametrize("flags, status", [([], 0), (["--preempted_exit_code=75"], 75)])
 def test_preempted_exit_code(monkeypatch, tmp_path, flags, status):
   _fake_run(monkeypatch, {"preempted": True, "step": 3})
-  assert main.main(["cnnjax", "train", f"--config={LENET}", f"--workdir={tmp_path}",
-                    *flags]) == status
+  assert (
+    main.main(["cnnjax", "train", f"--config={LENET}", f"--workdir={tmp_path}", *flags]) == status
+  )
 
 
-@pytest.mark.parametrize("source, message", [
+@pytest.mark.parametrize(
+  "source, message",
+  [
     ("def get_config(:\n  pass\n", "syntax error in the --config file {path}, line 1"),
-    (("import ml_collections\n\ndef get_config():\n  c = ml_collections.ConfigDict()\n"
-      "  c.model = 'lenet5'\n  return c\n"), "start from cnnjax.train.config.defaults()"),
-    ("def get_config():\n  return {'model': 'lenet5'}\n",
-     "config is a dict, not a ConfigDict; start from cnnjax.train.config.defaults()"),
-    (("from cnnjax.train import config as config_lib\n\ndef get_config():\n"
-      "  c = config_lib.defaults()\n  c.optimzer.name = 'sgd'\n  return c\n"),
-     "{path}, line 5: unknown config key 'optimzer'"),
-], ids=["syntax", "plain_configdict", "dict", "typo_read"])
+    (
+      (
+        "import ml_collections\n\ndef get_config():\n  c = ml_collections.ConfigDict()\n"
+        "  c.model = 'lenet5'\n  return c\n"
+      ),
+      "start from cnnjax.train.config.defaults()",
+    ),
+    (
+      "def get_config():\n  return {'model': 'lenet5'}\n",
+      "config is a dict, not a ConfigDict; start from cnnjax.train.config.defaults()",
+    ),
+    (
+      (
+        "from cnnjax.train import config as config_lib\n\ndef get_config():\n"
+        "  c = config_lib.defaults()\n  c.optimzer.name = 'sgd'\n  return c\n"
+      ),
+      "{path}, line 5: unknown config key 'optimzer'",
+    ),
+  ],
+  ids=["syntax", "plain_configdict", "dict", "typo_read"],
+)
 def test_config_file_mistakes_are_one_line(capsys, tmp_path, source, message):
   path = tmp_path / "experiment.py"
   path.write_text(source)
@@ -149,8 +191,19 @@ def test_jax_flags_set_jax_config(monkeypatch, tmp_path):
   monkeypatch.setattr(loop, "run", run)
   before = {name: getattr(jax.config, name) for name in ("jax_debug_nans", "jax_platforms")}
   try:
-    assert main.main(["cnnjax", "train", f"--config={LENET}", f"--workdir={tmp_path}",
-                      "--jax_platforms=cpu", "--jax_debug_nans"]) == 0
+    assert (
+      main.main(
+        [
+          "cnnjax",
+          "train",
+          f"--config={LENET}",
+          f"--workdir={tmp_path}",
+          "--jax_platforms=cpu",
+          "--jax_debug_nans",
+        ]
+      )
+      == 0
+    )
   finally:
     for name, value in before.items():
       jax.config.update(name, value)

@@ -10,8 +10,14 @@ from cnnjax.convert import mapping
 
 # torchvision's `features` / `classifier` Sequential indices -> Flax module names.
 PREFIXES = {
-    "features.0": "conv1", "features.3": "conv2", "features.6": "conv3", "features.8": "conv4",
-    "features.10": "conv5", "classifier.1": "fc6", "classifier.4": "fc7", "classifier.6": "fc8",
+  "features.0": "conv1",
+  "features.3": "conv2",
+  "features.6": "conv3",
+  "features.8": "conv4",
+  "features.10": "conv5",
+  "classifier.1": "fc6",
+  "classifier.4": "fc7",
+  "classifier.6": "fc8",
 }
 
 

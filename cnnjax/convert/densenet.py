@@ -6,16 +6,19 @@ from cnnjax.convert import mapping
 from cnnjax.models import densenet
 
 
-def densenet_prefixes(name: str, torch_prefixes: set[str]
-                      ) -> tuple[dict[str, str], dict[str, Any]]:
+def densenet_prefixes(name: str, torch_prefixes: set[str]) -> tuple[dict[str, str], dict[str, Any]]:
   """Every torchvision layer prefix of DenseNet `name` -> its Flax module path.
 
   torchvision's released checkpoint files name dense-layer modules "norm.1" where its
   models say "norm1" (torchvision renames them on load); both spellings convert.
   """
   block_config = densenet.VARIANTS[name]["block_config"]
-  prefixes = {"features.conv0": "conv0", "features.norm0": "norm0",
-              "features.norm5": "norm5", "classifier": "classifier"}
+  prefixes = {
+    "features.conv0": "conv0",
+    "features.norm0": "norm0",
+    "features.norm5": "norm5",
+    "classifier": "classifier",
+  }
   for i, num_layers in enumerate(block_config):
     for j in range(num_layers):
       torch_layer = f"features.denseblock{i + 1}.denselayer{j + 1}"

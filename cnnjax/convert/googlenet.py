@@ -20,8 +20,9 @@ def _basic_conv(torch_prefix: str) -> dict[str, str]:
   return {f"{torch_prefix}.conv": f"{path}/conv", f"{torch_prefix}.bn": f"{path}/bn"}
 
 
-def googlenet_prefixes(name: str, torch_prefixes: set[str]
-                       ) -> tuple[dict[str, str], dict[str, Any]]:
+def googlenet_prefixes(
+  name: str, torch_prefixes: set[str]
+) -> tuple[dict[str, str], dict[str, Any]]:
   """Every torchvision GoogLeNet layer prefix -> its Flax module path; aux heads if present."""
   del name
   prefixes = {"fc": "fc"}

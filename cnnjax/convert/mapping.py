@@ -35,16 +35,20 @@ def convertible_names() -> list[str]:
   return sorted(_MAPPINGS)
 
 
-def prefix_mapping(name: str, state_dict: Mapping[str, Any]
-                   ) -> tuple[dict[str, str], dict[str, Any]]:
+def prefix_mapping(
+  name: str, state_dict: Mapping[str, Any]
+) -> tuple[dict[str, str], dict[str, Any]]:
   """Returns (torch prefix -> flax path, model kwargs) for `name`, with num_classes set."""
   if name not in _MAPPINGS:
-    raise UsageError(f"no torchvision conversion for {name!r}; convertible models: "
-                     f"{', '.join(convertible_names())}")
+    raise UsageError(
+      f"no torchvision conversion for {name!r}; convertible models: "
+      f"{', '.join(convertible_names())}"
+    )
   mapping, classifier = _MAPPINGS[name]
   if f"{classifier}.weight" not in state_dict:
-    raise UsageError(f"state dict has no classifier {classifier}.weight; "
-                     f"is it a {name} state dict?")
+    raise UsageError(
+      f"state dict has no classifier {classifier}.weight; is it a {name} state dict?"
+    )
   prefixes, model_kwargs = mapping(name, {k.rpartition(".")[0] for k in state_dict})
   num_classes = int(state_dict[f"{classifier}.weight"].shape[0])
   return prefixes, {**model_kwargs, "num_classes": num_classes}
@@ -63,7 +67,8 @@ def _is_norm(tensors: dict[str, np.ndarray]) -> bool:
   """BatchNorm: running statistics, or a 1-D weight (a per-channel scale) without them."""
   weight = tensors.get("weight")
   return bool({"running_mean", "running_var"} & set(tensors)) or (
-      weight is not None and weight.ndim == 1)
+    weight is not None and weight.ndim == 1
+  )
 
 
 def _missing_tensors(prefix: str, tensors: dict[str, np.ndarray]) -> list[str]:
@@ -85,8 +90,10 @@ def _wrong_rank(prefix: str, tensors: dict[str, np.ndarray]) -> list[str]:
 def _layer_variables(tensors: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
   """Torch tensors of one checked layer -> {"params": ..., "batch_stats": ...} for its module."""
   if _is_norm(tensors):
-    return {"params": {"scale": tensors["weight"], "bias": tensors["bias"]},
-            "batch_stats": {"mean": tensors["running_mean"], "var": tensors["running_var"]}}
+    return {
+      "params": {"scale": tensors["weight"], "bias": tensors["bias"]},
+      "batch_stats": {"mean": tensors["running_mean"], "var": tensors["running_var"]},
+    }
   weight = tensors["weight"]
   if weight.ndim == 4:  # [out, in/groups, kh, kw] -> [kh, kw, in/groups, out]
     kernel = weight.transpose(2, 3, 1, 0)
@@ -119,11 +126,16 @@ def map_state_dict(state_dict: Mapping[str, Any], prefixes: dict[str, str]) -> d
   missing_keys = [k for p, tensors in grouped.items() for k in _missing_tensors(p, tensors)]
   wrong_rank = [k for p, tensors in grouped.items() for k in _wrong_rank(p, tensors)]
   if unexpected or missing or missing_keys or wrong_rank:
-    problems = {"unexpected keys": sorted(unexpected), "missing layers": missing,
-                "missing keys": missing_keys,
-                "weights not 1-D (BatchNorm), 2-D (dense) or 4-D (conv)": wrong_rank}
-    raise UsageError("state dict does not match: " + "; ".join(
-        f"{what} {found[:10]}" for what, found in problems.items() if found))
+    problems = {
+      "unexpected keys": sorted(unexpected),
+      "missing layers": missing,
+      "missing keys": missing_keys,
+      "weights not 1-D (BatchNorm), 2-D (dense) or 4-D (conv)": wrong_rank,
+    }
+    raise UsageError(
+      "state dict does not match: "
+      + "; ".join(f"{what} {found[:10]}" for what, found in problems.items() if found)
+    )
   flat: dict[tuple[str, ...], np.ndarray] = {}
   for prefix, tensors in grouped.items():
     path = tuple(prefixes[prefix].split("/"))
@@ -144,9 +156,13 @@ def check_against(variables: dict, expected: dict) -> None:
   extra = sorted(set(got) - set(want))
   wrong = sorted(k for k in set(got) & set(want) if tuple(got[k].shape) != tuple(want[k].shape))
   if missing or extra or wrong:
-    details = [f"missing {missing[:10]}" if missing else "",
-               f"unexpected {extra[:10]}" if extra else "",
-               "shape mismatch " + ", ".join(f"{k}: {got[k].shape} vs {want[k].shape}"
-                                             for k in wrong[:10]) if wrong else ""]
-    raise UsageError("converted weights do not fit the model: "
-                     + "; ".join(d for d in details if d))
+    details = [
+      f"missing {missing[:10]}" if missing else "",
+      f"unexpected {extra[:10]}" if extra else "",
+      "shape mismatch " + ", ".join(f"{k}: {got[k].shape} vs {want[k].shape}" for k in wrong[:10])
+      if wrong
+      else "",
+    ]
+    raise UsageError(
+      "converted weights do not fit the model: " + "; ".join(d for d in details if d)
+    )

@@ -6,12 +6,16 @@ from cnnjax.convert import mapping
 from cnnjax.models import mobilenet
 
 
-def mobilenet_v2_prefixes(name: str, torch_prefixes: set[str]
-                          ) -> tuple[dict[str, str], dict[str, Any]]:
+def mobilenet_v2_prefixes(
+  name: str, torch_prefixes: set[str]
+) -> tuple[dict[str, str], dict[str, Any]]:
   """Every torchvision layer prefix of MobileNet v2 -> its Flax module path."""
   del name, torch_prefixes  # One architecture; the layer list is fixed.
-  prefixes = {"features.0.0": "features_0/conv", "features.0.1": "features_0/bn",
-              "classifier.1": "classifier"}
+  prefixes = {
+    "features.0.0": "features_0/conv",
+    "features.0.1": "features_0/bn",
+    "classifier.1": "classifier",
+  }
   index = 1
   for expansion, _, repeats, _ in mobilenet.V2_BLOCKS:
     for _ in range(repeats):

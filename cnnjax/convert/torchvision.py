@@ -1,7 +1,7 @@
 """torchvision state dicts -> cnnjax Flax variables.
 
-    variables = convert("resnet50", torchvision.models.resnet50(weights=...).state_dict())
-    logits = cnnjax.models.create("resnet50").apply(variables, images_nhwc)
+variables = convert("resnet50", torchvision.models.resnet50(weights=...).state_dict())
+logits = cnnjax.models.create("resnet50").apply(variables, images_nhwc)
 """
 
 from typing import Any, Mapping
@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from cnnjax import models
 from cnnjax.convert import mapping
+
 # Each family module registers its torchvision mappings on import.
 import cnnjax.convert.densenet  # noqa: F401
 import cnnjax.convert.mobilenet  # noqa: F401

@@ -26,12 +26,12 @@ Size = int | tuple[int, int]
 
 # Per-channel mean and std of images scaled to [0, 1], on each dataset's training split.
 DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "digits": ((0.3053,), (0.3760,)),
+  "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+  "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+  "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+  "mnist": ((0.1307,), (0.3081,)),
+  "fashion_mnist": ((0.2860,), (0.3530,)),
+  "digits": ((0.3053,), (0.3760,)),
 }
 
 # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale.
@@ -44,19 +44,23 @@ def _pair(size: Size) -> tuple[int, int]:
 
 def _check_colour(image: jnp.ndarray, what: str) -> None:
   if image.shape[-1] not in (1, 3):
-    raise UsageError(f"{what} needs 1 or 3 channels, got {image.shape[-1]}; "
-                     "drop extra channels before colour augmentation.")
+    raise UsageError(
+      f"{what} needs 1 or 3 channels, got {image.shape[-1]}; "
+      "drop extra channels before colour augmentation."
+    )
 
 
-def _resample(image: jnp.ndarray, out_size: tuple[int, int], scale: jnp.ndarray,
-              translation: jnp.ndarray) -> jnp.ndarray:
+def _resample(
+  image: jnp.ndarray, out_size: tuple[int, int], scale: jnp.ndarray, translation: jnp.ndarray
+) -> jnp.ndarray:
   """Bilinear, antialiased resampling mapping input point p to output point p * scale + t.
 
   image: [H, W, C] -> [out_h, out_w, C]. Coordinates are continuous, pixel centres at i + 0.5.
   """
   out_shape = (*out_size, image.shape[-1])
-  resampled = jax.image.scale_and_translate(image, out_shape, (0, 1), scale, translation,
-                                            method="linear", antialias=True)
+  resampled = jax.image.scale_and_translate(
+    image, out_shape, (0, 1), scale, translation, method="linear", antialias=True
+  )
   return jnp.clip(resampled, 0.0, 1.0)
 
 
@@ -67,10 +71,14 @@ def _crop_and_resize(image: jnp.ndarray, box: jnp.ndarray, size: tuple[int, int]
   return _resample(image, size, scale, -jnp.array([top, left]) * scale)
 
 
-def random_resized_crop(key: jax.Array, image: jnp.ndarray, size: Size,
-                        area: tuple[float, float] = (0.08, 1.0),
-                        aspect: tuple[float, float] = (3 / 4, 4 / 3),
-                        tries: int = 10) -> jnp.ndarray:
+def random_resized_crop(
+  key: jax.Array,
+  image: jnp.ndarray,
+  size: Size,
+  area: tuple[float, float] = (0.08, 1.0),
+  aspect: tuple[float, float] = (3 / 4, 4 / 3),
+  tries: int = 10,
+) -> jnp.ndarray:
   """Inception-style crop: a random box of `area` x the image and aspect `aspect`, resized.
 
   As torchvision's RandomResizedCrop: `tries` boxes are drawn at once (static shapes) and the
@@ -82,8 +90,9 @@ def random_resized_crop(key: jax.Array, image: jnp.ndarray, size: Size,
   h, w = image.shape[:2]
   key_area, key_aspect, key_pos = jax.random.split(key, 3)
   target_area = h * w * jax.random.uniform(key_area, (tries,), minval=area[0], maxval=area[1])
-  log_aspect = jax.random.uniform(key_aspect, (tries,), minval=math.log(aspect[0]),
-                                  maxval=math.log(aspect[1]))
+  log_aspect = jax.random.uniform(
+    key_aspect, (tries,), minval=math.log(aspect[0]), maxval=math.log(aspect[1])
+  )
   ratio = jnp.exp(log_aspect)
   widths = jnp.sqrt(target_area * ratio)
   heights = jnp.sqrt(target_area / ratio)
@@ -166,8 +175,11 @@ def rgb_to_hsv(image: jnp.ndarray) -> jnp.ndarray:
   delta = value - jnp.min(image, axis=-1)
   saturation = jnp.where(value > 0, delta / jnp.where(value > 0, value, 1.0), 0.0)
   safe_delta = jnp.where(delta > 0, delta, 1.0)
-  hue = jnp.where(value == r, (g - b) / safe_delta,
-                  jnp.where(value == g, (b - r) / safe_delta + 2.0, (r - g) / safe_delta + 4.0))
+  hue = jnp.where(
+    value == r,
+    (g - b) / safe_delta,
+    jnp.where(value == g, (b - r) / safe_delta + 2.0, (r - g) / safe_delta + 4.0),
+  )
   hue = jnp.where(delta > 0, jnp.mod(hue / 6.0, 1.0), 0.0)
   return jnp.stack([hue, saturation, value], axis=-1)
 
@@ -183,8 +195,9 @@ def _blend(image: jnp.ndarray, other: jnp.ndarray, factor: jnp.ndarray) -> jnp.n
   return jnp.clip(factor * image + (1.0 - factor) * other, 0.0, 1.0)
 
 
-def color_jitter(key: jax.Array, image: jnp.ndarray, strength: float,
-                 prob: float = 0.8) -> jnp.ndarray:
+def color_jitter(
+  key: jax.Array, image: jnp.ndarray, strength: float, prob: float = 0.8
+) -> jnp.ndarray:
   """SimCLR's colour distortion: with probability `prob`, jitter in a random order.
 
   Brightness, contrast and saturation factors are drawn from [1 - 0.8 s, 1 + 0.8 s] and the
@@ -199,9 +212,11 @@ def color_jitter(key: jax.Array, image: jnp.ndarray, strength: float,
   key_apply, key_order, key_factors = jax.random.split(key, 3)
   spread = 0.8 * strength
   brightness, contrast, saturation = jax.random.uniform(
-      key_factors, (3,), minval=jnp.maximum(0.0, 1.0 - spread), maxval=1.0 + spread)
-  hue_shift = jax.random.uniform(jax.random.fold_in(key_factors, 1), minval=-0.2 * strength,
-                                 maxval=0.2 * strength)
+    key_factors, (3,), minval=jnp.maximum(0.0, 1.0 - spread), maxval=1.0 + spread
+  )
+  hue_shift = jax.random.uniform(
+    jax.random.fold_in(key_factors, 1), minval=-0.2 * strength, maxval=0.2 * strength
+  )
 
   def adjust_brightness(x):
     return jnp.clip(x * brightness, 0.0, 1.0)
@@ -245,8 +260,13 @@ def random_grayscale(key: jax.Array, image: jnp.ndarray, prob: float = 0.2) -> j
   return jnp.where(jax.random.uniform(key) < prob, gray, image)
 
 
-def gaussian_blur(key: jax.Array, image: jnp.ndarray, sigma: tuple[float, float] = (0.1, 2.0),
-                  kernel_fraction: float = 0.1, prob: float = 0.5) -> jnp.ndarray:
+def gaussian_blur(
+  key: jax.Array,
+  image: jnp.ndarray,
+  sigma: tuple[float, float] = (0.1, 2.0),
+  kernel_fraction: float = 0.1,
+  prob: float = 0.5,
+) -> jnp.ndarray:
   """With probability `prob`, a separable Gaussian blur with sigma uniform in `sigma`.
 
   As SimCLR, the kernel spans `kernel_fraction` of the height (23 taps at 224 pixels: radius
@@ -267,8 +287,8 @@ def gaussian_blur(key: jax.Array, image: jnp.ndarray, sigma: tuple[float, float]
   padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
   # Separable, as a weighted sum of shifted copies: XLA fuses it into one loop per axis, far
   # faster on CPU than the grouped convolution that vmap makes of a per-example kernel.
-  rows = sum(kernel[t] * padded[t:t + h] for t in range(2 * radius + 1))
-  blurred = sum(kernel[t] * rows[:, t:t + w] for t in range(2 * radius + 1))
+  rows = sum(kernel[t] * padded[t : t + h] for t in range(2 * radius + 1))
+  blurred = sum(kernel[t] * rows[:, t : t + w] for t in range(2 * radius + 1))
   return jnp.where(jax.random.uniform(key_apply) < prob, blurred, image)
 
 
@@ -277,8 +297,10 @@ def normalize(images: jnp.ndarray, mean: Sequence[float], std: Sequence[float]) 
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)
   if mean.shape[-1] not in (1, images.shape[-1]) or std.shape != mean.shape:
-    raise UsageError(f"mean {tuple(mean.tolist())} and std {tuple(std.tolist())} must have one "
-                     f"value per channel ({images.shape[-1]}) or a single value.")
+    raise UsageError(
+      f"mean {tuple(mean.tolist())} and std {tuple(std.tolist())} must have one "
+      f"value per channel ({images.shape[-1]}) or a single value."
+    )
   return (images.astype(jnp.float32) - mean) / std
 
 
@@ -294,8 +316,9 @@ def _check_stats(mean: Sequence[float] | None, std: Sequence[float] | None) -> N
     raise UsageError("pass both mean and std to normalise, or neither to keep [0, 1].")
 
 
-def _finish(images: jnp.ndarray, mean: Sequence[float] | None,
-            std: Sequence[float] | None) -> jnp.ndarray:
+def _finish(
+  images: jnp.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> jnp.ndarray:
   return images if mean is None else normalize(images, mean, std)
 
 
@@ -304,9 +327,15 @@ def _per_example(key: jax.Array, images: jnp.ndarray, augment) -> jnp.ndarray:
   return jax.vmap(augment)(jax.random.split(key, images.shape[0]), _to_unit(images))
 
 
-def simclr_views(key: jax.Array, images: jnp.ndarray, size: Size, strength: float = 1.0,
-                 blur: bool = True, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+def simclr_views(
+  key: jax.Array,
+  images: jnp.ndarray,
+  size: Size,
+  strength: float = 1.0,
+  blur: bool = True,
+  mean: Sequence[float] | None = None,
+  std: Sequence[float] | None = None,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Two independent SimCLR views of every image (the paper's recipe, ANCHORS.md).
 
   Each view: random resized crop (area 0.08-1, aspect 3/4-4/3) to `size`, flip, colour
@@ -329,13 +358,19 @@ def simclr_views(key: jax.Array, images: jnp.ndarray, size: Size, strength: floa
     return image
 
   key1, key2 = jax.random.split(key)
-  return (_finish(_per_example(key1, images, view), mean, std),
-          _finish(_per_example(key2, images, view), mean, std))
+  return (
+    _finish(_per_example(key1, images, view), mean, std),
+    _finish(_per_example(key2, images, view), mean, std),
+  )
 
 
-def cifar_train(key: jax.Array, images: jnp.ndarray, pad: int = 4,
-                mean: Sequence[float] | None = None,
-                std: Sequence[float] | None = None) -> jnp.ndarray:
+def cifar_train(
+  key: jax.Array,
+  images: jnp.ndarray,
+  pad: int = 4,
+  mean: Sequence[float] | None = None,
+  std: Sequence[float] | None = None,
+) -> jnp.ndarray:
   """The ResNet-paper CIFAR recipe: zero-pad `pad` pixels, random crop back, random flip.
 
   images: [B, H, W, C] uint8 or float in [0, 1] -> [B, H, W, C] float32 ([0, 1] or normalised).
@@ -349,10 +384,14 @@ def cifar_train(key: jax.Array, images: jnp.ndarray, pad: int = 4,
   return _finish(_per_example(key, images, augment), mean, std)
 
 
-def inception_train(key: jax.Array, images: jnp.ndarray, size: Size,
-                    area: tuple[float, float] = (0.08, 1.0),
-                    mean: Sequence[float] | None = None,
-                    std: Sequence[float] | None = None) -> jnp.ndarray:
+def inception_train(
+  key: jax.Array,
+  images: jnp.ndarray,
+  size: Size,
+  area: tuple[float, float] = (0.08, 1.0),
+  mean: Sequence[float] | None = None,
+  std: Sequence[float] | None = None,
+) -> jnp.ndarray:
   """The standard ImageNet training recipe: random resized crop to `size` + random flip.
 
   images: [B, H, W, C] uint8 or float in [0, 1] -> [B, size_h, size_w, C] float32.
@@ -366,9 +405,13 @@ def inception_train(key: jax.Array, images: jnp.ndarray, size: Size,
   return _finish(_per_example(key, images, augment), mean, std)
 
 
-def eval_resize_center_crop(images: jnp.ndarray, size: Size, crop_fraction: float = 0.875,
-                            mean: Sequence[float] | None = None,
-                            std: Sequence[float] | None = None) -> jnp.ndarray:
+def eval_resize_center_crop(
+  images: jnp.ndarray,
+  size: Size,
+  crop_fraction: float = 0.875,
+  mean: Sequence[float] | None = None,
+  std: Sequence[float] | None = None,
+) -> jnp.ndarray:
   """The standard eval transform: the central `crop_fraction` of the shorter side at `size`.
 
   images: [B, H, W, C] uint8 or float in [0, 1] -> [B, size_h, size_w, C] float32.

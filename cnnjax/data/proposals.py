@@ -54,8 +54,12 @@ def _texture(image: np.ndarray) -> np.ndarray:
 def _adjacent_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
   """Pairs (i < j) of region labels that touch horizontally, vertically or diagonally."""
   pairs = set()
-  for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :]),
-               (labels[:-1, :-1], labels[1:, 1:]), (labels[:-1, 1:], labels[1:, :-1])):
+  for a, b in (
+    (labels[:, :-1], labels[:, 1:]),
+    (labels[:-1, :], labels[1:, :]),
+    (labels[:-1, :-1], labels[1:, 1:]),
+    (labels[:-1, 1:], labels[1:, :-1]),
+  ):
     differ = a != b
     lo = np.minimum(a[differ], b[differ])
     hi = np.maximum(a[differ], b[differ])
@@ -77,15 +81,18 @@ def _hierarchy(image: np.ndarray, labels: np.ndarray) -> list[tuple[int, np.ndar
   sizes = np.bincount(labels.ravel(), minlength=num_regions).astype(np.float64)
   rows, cols = np.indices(labels.shape)
   flat = labels.ravel()
-  boxes = np.stack([
+  boxes = np.stack(
+    [
       scipy.ndimage.minimum(cols.ravel(), flat, np.arange(num_regions)),
       scipy.ndimage.minimum(rows.ravel(), flat, np.arange(num_regions)),
       scipy.ndimage.maximum(cols.ravel(), flat, np.arange(num_regions)) + 1,
       scipy.ndimage.maximum(rows.ravel(), flat, np.arange(num_regions)) + 1,
-  ], axis=1).astype(np.float64)
+    ],
+    axis=1,
+  ).astype(np.float64)
   regions = {
-      i: {"colour": colour[i], "texture": texture[i], "size": sizes[i], "box": boxes[i]}
-      for i in range(num_regions)
+    i: {"colour": colour[i], "texture": texture[i], "size": sizes[i], "box": boxes[i]}
+    for i in range(num_regions)
   }
   neighbours: dict[int, set[int]] = {i: set() for i in range(num_regions)}
   for i, j in _adjacent_pairs(labels):
@@ -93,17 +100,23 @@ def _hierarchy(image: np.ndarray, labels: np.ndarray) -> list[tuple[int, np.ndar
     neighbours[j].add(i)
 
   def similarity(a: dict, b: dict) -> float:
-    box = np.concatenate([np.minimum(a["box"][:2], b["box"][:2]),
-                          np.maximum(a["box"][2:], b["box"][2:])])
+    box = np.concatenate(
+      [np.minimum(a["box"][:2], b["box"][:2]), np.maximum(a["box"][2:], b["box"][2:])]
+    )
     box_area = (box[2] - box[0]) * (box[3] - box[1])
-    return (np.minimum(a["colour"], b["colour"]).sum()
-            + np.minimum(a["texture"], b["texture"]).sum()
-            + 1 - (a["size"] + b["size"]) / image_size
-            + 1 - (box_area - a["size"] - b["size"]) / image_size)
+    return (
+      np.minimum(a["colour"], b["colour"]).sum()
+      + np.minimum(a["texture"], b["texture"]).sum()
+      + 1
+      - (a["size"] + b["size"]) / image_size
+      + 1
+      - (box_area - a["size"] - b["size"]) / image_size
+    )
 
   # A max-heap of candidate merges; entries whose regions were merged away are skipped.
-  heap = [(-similarity(regions[i], regions[j]), i, j)
-          for i in neighbours for j in neighbours[i] if i < j]
+  heap = [
+    (-similarity(regions[i], regions[j]), i, j) for i in neighbours for j in neighbours[i] if i < j
+  ]
   heapq.heapify(heap)
   proposals = [(0, region["box"]) for region in regions.values()]
   level, next_id = 0, num_regions
@@ -114,11 +127,12 @@ def _hierarchy(image: np.ndarray, labels: np.ndarray) -> list[tuple[int, np.ndar
     a, b = regions.pop(i), regions.pop(j)
     total = a["size"] + b["size"]
     merged = {
-        "colour": (a["size"] * a["colour"] + b["size"] * b["colour"]) / total,
-        "texture": (a["size"] * a["texture"] + b["size"] * b["texture"]) / total,
-        "size": total,
-        "box": np.concatenate([np.minimum(a["box"][:2], b["box"][:2]),
-                               np.maximum(a["box"][2:], b["box"][2:])]),
+      "colour": (a["size"] * a["colour"] + b["size"] * b["colour"]) / total,
+      "texture": (a["size"] * a["texture"] + b["size"] * b["texture"]) / total,
+      "size": total,
+      "box": np.concatenate(
+        [np.minimum(a["box"][:2], b["box"][:2]), np.maximum(a["box"][2:], b["box"][2:])]
+      ),
     }
     level += 1
     new = next_id
@@ -133,9 +147,14 @@ def _hierarchy(image: np.ndarray, labels: np.ndarray) -> list[tuple[int, np.ndar
   return proposals
 
 
-def selective_search(image: np.ndarray, scales: Sequence[float] = (50, 100, 200),
-                     sigma: float = 0.8, min_size: int | None = None,
-                     max_proposals: int | None = None, seed: int = 0) -> np.ndarray:
+def selective_search(
+  image: np.ndarray,
+  scales: Sequence[float] = (50, 100, 200),
+  sigma: float = 0.8,
+  min_size: int | None = None,
+  max_proposals: int | None = None,
+  seed: int = 0,
+) -> np.ndarray:
   """Region proposals for one image.
 
   Args:
@@ -154,8 +173,10 @@ def selective_search(image: np.ndarray, scales: Sequence[float] = (50, 100, 200)
   if image.ndim != 3 or image.shape[-1] not in (1, 3):
     raise UsageError(f"selective_search takes one [H, W, 3] image, got shape {image.shape}.")
   if image.shape[0] < 2 or image.shape[1] < 2:
-    raise UsageError(f"selective_search needs an image of at least 2x2 pixels, got "
-                     f"{image.shape[0]}x{image.shape[1]}.")
+    raise UsageError(
+      f"selective_search needs an image of at least 2x2 pixels, got "
+      f"{image.shape[0]}x{image.shape[1]}."
+    )
   values = image.astype(np.float64)
   if np.issubdtype(image.dtype, np.integer):
     values /= 255.0
@@ -168,7 +189,8 @@ def selective_search(image: np.ndarray, scales: Sequence[float] = (50, 100, 200)
   ranked = []
   for scale in scales:
     segments = skimage.segmentation.felzenszwalb(
-        values, scale=scale, sigma=sigma, min_size=min_size, channel_axis=-1)
+      values, scale=scale, sigma=sigma, min_size=min_size, channel_axis=-1
+    )
     proposals = _hierarchy(values, segments)
     top_level = max(level for level, _ in proposals)
     for level, box in proposals:

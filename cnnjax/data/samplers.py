@@ -24,17 +24,19 @@ class PKIndexDataset(grain.MapDataset):
     seed: chunk c draws from numpy's PCG64 seeded with (seed, c).
   """
 
-  def __init__(self, labels: np.ndarray, classes_per_group: int,
-               examples_per_class: int, seed: int):
+  def __init__(
+    self, labels: np.ndarray, classes_per_group: int, examples_per_class: int, seed: int
+  ):
     super().__init__()
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
     eligible = classes[counts >= examples_per_class]
     if len(eligible) < classes_per_group:
       raise UsageError(
-          f'P x K batches need {classes_per_group} classes with at least '
-          f'{examples_per_class} examples each but the data has {len(eligible)}: '
-          'lower classes_per_group or examples_per_class')
+        f"P x K batches need {classes_per_group} classes with at least "
+        f"{examples_per_class} examples each but the data has {len(eligible)}: "
+        "lower classes_per_group or examples_per_class"
+      )
     self._members = tuple(np.flatnonzero(labels == c) for c in eligible)
     self._classes_per_group = classes_per_group
     self._examples_per_class = examples_per_class
@@ -44,18 +46,19 @@ class PKIndexDataset(grain.MapDataset):
     return sys.maxsize
 
   def __str__(self) -> str:
-    return (f'PKIndexDataset(P={self._classes_per_group}, '
-            f'K={self._examples_per_class}, seed={self._seed})')
+    return (
+      f"PKIndexDataset(P={self._classes_per_group}, "
+      f"K={self._examples_per_class}, seed={self._seed})"
+    )
 
   @functools.lru_cache(maxsize=64)
   def chunk(self, chunk_index: int) -> np.ndarray:
     """Returns the [P * K] example indices of one chunk, grouped by class."""
     rng = np.random.default_rng((self._seed, chunk_index))
     groups = rng.choice(len(self._members), self._classes_per_group, replace=False)
-    return np.concatenate([
-        rng.choice(self._members[g], self._examples_per_class, replace=False)
-        for g in groups
-    ])
+    return np.concatenate(
+      [rng.choice(self._members[g], self._examples_per_class, replace=False) for g in groups]
+    )
 
   def __getitem__(self, index):
     if isinstance(index, slice):

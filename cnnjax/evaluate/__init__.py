@@ -1,1 +1,1 @@
-"""Evaluation metrics; each kind lives in its own module (accuracy, retrieval, linear_probe, ...)."""
+"""Evaluation metrics, one kind per module (accuracy, retrieval, linear_probe, ...)."""

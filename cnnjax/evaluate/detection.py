@@ -34,8 +34,9 @@ MATCHINGS = ("voc", "coco")
 _FALSE_POSITIVE, _TRUE_POSITIVE, _IGNORED = 0, 1, 2
 
 
-def average_precision(recall: np.ndarray, precision: np.ndarray,
-                      interpolation: str = "all") -> float:
+def average_precision(
+  recall: np.ndarray, precision: np.ndarray, interpolation: str = "all"
+) -> float:
   """AP from recall/precision arrays in detection order.
 
   Args:
@@ -52,8 +53,9 @@ def average_precision(recall: np.ndarray, precision: np.ndarray,
   if interpolation == "coco":
     first_reaching = np.searchsorted(recall, np.linspace(0, 1, 101), side="left")
     reached = first_reaching < recall.size
-    return float(np.mean(np.where(reached, envelope[np.minimum(first_reaching, recall.size - 1)],
-                                  0.0)))
+    return float(
+      np.mean(np.where(reached, envelope[np.minimum(first_reaching, recall.size - 1)], 0.0))
+    )
   recall_steps = np.diff(np.concatenate([[0.0], recall]))
   return float(np.sum(recall_steps * envelope))
 
@@ -95,14 +97,22 @@ def _match_coco(overlaps: np.ndarray, difficult: np.ndarray, threshold: float) -
   return outcomes
 
 
-def _class_ap(detections, ground_truth, label: int, thresholds: Sequence[float],
-              interpolation: str, matching: str, max_detections: int | None) -> float | None:
+def _class_ap(
+  detections,
+  ground_truth,
+  label: int,
+  thresholds: Sequence[float],
+  interpolation: str,
+  matching: str,
+  max_detections: int | None,
+) -> float | None:
   """AP of one class averaged over IoU thresholds; None when it has no (non-difficult) truth."""
   match = _match_coco if matching == "coco" else _match_voc
   num_positives = 0
   scores, outcomes = [], []
-  for (det_boxes, det_scores, det_labels), (boxes, labels, difficult) in zip(detections,
-                                                                             ground_truth):
+  for (det_boxes, det_scores, det_labels), (boxes, labels, difficult) in zip(
+    detections, ground_truth
+  ):
     truth = labels == label
     num_positives += int((~difficult[truth]).sum())
     mine = np.flatnonzero(det_labels == label)
@@ -133,8 +143,10 @@ def _class_ap(detections, ground_truth, label: int, thresholds: Sequence[float],
 def _checked_labels(labels, num_classes: int, what: str) -> np.ndarray:
   labels = np.asarray(labels).ravel()
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise UsageError(f"{what} must lie in [0, {num_classes}), found {labels.min()}.."
-                     f"{labels.max()}; pass 0-based class indices and the right num_classes.")
+    raise UsageError(
+      f"{what} must lie in [0, {num_classes}), found {labels.min()}.."
+      f"{labels.max()}; pass 0-based class indices and the right num_classes."
+    )
   return labels
 
 
@@ -168,16 +180,20 @@ def _as_truth(item, image: int, num_classes: int):
   boxes, labels, *difficult = item
   boxes = _checked_boxes(boxes, f"ground-truth boxes of image {image}")
   labels = _checked_labels(labels, num_classes, f"ground-truth labels of image {image}")
-  difficult = (np.asarray(difficult[0], bool).ravel() if difficult
-               else np.zeros(len(labels), bool))
+  difficult = np.asarray(difficult[0], bool).ravel() if difficult else np.zeros(len(labels), bool)
   _check_lengths(image, "ground-truth arrays", boxes=boxes, labels=labels, difficult=difficult)
   return boxes, labels, difficult
 
 
-def mean_average_precision(detections: Sequence, ground_truth: Sequence, num_classes: int,
-                           iou_thresholds: Sequence[float] = (0.5,),
-                           interpolation: str = "all", matching: str = "voc",
-                           max_detections: int | None = None) -> dict[str, float]:
+def mean_average_precision(
+  detections: Sequence,
+  ground_truth: Sequence,
+  num_classes: int,
+  iou_thresholds: Sequence[float] = (0.5,),
+  interpolation: str = "all",
+  matching: str = "voc",
+  max_detections: int | None = None,
+) -> dict[str, float]:
   """Mean AP over classes (and IoU thresholds).
 
   Args:
@@ -199,16 +215,19 @@ def mean_average_precision(detections: Sequence, ground_truth: Sequence, num_cla
       labels outside [0, num_classes), or boxes with x2 < x1, y2 < y1 or non-finite values.
   """
   if len(detections) != len(ground_truth):
-    raise UsageError(f"detections cover {len(detections)} images but ground truth "
-                     f"{len(ground_truth)}; pass one entry per image to both.")
+    raise UsageError(
+      f"detections cover {len(detections)} images but ground truth "
+      f"{len(ground_truth)}; pass one entry per image to both."
+    )
   if matching not in MATCHINGS:
     raise UsageError(f"matching must be one of {MATCHINGS}, got {matching!r}.")
   detections = [_as_detections(item, i, num_classes) for i, item in enumerate(detections)]
   ground_truth = [_as_truth(item, i, num_classes) for i, item in enumerate(ground_truth)]
   results = {}
   for label in range(num_classes):
-    ap = _class_ap(detections, ground_truth, label, iou_thresholds, interpolation, matching,
-                   max_detections)
+    ap = _class_ap(
+      detections, ground_truth, label, iou_thresholds, interpolation, matching, max_detections
+    )
     if ap is not None:
       results[f"ap/{label}"] = ap
   per_class = list(results.values())
@@ -223,5 +242,6 @@ def voc_map(detections: Sequence, ground_truth: Sequence, num_classes: int) -> f
 
 def coco_map(detections: Sequence, ground_truth: Sequence, num_classes: int) -> float:
   """COCO mAP over IoU 0.50:0.05:0.95: COCO matching, 100 detections, 101-point interpolation."""
-  return mean_average_precision(detections, ground_truth, num_classes, COCO_THRESHOLDS,
-                                "coco", "coco", COCO_MAX_DETECTIONS)["map"]
+  return mean_average_precision(
+    detections, ground_truth, num_classes, COCO_THRESHOLDS, "coco", "coco", COCO_MAX_DETECTIONS
+  )["map"]

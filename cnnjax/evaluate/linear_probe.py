@@ -6,11 +6,18 @@ import numpy as np
 import optax
 
 
-def linear_probe_accuracy(train_features: np.ndarray, train_labels: np.ndarray,
-                          test_features: np.ndarray, test_labels: np.ndarray,
-                          num_classes: int, epochs: int = 100, batch_size: int = 256,
-                          learning_rate: float = 1e-2, weight_decay: float = 1e-4,
-                          seed: int = 0) -> float:
+def linear_probe_accuracy(
+  train_features: np.ndarray,
+  train_labels: np.ndarray,
+  test_features: np.ndarray,
+  test_labels: np.ndarray,
+  num_classes: int,
+  epochs: int = 100,
+  batch_size: int = 256,
+  learning_rate: float = 1e-2,
+  weight_decay: float = 1e-4,
+  seed: int = 0,
+) -> float:
   """Test accuracy of a linear classifier fit to standardised train features.
 
   Args:

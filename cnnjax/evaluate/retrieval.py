@@ -17,8 +17,9 @@ def _squared_distances(queries: np.ndarray, keys: np.ndarray) -> np.ndarray:
   return np.maximum(d, 0.0)
 
 
-def nearest_neighbours(queries: np.ndarray, keys: np.ndarray, k: int,
-                       exclude_self: bool = False) -> np.ndarray:
+def nearest_neighbours(
+  queries: np.ndarray, keys: np.ndarray, k: int, exclude_self: bool = False
+) -> np.ndarray:
   """Indices [Q, k] of each query's k nearest keys, nearest first.
 
   Keys at equal distance (as computed, in float64) are ordered by index, lowest first, so
@@ -28,7 +29,7 @@ def nearest_neighbours(queries: np.ndarray, keys: np.ndarray, k: int,
   k = min(k, len(keys) - int(exclude_self))
   result = np.empty((len(queries), k), np.int64)
   for start in range(0, len(queries), CHUNK):
-    d = _squared_distances(queries[start:start + CHUNK], keys)
+    d = _squared_distances(queries[start : start + CHUNK], keys)
     if exclude_self:
       rows = np.arange(d.shape[0])
       d[rows, start + rows] = np.inf
@@ -40,13 +41,17 @@ def nearest_neighbours(queries: np.ndarray, keys: np.ndarray, k: int,
     part[straddles] = np.argsort(d[straddles], axis=1, kind="stable")[:, :k]
     part.sort(axis=1)  # By index, so that the stable sort by distance orders ties by index.
     order = np.take_along_axis(d, part, axis=1).argsort(axis=1, kind="stable")
-    result[start:start + CHUNK] = np.take_along_axis(part, order, axis=1)
+    result[start : start + CHUNK] = np.take_along_axis(part, order, axis=1)
   return result
 
 
-def knn_predict(train_embeddings: np.ndarray, train_labels: np.ndarray,
-                test_embeddings: np.ndarray, k: int = 1,
-                exclude_self: bool = False) -> np.ndarray:
+def knn_predict(
+  train_embeddings: np.ndarray,
+  train_labels: np.ndarray,
+  test_embeddings: np.ndarray,
+  k: int = 1,
+  exclude_self: bool = False,
+) -> np.ndarray:
   """Labels [Q] voted by each test point's k nearest train points.
 
   The class with the most votes wins; a tie goes to the tied class whose nearest member
@@ -62,14 +67,20 @@ def knn_predict(train_embeddings: np.ndarray, train_labels: np.ndarray,
   neighbours = nearest_neighbours(test_embeddings, train_embeddings, k, exclude_self)
   votes = np.asarray(train_labels)[neighbours]  # [Q, k], nearest first.
   # counts[q, j]: votes for the class of neighbour j; argmax takes the first, nearest, maximum.
-  counts = np.stack([(votes == votes[:, j:j + 1]).sum(axis=1) for j in range(votes.shape[1])],
-                    axis=1)
+  counts = np.stack(
+    [(votes == votes[:, j : j + 1]).sum(axis=1) for j in range(votes.shape[1])], axis=1
+  )
   return votes[np.arange(len(votes)), counts.argmax(axis=1)]
 
 
-def knn_accuracy(train_embeddings: np.ndarray, train_labels: np.ndarray,
-                 test_embeddings: np.ndarray, test_labels: np.ndarray, k: int = 1,
-                 exclude_self: bool = False) -> float:
+def knn_accuracy(
+  train_embeddings: np.ndarray,
+  train_labels: np.ndarray,
+  test_embeddings: np.ndarray,
+  test_labels: np.ndarray,
+  k: int = 1,
+  exclude_self: bool = False,
+) -> float:
   """Fraction of test points whose k nearest train points vote for their label.
 
   Ties in the vote go to the class of the nearest neighbour among the tied classes, as
@@ -79,8 +90,9 @@ def knn_accuracy(train_embeddings: np.ndarray, train_labels: np.ndarray,
   return float(np.mean(predictions == np.asarray(test_labels)))
 
 
-def recall_at_k(embeddings: np.ndarray, labels: np.ndarray,
-                ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+def recall_at_k(
+  embeddings: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 5)
+) -> dict[int, float]:
   """{k: fraction of points with a same-label point among their k nearest others}."""
   labels = np.asarray(labels)
   neighbours = nearest_neighbours(embeddings, embeddings, max(ks), exclude_self=True)
@@ -88,8 +100,9 @@ def recall_at_k(embeddings: np.ndarray, labels: np.ndarray,
   return {k: float(np.mean(hits[:, :k].any(axis=1))) for k in ks}
 
 
-def verification_accuracy(embeddings: np.ndarray, labels: np.ndarray, max_pairs: int = 200_000,
-                          seed: int = 0) -> tuple[float, float]:
+def verification_accuracy(
+  embeddings: np.ndarray, labels: np.ndarray, max_pairs: int = 200_000, seed: int = 0
+) -> tuple[float, float]:
   """(accuracy, threshold) of "same class iff distance <= threshold" at the best threshold.
 
   Uses every pair when there are at most `max_pairs`, else that many random pairs.

@@ -13,9 +13,13 @@ import numpy as np
 from cnnjax.errors import UsageError
 
 
-def confusion_matrix(predictions: jax.Array, labels: jax.Array, num_classes: int,
-                     ignore_index: int | None = None,
-                     weights: jax.Array | None = None) -> jax.Array:
+def confusion_matrix(
+  predictions: jax.Array,
+  labels: jax.Array,
+  num_classes: int,
+  ignore_index: int | None = None,
+  weights: jax.Array | None = None,
+) -> jax.Array:
   """Counts [K, K] (rows: true class, columns: predicted class) of labelled pixels.
 
   Args:
@@ -37,9 +41,11 @@ def confusion_matrix(predictions: jax.Array, labels: jax.Array, num_classes: int
   predictions, labels = jnp.asarray(predictions), jnp.asarray(labels)
   for name, values in (("predictions", predictions), ("labels", labels)):
     if not jnp.issubdtype(values.dtype, jnp.integer):
-      raise UsageError(f"confusion_matrix: {name} must be integer class ids, got "
-                       f"{values.dtype}; take the argmax of logits, or cast masks with "
-                       ".astype(jnp.int32).")
+      raise UsageError(
+        f"confusion_matrix: {name} must be integer class ids, got "
+        f"{values.dtype}; take the argmax of logits, or cast masks with "
+        ".astype(jnp.int32)."
+      )
   # In int32, so that label * K + prediction cannot wrap around in uint8 masks.
   predictions, labels = predictions.astype(jnp.int32), labels.astype(jnp.int32)
   counted = (labels >= 0) & (labels < num_classes)
@@ -47,8 +53,9 @@ def confusion_matrix(predictions: jax.Array, labels: jax.Array, num_classes: int
     counted &= labels != ignore_index
   if weights is not None:
     counted &= jnp.broadcast_to(weights, counted.shape) != 0
-  index = jnp.clip(labels, 0, num_classes - 1) * num_classes + jnp.clip(predictions, 0,
-                                                                         num_classes - 1)
+  index = jnp.clip(labels, 0, num_classes - 1) * num_classes + jnp.clip(
+    predictions, 0, num_classes - 1
+  )
   counts = jnp.zeros((num_classes * num_classes,), jnp.int32)
   counts = counts.at[index.ravel()].add(counted.ravel().astype(jnp.int32))
   return counts.reshape(num_classes, num_classes)

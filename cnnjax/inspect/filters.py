@@ -92,5 +92,6 @@ def kernel_norms(params: Any, order: Order = None) -> "collections.OrderedDict[s
     params: a model's parameters.
     order: its layers in call order (`layer_order`); None: the tree's order.
   """
-  return collections.OrderedDict((name, _filter_norms(jnp.asarray(kernel)))
-                                 for name, kernel in _kernels(params, order))
+  return collections.OrderedDict(
+    (name, _filter_norms(jnp.asarray(kernel))) for name, kernel in _kernels(params, order)
+  )

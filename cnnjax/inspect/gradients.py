@@ -115,15 +115,19 @@ def _perturbed(stage: str, delta: jax.Array) -> Iterator[_Tap]:
 
 def _check_classifier(model: nn.Module, what: str) -> None:
   if getattr(model, "feature_names", None) is None or getattr(model, "num_classes", 0) is None:
-    raise UsageError(f"{what} needs a classifier (a zoo model with num_classes set); "
-                     f"{type(model).__name__} gives no class scores.")
+    raise UsageError(
+      f"{what} needs a classifier (a zoo model with num_classes set); "
+      f"{type(model).__name__} gives no class scores."
+    )
 
 
 def _logits(model: nn.Module, variables: Variables, x: jax.Array) -> jax.Array:
   out = model.apply(variables, x, train=False)
   if not (isinstance(out, jax.Array) and out.ndim == 2):
-    raise UsageError(f"{type(model).__name__} does not return class scores [B, K]; Grad-CAM "
-                     "and saliency need a classifier.")
+    raise UsageError(
+      f"{type(model).__name__} does not return class scores [B, K]; Grad-CAM "
+      "and saliency need a classifier."
+    )
   return out.astype(jnp.float32)
 
 
@@ -139,8 +143,9 @@ def logits(model: nn.Module, variables: Variables, x: jax.Array) -> jax.Array:
 
 
 @_model_jit(("stage",))
-def grad_cam(model: nn.Module, variables: Variables, x: jax.Array,
-             classes: jax.Array | None, stage: str) -> jax.Array:
+def grad_cam(
+  model: nn.Module, variables: Variables, x: jax.Array, classes: jax.Array | None, stage: str
+) -> jax.Array:
   """Grad-CAM of `classes` at the feature map `stage`.
 
   Args:
@@ -174,17 +179,20 @@ def grad_cam(model: nn.Module, variables: Variables, x: jax.Array,
   return jax.nn.relu(jnp.einsum("bhwk,bk->bhw", maps.astype(jnp.float32), weights))
 
 
-def _input_gradient(model: nn.Module, variables: Variables, x: jax.Array,
-                    classes: jax.Array) -> jax.Array:
+def _input_gradient(
+  model: nn.Module, variables: Variables, x: jax.Array, classes: jax.Array
+) -> jax.Array:
   def score(images):
     out = _logits(model, variables, images)
     return jnp.take_along_axis(out, classes[:, None], axis=-1).sum()
+
   return jax.grad(score)(x)
 
 
 @_model_jit(())
-def saliency(model: nn.Module, variables: Variables, x: jax.Array,
-             classes: jax.Array | None = None) -> jax.Array:
+def saliency(
+  model: nn.Module, variables: Variables, x: jax.Array, classes: jax.Array | None = None
+) -> jax.Array:
   """|d score / d x| of `classes` (None: predicted), the largest over channels: [B, H, W]."""
   _check_classifier(model, "saliency")
   chosen = _classes(_logits(model, variables, x), classes)
@@ -192,9 +200,15 @@ def saliency(model: nn.Module, variables: Variables, x: jax.Array,
 
 
 @_model_jit(("samples",))
-def smoothgrad(model: nn.Module, variables: Variables, x: jax.Array,
-               classes: jax.Array | None, key: jax.Array, samples: int = 16,
-               noise: float = 0.15) -> jax.Array:
+def smoothgrad(
+  model: nn.Module,
+  variables: Variables,
+  x: jax.Array,
+  classes: jax.Array | None,
+  key: jax.Array,
+  samples: int = 16,
+  noise: float = 0.15,
+) -> jax.Array:
   """SmoothGrad of `classes` (None: predicted): [B, H, W] >= 0.
 
   Args:
@@ -218,9 +232,13 @@ def smoothgrad(model: nn.Module, variables: Variables, x: jax.Array,
 
 
 @_model_jit(("stage",))
-def effective_receptive_field(model: nn.Module, variables: Variables, x: jax.Array,
-                              stage: str, unit: Sequence[int] | jax.Array | None = None
-                              ) -> jax.Array:
+def effective_receptive_field(
+  model: nn.Module,
+  variables: Variables,
+  x: jax.Array,
+  stage: str,
+  unit: Sequence[int] | jax.Array | None = None,
+) -> jax.Array:
   """|d (one unit of map `stage`, summed over channels) / d x| summed over channels.
 
   Args:
@@ -241,13 +259,18 @@ def effective_receptive_field(model: nn.Module, variables: Variables, x: jax.Arr
 
   def unit_value(images):
     maps = net.maps(variables, images, stage)[stage]
-    where = (jnp.array([maps.shape[1] // 2, maps.shape[2] // 2]) if unit is None
-             else jnp.asarray(unit, jnp.int32))
+    where = (
+      jnp.array([maps.shape[1] // 2, maps.shape[2] // 2])
+      if unit is None
+      else jnp.asarray(unit, jnp.int32)
+    )
     row = jnp.clip(where[0], 0, maps.shape[1] - 1)
     col = jnp.clip(where[1], 0, maps.shape[2] - 1)
-    return jnp.sum(jax.lax.dynamic_slice(maps, (0, row, col, 0),
-                                         (maps.shape[0], 1, 1, maps.shape[3])
-                                         ).astype(jnp.float32))
+    return jnp.sum(
+      jax.lax.dynamic_slice(maps, (0, row, col, 0), (maps.shape[0], 1, 1, maps.shape[3])).astype(
+        jnp.float32
+      )
+    )
 
   return jnp.sum(jnp.abs(jax.grad(unit_value)(x).astype(jnp.float32)), axis=-1)
 

@@ -49,6 +49,7 @@ class Network:
     path: keys of its variables inside the model's ({} path: the model's own).
     kind: TAPS (the feature API) or INTERMEDIATES (top-level layer outputs).
   """
+
   module: nn.Module
   path: tuple[str, ...] = ()
   kind: str = TAPS
@@ -75,8 +76,9 @@ class Network:
     if self.kind == TAPS:
       return feature_maps.feature_names(self.module)
     if input_shape is None:
-      raise ValueError(f"{type(self.module).__name__}'s maps depend on its input: pass "
-                       "input_shape.")
+      raise ValueError(
+        f"{type(self.module).__name__}'s maps depend on its input: pass input_shape."
+      )
     return _intermediate_names(self.module, tuple(int(d) for d in input_shape))
 
   def check(self, stages: str | Sequence[str], input_shape: Sequence[int]) -> tuple[str, ...]:
@@ -87,12 +89,15 @@ class Network:
     requested = (stages,) if isinstance(stages, str) else tuple(stages)
     for name in requested:
       if name not in names:
-        raise UsageError(f"{type(self.module).__name__} has no feature map {name!r}; its "
-                         f"feature maps are {', '.join(names)}.")
+        raise UsageError(
+          f"{type(self.module).__name__} has no feature map {name!r}; its "
+          f"feature maps are {', '.join(names)}."
+        )
     return tuple(name for name in names if name in requested)
 
-  def maps(self, variables: dict[str, Any], x: jax.Array,
-           stages: Stages = None) -> "collections.OrderedDict[str, jax.Array]":
+  def maps(
+    self, variables: dict[str, Any], x: jax.Array, stages: Stages = None
+  ) -> "collections.OrderedDict[str, jax.Array]":
     """{name: [B, h, w, C]} of the requested maps (None: all), in network order.
 
     Args:
@@ -117,14 +122,17 @@ def network(model: nn.Module) -> Network:
     found = network(inner)
     return dataclasses.replace(found, path=("backbone", *found.path))
   if isinstance(inner, str) and hasattr(model, "backbone_widths"):
-    built = backbones.make_backbone(inner, model.backbone_widths,
-                                    getattr(model, "backbone_kwargs", None),
-                                    getattr(model, "dtype", jnp.float32), None,
-                                    feature_map=False)
+    built = backbones.make_backbone(
+      inner,
+      model.backbone_widths,
+      getattr(model, "backbone_kwargs", None),
+      getattr(model, "dtype", jnp.float32),
+      None,
+      feature_map=False,
+    )
     # Flax names a module built inside a compact method ClassName_0.
     return Network(built, (f"{type(built).__name__}_0",))
   return Network(model, (), INTERMEDIATES)
-
 
 
 def _is_image(value: Any) -> bool:
@@ -137,8 +145,9 @@ def _capture_filter(module: nn.Module, method_name: str) -> bool:
 
 def _capture(model: nn.Module, variables: dict[str, Any], x: jax.Array) -> dict[str, jax.Array]:
   """{top-level layer name: its image output [B, h, w, C]} of one evaluation-mode call."""
-  _, state = model.apply(variables, x, train=False, capture_intermediates=_capture_filter,
-                         mutable=["intermediates"])
+  _, state = model.apply(
+    variables, x, train=False, capture_intermediates=_capture_filter, mutable=["intermediates"]
+  )
   found = collections.OrderedDict()
   for name, calls in state.get("intermediates", {}).items():
     outputs = calls.get("__call__", ()) if hasattr(calls, "get") else ()
@@ -157,13 +166,16 @@ def _intermediate_names(model: nn.Module, input_shape: tuple[int, ...]) -> tuple
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
 
     def names_of(x):
-      variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x,
-                             train=False)
+      variables = model.init(
+        {"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, train=False
+      )
       return _capture(model, variables, x)
 
     shapes = jax.eval_shape(names_of, x)
     if not shapes:
-      raise UsageError(f"{type(model).__name__} has no layer whose output is an image; there "
-                       "are no feature maps to show.")
+      raise UsageError(
+        f"{type(model).__name__} has no layer whose output is an image; there "
+        "are no feature maps to show."
+      )
     _NAMES[key] = tuple(shapes)
   return _NAMES[key]

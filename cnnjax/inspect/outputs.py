@@ -23,8 +23,9 @@ def top_k(logits: jax.Array, k: int = 5) -> tuple[jax.Array, jax.Array]:
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
-def confusion_matrix(labels: jax.Array, predicted: jax.Array, num_classes: int,
-                     valid: jax.Array | None = None) -> jax.Array:
+def confusion_matrix(
+  labels: jax.Array, predicted: jax.Array, num_classes: int, valid: jax.Array | None = None
+) -> jax.Array:
   """int32 [K, K]: count of examples of true class i (row) predicted as j (column).
 
   Args:
@@ -39,8 +40,9 @@ def confusion_matrix(labels: jax.Array, predicted: jax.Array, num_classes: int,
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def nearest_neighbours(queries: jax.Array, keys: jax.Array, k: int,
-                       query_index: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def nearest_neighbours(
+  queries: jax.Array, keys: jax.Array, k: int, query_index: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
   """The k keys most cosine-similar to each query, most similar first.
 
   Args:
@@ -53,6 +55,7 @@ def nearest_neighbours(queries: jax.Array, keys: jax.Array, k: int,
   Returns:
     (indices into keys [Q, k] int32, cosine similarities [Q, k]).
   """
+
   def unit(x):
     x = x.astype(jnp.float32)
     return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))

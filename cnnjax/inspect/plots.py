@@ -18,8 +18,10 @@ TILE = 1.6  # Inches per image tile.
 
 def _pyplot() -> Any:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -36,6 +38,7 @@ def save(fig: Any, path: str | os.PathLike) -> str:
 def _title(fig: Any, text: str, fontsize: float = 10) -> None:
   """The figure's title, each line wrapped to the figure's width."""
   import textwrap
+
   width = max(30, int(fig.get_figwidth() * 72 / (0.6 * fontsize)))
   lines = [wrapped for line in text.splitlines() for wrapped in textwrap.wrap(line, width)]
   fig.suptitle("\n".join(lines), fontsize=fontsize)
@@ -54,8 +57,14 @@ def _image(ax: Any, image: np.ndarray) -> None:
 def _heat(ax: Any, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> None:
   heat = np.asarray(heat, np.float32)
   top = float(heat.max())
-  ax.imshow(heat / top if top > 0 else heat, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0,
-            interpolation="bilinear")
+  ax.imshow(
+    heat / top if top > 0 else heat,
+    cmap=cmap,
+    alpha=alpha,
+    vmin=0.0,
+    vmax=1.0,
+    interpolation="bilinear",
+  )
 
 
 def _frame(ax: Any, colour: str, width: float = 3.0) -> None:
@@ -64,10 +73,16 @@ def _frame(ax: Any, colour: str, width: float = 3.0) -> None:
     spine.set_linewidth(width)
 
 
-def _axes_grid(plt: Any, rows: int, columns: int, tile: float = TILE,
-               extra_height: float = 0.0) -> tuple[Any, np.ndarray]:
-  fig, axes = plt.subplots(rows, columns, figsize=(tile * columns, tile * rows + extra_height),
-                           squeeze=False, layout="constrained")
+def _axes_grid(
+  plt: Any, rows: int, columns: int, tile: float = TILE, extra_height: float = 0.0
+) -> tuple[Any, np.ndarray]:
+  fig, axes = plt.subplots(
+    rows,
+    columns,
+    figsize=(tile * columns, tile * rows + extra_height),
+    squeeze=False,
+    layout="constrained",
+  )
   for ax in axes.flat:
     ax.set_xticks([])
     ax.set_yticks([])
@@ -94,8 +109,9 @@ def filters(tiles: np.ndarray, layer: str, norms: dict[str, np.ndarray], title: 
   tile = 0.6 if columns > 6 else 0.9
   grid_width = max(3.5, tile * columns)
   norm_height = 0.2 * len(norms) + 1.5
-  fig = plt.figure(figsize=(grid_width + 6.0, max(tile * rows + 1.2, norm_height, 3.0)),
-                   layout="constrained")
+  fig = plt.figure(
+    figsize=(grid_width + 6.0, max(tile * rows + 1.2, norm_height, 3.0)), layout="constrained"
+  )
   left, right = fig.subfigures(1, 2, width_ratios=[grid_width, 6.0])
   axes = left.subplots(rows, columns, squeeze=False)
   for ax in axes.flat:
@@ -103,9 +119,12 @@ def filters(tiles: np.ndarray, layer: str, norms: dict[str, np.ndarray], title: 
   for ax, kernel in zip(axes.flat, tiles):
     _image(ax, kernel)
   kh, kw = tiles.shape[1:3]
-  left.suptitle(f"{layer}: {len(tiles)} kernels {kh}x{kw}, "
-                f"{'RGB' if tiles.shape[-1] == 3 else 'grey (mean over inputs)'}\n"
-                "one scale for all, mid-grey = 0", fontsize=9)
+  left.suptitle(
+    f"{layer}: {len(tiles)} kernels {kh}x{kw}, "
+    f"{'RGB' if tiles.shape[-1] == 3 else 'grey (mean over inputs)'}\n"
+    "one scale for all, mid-grey = 0",
+    fontsize=9,
+  )
   ax = right.subplots()
   names = list(norms)
   values = [np.asarray(norms[name], np.float64) for name in names]
@@ -113,8 +132,9 @@ def filters(tiles: np.ndarray, layer: str, norms: dict[str, np.ndarray], title: 
   ax.hlines(positions, [v.min() for v in values], [v.max() for v in values], color="0.6")
   ax.plot([np.median(v) for v in values], positions, "o", color="C0", markersize=4)
   ax.set_yticks(positions)
-  ax.set_yticklabels([f"{n} ({len(v)})" for n, v in zip(names, values)],
-                     fontsize=7 if len(names) < 60 else 4)
+  ax.set_yticklabels(
+    [f"{n} ({len(v)})" for n, v in zip(names, values)], fontsize=7 if len(names) < 60 else 4
+  )
   ax.set_xlabel("L2 norm of each output filter: median (dot) and range", fontsize=8)
   if min(v.min() for v in values) > 0:
     ax.set_xscale("log")
@@ -124,8 +144,9 @@ def filters(tiles: np.ndarray, layer: str, norms: dict[str, np.ndarray], title: 
   return fig
 
 
-def features(images: np.ndarray, stages: Sequence[tuple[str, np.ndarray, np.ndarray]],
-             title: str) -> Any:
+def features(
+  images: np.ndarray, stages: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str
+) -> Any:
   """Each image with its strongest channels at each stage.
 
   Args:
@@ -145,8 +166,9 @@ def features(images: np.ndarray, stages: Sequence[tuple[str, np.ndarray, np.ndar
         ax = axes[row, column]
         ax.imshow(np.asarray(maps[row, :, :, j]), cmap="viridis", interpolation="nearest")
         if row == 0:
-          ax.set_title(f"{stage}\nch {int(channel)}" if j == 0 else f"\nch {int(channel)}",
-                       fontsize=7)
+          ax.set_title(
+            f"{stage}\nch {int(channel)}" if j == 0 else f"\nch {int(channel)}", fontsize=7
+          )
         column += 1
   axes[0, 0].set_title("input", fontsize=7)
   _title(fig, title, fontsize=10)
@@ -164,23 +186,35 @@ def receptive_fields(image: np.ndarray, panels: Sequence[dict[str, Any]], title:
   """
   plt = _pyplot()
   from matplotlib import patches
+
   rows, columns = _columns(len(panels), 4)
   fig, axes = _axes_grid(plt, rows, columns, tile=2.6, extra_height=0.6)
-  for ax in axes.flat[len(panels):]:
+  for ax in axes.flat[len(panels) :]:
     ax.axis("off")
   height, width = image.shape[:2]
   for ax, panel in zip(axes.flat, panels):
     _image(ax, image)
     _heat(ax, panel["erf"], alpha=0.6, cmap="inferno")
     top, left, bottom, right = panel["box"]
-    ax.add_patch(patches.Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1,
-                                   fill=False, edgecolor="cyan", linewidth=1.5))
+    ax.add_patch(
+      patches.Rectangle(
+        (left - 0.5, top - 0.5),
+        right - left + 1,
+        bottom - top + 1,
+        fill=False,
+        edgecolor="cyan",
+        linewidth=1.5,
+      )
+    )
     ax.plot(panel["centre"][1], panel["centre"][0], "+", color="cyan", markersize=8)
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     size, jump = panel["size"], panel["jump"]
-    ax.set_title(f"{panel['stage']} unit {tuple(int(u) for u in panel['unit'])}\n"
-                 f"RF {_number(size[0])}x{_number(size[1])}, jump {_number(jump[0])}", fontsize=8)
+    ax.set_title(
+      f"{panel['stage']} unit {tuple(int(u) for u in panel['unit'])}\n"
+      f"RF {_number(size[0])}x{_number(size[1])}, jump {_number(jump[0])}",
+      fontsize=8,
+    )
   _title(fig, title, fontsize=10)
   return fig
 
@@ -189,8 +223,13 @@ def _number(value: float) -> str:
   return str(int(value)) if float(value).is_integer() else f"{value:.3g}"
 
 
-def heat_maps(images: np.ndarray, heats: np.ndarray, captions: Sequence[str],
-              correct: Sequence[bool], title: str) -> Any:
+def heat_maps(
+  images: np.ndarray,
+  heats: np.ndarray,
+  captions: Sequence[str],
+  correct: Sequence[bool],
+  title: str,
+) -> Any:
   """Each image with its heat map over it (Grad-CAM, saliency) and a caption.
 
   Args:
@@ -210,15 +249,21 @@ def heat_maps(images: np.ndarray, heats: np.ndarray, captions: Sequence[str],
     _image(over, image)
     _heat(over, heat)
     plain.set_title(captions[i], fontsize=7, color=GOOD if correct[i] else BAD, loc="left")
-  for ax in axes.flat[2 * len(images):]:
+  for ax in axes.flat[2 * len(images) :]:
     ax.axis("off")
   _title(fig, title, fontsize=10)
   return fig
 
 
-def classifications(images: np.ndarray, probs: np.ndarray, classes: np.ndarray,
-                    labels: np.ndarray, names: Sequence[str], confusion: np.ndarray,
-                    title: str) -> Any:
+def classifications(
+  images: np.ndarray,
+  probs: np.ndarray,
+  classes: np.ndarray,
+  labels: np.ndarray,
+  names: Sequence[str],
+  confusion: np.ndarray,
+  title: str,
+) -> Any:
   """Each image with its top-k probabilities, then the split's confusion matrix.
 
   Args:
@@ -233,8 +278,7 @@ def classifications(images: np.ndarray, probs: np.ndarray, classes: np.ndarray,
   n = len(images)
   rows, columns = _columns(n, 4)
   k = probs.shape[1]
-  fig = plt.figure(figsize=(3.2 * columns + 5.5, max(1.5 * rows, 5.0) + 0.6),
-                   layout="constrained")
+  fig = plt.figure(figsize=(3.2 * columns + 5.5, max(1.5 * rows, 5.0) + 0.6), layout="constrained")
   left, right = fig.subfigures(1, 2, width_ratios=[3.2 * columns, 5.5])
   grid = left.add_gridspec(rows, 2 * columns, width_ratios=[1.0, 1.2] * columns)
   for i in range(n):
@@ -259,8 +303,15 @@ def classifications(images: np.ndarray, probs: np.ndarray, classes: np.ndarray,
   if count <= 20:
     for i in range(count):
       for j in range(count):
-        ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=7,
-                color="white" if confusion[i, j] > confusion.max() / 2 else "black")
+        ax.text(
+          j,
+          i,
+          str(int(confusion[i, j])),
+          ha="center",
+          va="center",
+          fontsize=7,
+          color="white" if confusion[i, j] > confusion.max() / 2 else "black",
+        )
   if count <= 30:
     ax.set_xticks(range(count))
     ax.set_yticks(range(count))
@@ -269,25 +320,45 @@ def classifications(images: np.ndarray, probs: np.ndarray, classes: np.ndarray,
   ax.set_xlabel("predicted")
   ax.set_ylabel("true")
   accuracy = np.trace(confusion) / max(1, confusion.sum())
-  ax.set_title(f"confusion over {int(confusion.sum())} images: accuracy {accuracy:.3f}",
-               fontsize=9)
+  ax.set_title(f"confusion over {int(confusion.sum())} images: accuracy {accuracy:.3f}", fontsize=9)
   _title(fig, title, fontsize=10)
   return fig
 
 
-def _boxes(ax: Any, boxes: np.ndarray, labels: Sequence[str], colour: str,
-           scores: Sequence[float] | None = None) -> None:
+def _boxes(
+  ax: Any,
+  boxes: np.ndarray,
+  labels: Sequence[str],
+  colour: str,
+  scores: Sequence[float] | None = None,
+) -> None:
   from matplotlib import patches
+
   for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.float64)):
-    ax.add_patch(patches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
-                                   edgecolor=colour, linewidth=1.2))
+    ax.add_patch(
+      patches.Rectangle(
+        (x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.2
+      )
+    )
     text = labels[i] if scores is None else f"{labels[i]} {scores[i]:.2f}"
-    ax.text(x1, y1 - 1, text, color=colour, fontsize=5, va="bottom",
-            bbox={"facecolor": "black", "alpha": 0.4, "pad": 0.5, "linewidth": 0})
+    ax.text(
+      x1,
+      y1 - 1,
+      text,
+      color=colour,
+      fontsize=5,
+      va="bottom",
+      bbox={"facecolor": "black", "alpha": 0.4, "pad": 0.5, "linewidth": 0},
+    )
 
 
-def detections(images: np.ndarray, predicted: Sequence[dict[str, np.ndarray]],
-               truth: Sequence[dict[str, np.ndarray]], names: Sequence[str], title: str) -> Any:
+def detections(
+  images: np.ndarray,
+  predicted: Sequence[dict[str, np.ndarray]],
+  truth: Sequence[dict[str, np.ndarray]],
+  names: Sequence[str],
+  title: str,
+) -> Any:
   """Each image twice: the detections (class, score) and the ground truth boxes.
 
   Args:
@@ -305,19 +376,25 @@ def detections(images: np.ndarray, predicted: Sequence[dict[str, np.ndarray]],
     found, real = axes[row, 2 * column], axes[row, 2 * column + 1]
     for ax in (found, real):
       _image(ax, image)
-    _boxes(found, predicted[i]["boxes"], [names[int(c)] for c in predicted[i]["classes"]],
-           "yellow", predicted[i]["scores"])
+    _boxes(
+      found,
+      predicted[i]["boxes"],
+      [names[int(c)] for c in predicted[i]["classes"]],
+      "yellow",
+      predicted[i]["scores"],
+    )
     _boxes(real, truth[i]["boxes"], [names[int(c)] for c in truth[i]["classes"]], "lime")
     found.set_title("detected", fontsize=7)
     real.set_title(f"truth ({len(truth[i]['boxes'])})", fontsize=7)
-  for ax in axes.flat[2 * len(images):]:
+  for ax in axes.flat[2 * len(images) :]:
     ax.axis("off")
   _title(fig, title, fontsize=10)
   return fig
 
 
-def segmentations(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
-                  names: Sequence[str], title: str) -> Any:
+def segmentations(
+  images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, names: Sequence[str], title: str
+) -> Any:
   """Each image, its true mask and the predicted mask over it (0 = background, clear).
 
   Args:
@@ -328,6 +405,7 @@ def segmentations(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
   """
   plt = _pyplot()
   from matplotlib import colors
+
   count = len(names)
   palette = plt.get_cmap("tab10")
   cmap = colors.ListedColormap([(0, 0, 0, 0)] + [palette(i % 10) for i in range(count - 1)])
@@ -335,27 +413,35 @@ def segmentations(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
   fig, axes = _axes_grid(plt, rows, 3 * columns, extra_height=0.9)
   for i, image in enumerate(images):
     row, column = divmod(i, columns)
-    trio = axes[row, 3 * column: 3 * column + 3]
+    trio = axes[row, 3 * column : 3 * column + 3]
     for ax in trio:
       _image(ax, image)
     for ax, mask, what in ((trio[1], truth[i], "truth"), (trio[2], predicted[i], "predicted")):
-      ax.imshow(np.asarray(mask), cmap=cmap, vmin=0, vmax=count - 1, alpha=0.9,
-                interpolation="nearest")
+      ax.imshow(
+        np.asarray(mask), cmap=cmap, vmin=0, vmax=count - 1, alpha=0.9, interpolation="nearest"
+      )
       ax.set_title(what, fontsize=7)
     agree = float(np.mean(np.asarray(truth[i]) == np.asarray(predicted[i])))
     trio[0].set_title(f"pixels right {agree:.2f}", fontsize=7)
-  for ax in axes.flat[3 * len(images):]:
+  for ax in axes.flat[3 * len(images) :]:
     ax.axis("off")
   handles = [plt.Rectangle((0, 0), 1, 1, color=palette(i % 10)) for i in range(count - 1)]
-  fig.legend(handles, list(names[1:]), loc="outside lower center", ncol=min(8, count - 1),
-             fontsize=8)
+  fig.legend(
+    handles, list(names[1:]), loc="outside lower center", ncol=min(8, count - 1), fontsize=8
+  )
   _title(fig, title, fontsize=10)
   return fig
 
 
-def neighbours(queries: np.ndarray, query_labels: np.ndarray, found: np.ndarray,
-               found_labels: np.ndarray, similarity: np.ndarray, names: Sequence[str],
-               title: str) -> Any:
+def neighbours(
+  queries: np.ndarray,
+  query_labels: np.ndarray,
+  found: np.ndarray,
+  found_labels: np.ndarray,
+  similarity: np.ndarray,
+  names: Sequence[str],
+  title: str,
+) -> Any:
   """Each query (first column) with its nearest neighbours, framed green when same-class.
 
   Args:
@@ -381,13 +467,18 @@ def neighbours(queries: np.ndarray, query_labels: np.ndarray, found: np.ndarray,
       _frame(ax, GOOD if same else BAD)
       ax.set_title(f"{names[int(found_labels[i, j])]} {similarity[i, j]:.2f}", fontsize=6)
   right = float(np.mean(found_labels == query_labels[:, None]))
-  _title(fig, f"{title}\n{right:.0%} of the neighbours share the query's class "
-         "(green frame; red: another class)", fontsize=9)
+  _title(
+    fig,
+    f"{title}\n{right:.0%} of the neighbours share the query's class "
+    "(green frame; red: another class)",
+    fontsize=9,
+  )
   return fig
 
 
-def augmentations(columns: Sequence[tuple[str, np.ndarray]], title: str,
-                  boxes: Sequence[np.ndarray] | None = None) -> Any:
+def augmentations(
+  columns: Sequence[tuple[str, np.ndarray]], title: str, boxes: Sequence[np.ndarray] | None = None
+) -> Any:
   """Training inputs side by side: e.g. ("stored", images), ("augmented", images).
 
   Args:

@@ -42,6 +42,7 @@ class StageField:
     jump: (height, width) input pixels between adjacent units j.
     map_shape: (h, w) units of the map.
   """
+
   size: tuple[float, float]
   jump: tuple[float, float]
   map_shape: tuple[int, int]
@@ -49,18 +50,22 @@ class StageField:
 
 class _StageOutputs(nn.Module):
   """The network's maps `stages`, each passed through a 1x1 max pool the summary records."""
+
   net: nn.Module
   stages: tuple[str, ...]
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, ...]:
     maps = self.net(x, train=False, stages=self.stages)
-    return tuple(layers.MaxPool(1, 1, name=f"stage_output_{i}")(maps[stage])
-                 for i, stage in enumerate(self.stages))
+    return tuple(
+      layers.MaxPool(1, 1, name=f"stage_output_{i}")(maps[stage])
+      for i, stage in enumerate(self.stages)
+    )
 
 
-def stage_fields(model: nn.Module, input_shape: Sequence[int],
-                 stages: str | Sequence[str] | None = None) -> dict[str, StageField]:
+def stage_fields(
+  model: nn.Module, input_shape: Sequence[int], stages: str | Sequence[str] | None = None
+) -> dict[str, StageField]:
   """{stage: StageField} of `model`'s spatial network on one image of `input_shape`.
 
   Args:
@@ -91,19 +96,26 @@ def stage_fields(model: nn.Module, input_shape: Sequence[int],
 
 
 def _field(row: summary.LayerRow) -> StageField:
-  return StageField(tuple(float(v) for v in row.receptive_field),
-                    tuple(float(v) for v in row.jump), tuple(int(d) for d in row.output_shape[:2]))
+  return StageField(
+    tuple(float(v) for v in row.receptive_field),
+    tuple(float(v) for v in row.jump),
+    tuple(int(d) for d in row.output_shape[:2]),
+  )
 
 
-def unit_centre(field: StageField, unit: Sequence[int],
-                image_shape: Sequence[int]) -> tuple[float, float]:
+def unit_centre(
+  field: StageField, unit: Sequence[int], image_shape: Sequence[int]
+) -> tuple[float, float]:
   """(row, column) in input pixels of the centre of `unit` (row, column of the map)."""
-  return tuple((n - 1) / 2 + (u - (m - 1) / 2) * j for n, u, m, j in
-               zip(image_shape[:2], unit, field.map_shape, field.jump))
+  return tuple(
+    (n - 1) / 2 + (u - (m - 1) / 2) * j
+    for n, u, m, j in zip(image_shape[:2], unit, field.map_shape, field.jump)
+  )
 
 
-def unit_box(field: StageField, unit: Sequence[int],
-             image_shape: Sequence[int]) -> tuple[float, float, float, float]:
+def unit_box(
+  field: StageField, unit: Sequence[int], image_shape: Sequence[int]
+) -> tuple[float, float, float, float]:
   """(top, left, bottom, right) pixel centres of `unit`'s field, not clipped to the image."""
   (cy, cx), (ry, rx) = unit_centre(field, unit, image_shape), field.size
   return cy - (ry - 1) / 2, cx - (rx - 1) / 2, cy + (ry - 1) / 2, cx + (rx - 1) / 2
@@ -114,11 +126,14 @@ def phase_tolerance(field: StageField) -> tuple[float, float]:
   return tuple(max(0.0, (j - 1) / 2) for j in field.jump)
 
 
-def unit_at(field: StageField, pixel: Sequence[float],
-            image_shape: Sequence[int]) -> tuple[int, int]:
+def unit_at(
+  field: StageField, pixel: Sequence[float], image_shape: Sequence[int]
+) -> tuple[int, int]:
   """The unit whose centre lies nearest `pixel` (row, column), within the map."""
-  return tuple(int(min(m - 1, max(0, round((p - (n - 1) / 2) / j + (m - 1) / 2))))
-               for p, n, m, j in zip(pixel, image_shape[:2], field.map_shape, field.jump))
+  return tuple(
+    int(min(m - 1, max(0, round((p - (n - 1) / 2) / j + (m - 1) / 2))))
+    for p, n, m, j in zip(pixel, image_shape[:2], field.map_shape, field.jump)
+  )
 
 
 def centre_unit(field: StageField) -> tuple[int, int]:

@@ -50,23 +50,45 @@ from cnnjax.inspect import outputs
 from cnnjax.inspect import plots
 from cnnjax.inspect import receptive_field as rf_lib
 
-KINDS = ("filters", "features", "receptive-field", "gradcam", "saliency", "predictions",
-         "neighbours", "augment")
+KINDS = (
+  "filters",
+  "features",
+  "receptive-field",
+  "gradcam",
+  "saliency",
+  "predictions",
+  "neighbours",
+  "augment",
+)
 CLASSIFIER, EMBEDDING, SEGMENTATION, DETECTION, OTHER = (
-    "classifier", "embedding", "segmentation", "detection", "other")
+  "classifier",
+  "embedding",
+  "segmentation",
+  "detection",
+  "other",
+)
 _EVERY_TASK = ("filters", "features", "receptive-field", "augment")
 _KINDS_FOR = {
-    CLASSIFIER: ("filters", "features", "receptive-field", "gradcam", "saliency",
-                 "predictions", "augment"),
-    EMBEDDING: ("filters", "features", "receptive-field", "neighbours", "augment"),
-    SEGMENTATION: ("filters", "features", "receptive-field", "predictions", "augment"),
-    DETECTION: ("filters", "features", "receptive-field", "predictions", "augment"),
-    OTHER: _EVERY_TASK,
+  CLASSIFIER: (
+    "filters",
+    "features",
+    "receptive-field",
+    "gradcam",
+    "saliency",
+    "predictions",
+    "augment",
+  ),
+  EMBEDDING: ("filters", "features", "receptive-field", "neighbours", "augment"),
+  SEGMENTATION: ("filters", "features", "receptive-field", "predictions", "augment"),
+  DETECTION: ("filters", "features", "receptive-field", "predictions", "augment"),
+  OTHER: _EVERY_TASK,
 }
-_NEEDS = {"gradcam": "a classifier (task classification)",
-          "saliency": "a classifier (task classification)",
-          "predictions": "a classifier, detector or segmentation model",
-          "neighbours": "embeddings (task metric_learning or simclr)"}
+_NEEDS = {
+  "gradcam": "a classifier (task classification)",
+  "saliency": "a classifier (task classification)",
+  "predictions": "a classifier, detector or segmentation model",
+  "neighbours": "embeddings (task metric_learning or simclr)",
+}
 MAX_STAGES = 6  # Stages drawn by `features` and `receptive-field` without --stage.
 FEATURE_CHANNELS = 3  # Strongest channels drawn per stage.
 
@@ -87,6 +109,7 @@ class Run:
     workdir: where pictures go by default (workdir/show/KIND.png).
     compiled: the compiled task functions, filled as `render` needs them.
   """
+
   task: Any
   variables: dict[str, Any]
   step: int
@@ -134,6 +157,7 @@ def check_kind(kind: str) -> None:
   """UsageError naming the kinds unless `kind` is one."""
   if kind not in KINDS:
     import difflib
+
     close = difflib.get_close_matches(kind, KINDS, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise UsageError(f"unknown show kind {kind!r}; {hint}choose one of {', '.join(KINDS)}.")
@@ -143,9 +167,17 @@ def default_path(workdir: str, kind: str) -> str:
   return os.path.join(workdir, "show", f"{kind}.png")
 
 
-def render(kind: str, run: Run, out: str | None = None, n: int = 16, split: str = "test",
-           stage: str | None = None, unit: Sequence[float] | None = None, k: int = 5,
-           seed: int = 0) -> str:
+def render(
+  kind: str,
+  run: Run,
+  out: str | None = None,
+  n: int = 16,
+  split: str = "test",
+  stage: str | None = None,
+  unit: Sequence[float] | None = None,
+  k: int = 5,
+  seed: int = 0,
+) -> str:
   """Draws `kind` for `run` into the PNG `out` (default workdir/show/KIND.png).
 
   Args:
@@ -169,9 +201,11 @@ def render(kind: str, run: Run, out: str | None = None, n: int = 16, split: str 
   check_kind(kind)
   allowed = kinds_for(run.task)
   if kind not in allowed:
-    raise UsageError(f"show {kind} needs {_NEEDS[kind]}; {run.workdir} holds a "
-                     f"{run.config.task} run ({run.config.model}): show "
-                     f"{', '.join(allowed)} work there.")
+    raise UsageError(
+      f"show {kind} needs {_NEEDS[kind]}; {run.workdir} holds a "
+      f"{run.config.task} run ({run.config.model}): show "
+      f"{', '.join(allowed)} work there."
+    )
   if n < 1:
     raise UsageError(f"--n={n}: show at least one image.")
   if k < 1:
@@ -201,20 +235,28 @@ def _per_device(run: Run, what: str, function: Callable[..., Any], *args: Any) -
   once per `what` and run.
   """
   if what not in run.compiled:
+
     def call(fixed, batch):
       return jax.vmap(lambda b: function(*fixed, b), axis_name=AXIS)(
-          jax.tree.map(lambda x: x[None], batch))
+        jax.tree.map(lambda x: x[None], batch)
+      )
+
     run.compiled[what] = jax.jit(call)
   *fixed, batch = args
   return jax.tree.map(lambda x: np.asarray(x[0]), run.compiled[what](tuple(fixed), batch))
 
 
-def _prepared(run: Run, batch: dict[str, np.ndarray], train: bool = False,
-              seed: int = 0) -> dict[str, np.ndarray]:
+def _prepared(
+  run: Run, batch: dict[str, np.ndarray], train: bool = False, seed: int = 0
+) -> dict[str, np.ndarray]:
   """The batch as the model sees it (`task.preprocess`)."""
-  return _per_device(run, f"preprocess/{train}",
-                     lambda rng, b: run.task.preprocess(b, rng, train), jax.random.key(seed),
-                     batch)
+  return _per_device(
+    run,
+    f"preprocess/{train}",
+    lambda rng, b: run.task.preprocess(b, rng, train),
+    jax.random.key(seed),
+    batch,
+  )
 
 
 def _display(run: Run, images: np.ndarray) -> np.ndarray:
@@ -256,8 +298,9 @@ def _draw_filters(run: Run, **_) -> Any:
   tiles = np.asarray(filters_lib.kernel_images(kernel))
   norms = {layer: np.asarray(v) for layer, v in filters_lib.kernel_norms(params, order).items()}
   kh, kw, c_in, c_out = kernel.shape
-  return plots.filters(tiles, name, norms,
-                       f"{run.title}: first convolution {name} ({kh}x{kw}x{c_in} -> {c_out})")
+  return plots.filters(
+    tiles, name, norms, f"{run.title}: first convolution {name} ({kh}x{kw}x{c_in} -> {c_out})"
+  )
 
 
 def _draw_features(run: Run, n: int, split: str, stage: str | None, **_) -> Any:
@@ -269,13 +312,16 @@ def _draw_features(run: Run, n: int, split: str, stage: str | None, **_) -> Any:
   for name in stages:
     channels, chosen = outputs.strongest_channels(maps[name], FEATURE_CHANNELS)
     drawn.append((name, np.asarray(channels), np.asarray(chosen)))
-  return plots.features(_display(run, batch["image"]), drawn,
-                        f"{run.title}: strongest channels (mean |activation|) of each stage, "
-                        f"{split} images")
+  return plots.features(
+    _display(run, batch["image"]),
+    drawn,
+    f"{run.title}: strongest channels (mean |activation|) of each stage, {split} images",
+  )
 
 
-def _draw_receptive_field(run: Run, n: int, split: str, stage: str | None,
-                          unit: Sequence[float] | None, **_) -> Any:
+def _draw_receptive_field(
+  run: Run, n: int, split: str, stage: str | None, unit: Sequence[float] | None, **_
+) -> Any:
   batch = _prepared(run, _first(run, split, n))
   images = batch["image"]
   shape = images.shape[1:]
@@ -284,20 +330,31 @@ def _draw_receptive_field(run: Run, n: int, split: str, stage: str | None,
   panels = []
   for name, field in fields.items():
     chosen = rf_lib.centre_unit(field) if unit is None else rf_lib.unit_at(field, unit, shape)
-    erf = gradients.effective_receptive_field(run.model, run.variables, jnp.asarray(images),
-                                              name, chosen)
-    panels.append({"stage": name, "erf": np.asarray(erf).mean(0), "unit": chosen,
-                   "box": rf_lib.unit_box(field, chosen, shape),
-                   "centre": rf_lib.unit_centre(field, chosen, shape),
-                   "size": field.size, "jump": field.jump})
+    erf = gradients.effective_receptive_field(
+      run.model, run.variables, jnp.asarray(images), name, chosen
+    )
+    panels.append(
+      {
+        "stage": name,
+        "erf": np.asarray(erf).mean(0),
+        "unit": chosen,
+        "box": rf_lib.unit_box(field, chosen, shape),
+        "centre": rf_lib.unit_centre(field, chosen, shape),
+        "size": field.size,
+        "jump": field.jump,
+      }
+    )
   return plots.receptive_fields(
-      _display(run, images[0]), panels,
-      f"{run.title}\ntheoretical field of one unit (box) and its effective field (heat: "
-      f"|d unit / d input| over {len(images)} {split} images)")
+    _display(run, images[0]),
+    panels,
+    f"{run.title}\ntheoretical field of one unit (box) and its effective field (heat: "
+    f"|d unit / d input| over {len(images)} {split} images)",
+  )
 
 
-def _classified(run: Run, n: int, split: str) -> tuple[dict[str, np.ndarray], np.ndarray,
-                                                         np.ndarray]:
+def _classified(
+  run: Run, n: int, split: str
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
   """(prepared batch, top-1 probabilities [n], predicted classes [n])."""
   batch = _prepared(run, _first(run, split, n))
   logits = gradients.logits(run.model, run.variables, jnp.asarray(batch["image"]))
@@ -305,12 +362,14 @@ def _classified(run: Run, n: int, split: str) -> tuple[dict[str, np.ndarray], np
   return batch, np.asarray(probs[:, 0]), np.asarray(classes[:, 0])
 
 
-def _captions(run: Run, batch: dict[str, np.ndarray], probs: np.ndarray,
-              classes: np.ndarray) -> tuple[list[str], list[bool]]:
+def _captions(
+  run: Run, batch: dict[str, np.ndarray], probs: np.ndarray, classes: np.ndarray
+) -> tuple[list[str], list[bool]]:
   names = _names(run, run.task.data.num_classes)
   labels = np.asarray(batch["label"])
-  captions = [f"pred {names[int(c)]} {p:.2f}\ntrue {names[int(t)]}"
-              for c, p, t in zip(classes, probs, labels)]
+  captions = [
+    f"pred {names[int(c)]} {p:.2f}\ntrue {names[int(t)]}" for c, p, t in zip(classes, probs, labels)
+  ]
   return captions, list(classes == labels)
 
 
@@ -323,20 +382,30 @@ def _draw_gradcam(run: Run, n: int, split: str, stage: str | None, **_) -> Any:
   cams = gradients.grad_cam(run.model, run.variables, images, jnp.asarray(classes), stage)
   heats = gradients.upsample(cams, images.shape[1:3])
   captions, correct = _captions(run, batch, probs, classes)
-  return plots.heat_maps(_display(run, images), np.asarray(heats), captions, correct,
-                         f"{run.title}: Grad-CAM of the predicted class at {stage} "
-                         f"({cams.shape[1]}x{cams.shape[2]}), {split} images")
+  return plots.heat_maps(
+    _display(run, images),
+    np.asarray(heats),
+    captions,
+    correct,
+    f"{run.title}: Grad-CAM of the predicted class at {stage} "
+    f"({cams.shape[1]}x{cams.shape[2]}), {split} images",
+  )
 
 
 def _draw_saliency(run: Run, n: int, split: str, seed: int, **_) -> Any:
   batch, probs, classes = _classified(run, n, split)
   images = jnp.asarray(batch["image"])
-  heats = gradients.smoothgrad(run.model, run.variables, images, jnp.asarray(classes),
-                               jax.random.key(seed))
+  heats = gradients.smoothgrad(
+    run.model, run.variables, images, jnp.asarray(classes), jax.random.key(seed)
+  )
   captions, correct = _captions(run, batch, probs, classes)
-  return plots.heat_maps(_display(run, images), np.asarray(heats), captions, correct,
-                         f"{run.title}: SmoothGrad of the predicted class (16 samples, "
-                         f"noise 15%), {split} images")
+  return plots.heat_maps(
+    _display(run, images),
+    np.asarray(heats),
+    captions,
+    correct,
+    f"{run.title}: SmoothGrad of the predicted class (16 samples, noise 15%), {split} images",
+  )
 
 
 def _draw_predictions(run: Run, n: int, split: str, **_) -> Any:
@@ -359,14 +428,19 @@ def _draw_classifications(run: Run, n: int, split: str) -> Any:
   def split_confusion(variables, batch):
     prepared = run.task.preprocess(batch, jax.random.key(0), False)
     scores = run.model.apply(variables, prepared["image"], train=False)
-    return outputs.confusion_matrix(batch["label"], jnp.argmax(scores, -1), count,
-                                    batch["valid"])
+    return outputs.confusion_matrix(batch["label"], jnp.argmax(scores, -1), count, batch["valid"])
 
   for whole in run.batches(split, max(64, n)):
     confusion += np.asarray(_per_device(run, "confusion", split_confusion, run.variables, whole))
-  return plots.classifications(_display(run, batch["image"]), np.asarray(probs),
-                               np.asarray(classes), batch["label"], names, confusion,
-                               f"{run.title}, {split} split")
+  return plots.classifications(
+    _display(run, batch["image"]),
+    np.asarray(probs),
+    np.asarray(classes),
+    batch["label"],
+    names,
+    confusion,
+    f"{run.title}, {split} split",
+  )
 
 
 def _draw_detections(run: Run, n: int, split: str) -> Any:
@@ -380,15 +454,24 @@ def _draw_detections(run: Run, n: int, split: str) -> Any:
     # As many detections as the image has objects, the highest-scoring first.
     valid = np.nonzero(np.asarray(found["det_valid"][i], bool))[0]
     order = valid[np.argsort(-np.asarray(found["det_scores"][i])[valid], kind="stable")]
-    keep = order[:max(1, int(real.sum()))]
-    predicted.append({"boxes": found["det_boxes"][i][keep],
-                      "classes": found["det_classes"][i][keep],
-                      "scores": found["det_scores"][i][keep]})
+    keep = order[: max(1, int(real.sum()))]
+    predicted.append(
+      {
+        "boxes": found["det_boxes"][i][keep],
+        "classes": found["det_classes"][i][keep],
+        "scores": found["det_scores"][i][keep],
+      }
+    )
   threshold = run.config.detection.score_threshold
-  return plots.detections(_display(run, batch["image"]), predicted, truth, names,
-                          f"{run.title}: the highest-scoring detections (after NMS, score >= "
-                          f"{threshold}), as many as the image has objects, and the truth; "
-                          f"{split} images")
+  return plots.detections(
+    _display(run, batch["image"]),
+    predicted,
+    truth,
+    names,
+    f"{run.title}: the highest-scoring detections (after NMS, score >= "
+    f"{threshold}), as many as the image has objects, and the truth; "
+    f"{split} images",
+  )
 
 
 def _draw_segmentations(run: Run, n: int, split: str) -> Any:
@@ -398,12 +481,13 @@ def _draw_segmentations(run: Run, n: int, split: str) -> Any:
   predicted = np.asarray(jnp.argmax(scores, -1))
   h, w = predicted.shape[1:3]
   top, left = (images.shape[1] - h) // 2, (images.shape[2] - w) // 2  # Valid-padded U-Nets.
-  shown = _display(run, images[:, top:top + h, left:left + w])
-  truth = np.asarray(batch["mask"])[:, top:top + h, left:left + w]
+  shown = _display(run, images[:, top : top + h, left : left + w])
+  truth = np.asarray(batch["mask"])[:, top : top + h, left : left + w]
   count = scores.shape[-1]
   names = ["background", *_names(run, count - 1)][:count]
-  return plots.segmentations(shown, truth, predicted, names,
-                             f"{run.title}: true and predicted masks, {split} images")
+  return plots.segmentations(
+    shown, truth, predicted, names, f"{run.title}: true and predicted masks, {split} images"
+  )
 
 
 def _draw_neighbours(run: Run, n: int, split: str, k: int, **_) -> Any:
@@ -419,16 +503,23 @@ def _draw_neighbours(run: Run, n: int, split: str, k: int, **_) -> Any:
   if len(labels) < 2:
     raise UsageError(f"split {split!r} has {len(labels)} example; neighbours need two or more.")
   queries = np.arange(min(n, len(labels)))
-  index, similarity = outputs.nearest_neighbours(embeddings[queries], embeddings, k,
-                                                 jnp.asarray(queries))
+  index, similarity = outputs.nearest_neighbours(
+    embeddings[queries], embeddings, k, jnp.asarray(queries)
+  )
   index = np.asarray(index)
   images = raw.astype(np.float32) / 255.0
   names = _names(run, run.task.data.num_classes)
   space = "backbone features" if run.config.task == "simclr" else "embeddings"
-  return plots.neighbours(images[queries], labels[queries], images[index], labels[index],
-                          np.asarray(similarity), names,
-                          f"{run.title}: {len(queries)} {split} queries and their "
-                          f"{index.shape[1]} nearest of {len(labels)} (cosine of the {space})")
+  return plots.neighbours(
+    images[queries],
+    labels[queries],
+    images[index],
+    labels[index],
+    np.asarray(similarity),
+    names,
+    f"{run.title}: {len(queries)} {split} queries and their "
+    f"{index.shape[1]} nearest of {len(labels)} (cosine of the {space})",
+  )
 
 
 def _draw_augment(run: Run, n: int, seed: int, **_) -> Any:
@@ -438,23 +529,40 @@ def _draw_augment(run: Run, n: int, seed: int, **_) -> Any:
   augmented = _prepared(run, batch, train=True, seed=seed)
   recipe = run.config.input.augment
   if "view1" in augmented:
-    columns = [("stored", stored), ("view 1", _display(run, augmented["view1"])),
-               ("view 2", _display(run, augmented["view2"]))]
+    columns = [
+      ("stored", stored),
+      ("view 1", _display(run, augmented["view1"])),
+      ("view 2", _display(run, augmented["view2"])),
+    ]
     what = "SimCLR's two views"
   else:
     columns = [("stored", stored), ("augmented", _display(run, augmented["image"]))]
-    flips = [section for section in ("segmentation", "detection")
-             if section in run.config and run.config[section].get("random_flip")]
+    flips = [
+      section
+      for section in ("segmentation", "detection")
+      if section in run.config and run.config[section].get("random_flip")
+    ]
     what = f"input.augment={recipe!r}" + (", random flips" if flips else "")
   boxes = None
   if "boxes" in augmented and "box_valid" in augmented:
-    boxes = [np.asarray(b)[np.asarray(v, bool)] for b, v in
-             zip(augmented["boxes"], augmented["box_valid"])]
-  return plots.augmentations(columns, f"{run.title}: {split} images before and after the "
-                             f"on-device augmentation ({what}), seed {seed}", boxes)
+    boxes = [
+      np.asarray(b)[np.asarray(v, bool)] for b, v in zip(augmented["boxes"], augmented["box_valid"])
+    ]
+  return plots.augmentations(
+    columns,
+    f"{run.title}: {split} images before and after the "
+    f"on-device augmentation ({what}), seed {seed}",
+    boxes,
+  )
 
 
-_DRAW = {"filters": _draw_filters, "features": _draw_features,
-         "receptive-field": _draw_receptive_field, "gradcam": _draw_gradcam,
-         "saliency": _draw_saliency, "predictions": _draw_predictions,
-         "neighbours": _draw_neighbours, "augment": _draw_augment}
+_DRAW = {
+  "filters": _draw_filters,
+  "features": _draw_features,
+  "receptive-field": _draw_receptive_field,
+  "gradcam": _draw_gradcam,
+  "saliency": _draw_saliency,
+  "predictions": _draw_predictions,
+  "neighbours": _draw_neighbours,
+  "augment": _draw_augment,
+}

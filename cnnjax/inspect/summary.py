@@ -76,6 +76,7 @@ class LayerRow:
   detector's proposals for layers that run on each). receptive_field and jump
   are (height, width) in input pixels; jump is None once the spatial axes are reduced.
   """
+
   name: str
   kind: str
   output_shape: tuple[int, ...]
@@ -95,6 +96,7 @@ class Summary:
   but own parameters themselves. total_macs is the rows' sum. notes: what was assumed
   rather than given (native input, default classes, proposals), one sentence each.
   """
+
   model: str
   input_shape: tuple[int, int, int]
   rows: tuple[LayerRow, ...]
@@ -112,6 +114,7 @@ _Axis = tuple[str, float, float] | None
 @dataclasses.dataclass(frozen=True)
 class _Field:
   """Receptive field of one array: per-axis entries, and the extents of reduced axes."""
+
   axes: tuple[_Axis, ...]
   reduced: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
@@ -150,8 +153,9 @@ def _wider(a: _Axis, b: _Axis) -> _Axis:
   return a if (a[1], a[2]) >= (b[1], b[2]) else b
 
 
-def _grow(axis: _Axis, window: int, stride: int, window_dilation: int = 1,
-          base_dilation: int = 1) -> _Axis:
+def _grow(
+  axis: _Axis, window: int, stride: int, window_dilation: int = 1, base_dilation: int = 1
+) -> _Axis:
   """A sliding window over one axis (convolution or pooling; base dilation = transposed)."""
   if axis is None:
     return None
@@ -161,8 +165,9 @@ def _grow(axis: _Axis, window: int, stride: int, window_dilation: int = 1,
   return dim, size + (units - 1) * jump, jump * stride / base_dilation
 
 
-def _merge(fields: Sequence[_Field], shapes: Sequence[Sequence[int]],
-           out_shape: Sequence[int]) -> _Field:
+def _merge(
+  fields: Sequence[_Field], shapes: Sequence[Sequence[int]], out_shape: Sequence[int]
+) -> _Field:
   """An elementwise-like result: same-shaped inputs align by axis, others reduce."""
   axes: list[_Axis] = [None] * len(out_shape)
   reduced = []
@@ -182,9 +187,13 @@ def _conv(eqn, fields, shapes) -> _Field:
   axes: list[_Axis] = [None] * len(shapes[0])
   axes[out_spec[0]] = lhs.axes[lhs_spec[0]]
   for i in range(len(lhs_spec) - 2):
-    axes[out_spec[2 + i]] = _grow(lhs.axes[lhs_spec[2 + i]], rhs_shape[rhs_spec[2 + i]],
-                                  eqn.params["window_strides"][i], eqn.params["rhs_dilation"][i],
-                                  eqn.params["lhs_dilation"][i])
+    axes[out_spec[2 + i]] = _grow(
+      lhs.axes[lhs_spec[2 + i]],
+      rhs_shape[rhs_spec[2 + i]],
+      eqn.params["window_strides"][i],
+      eqn.params["rhs_dilation"][i],
+      eqn.params["lhs_dilation"][i],
+    )
   # Features mix across channels: a spatial axis used as features is reduced.
   feature = _extent(lhs.axes[lhs_spec[1]], shapes[0][lhs_spec[1]])
   return _Field(tuple(axes), _max_reduced(lhs.reduced, fields[1].reduced, feature))
@@ -194,9 +203,15 @@ def _reduce_window(eqn, fields, shapes) -> _Field:
   params = eqn.params
   field = fields[0]
   axes = tuple(
-      _grow(axis, params["window_dimensions"][a], params["window_strides"][a],
-            params["window_dilation"][a], params["base_dilation"][a])
-      for a, axis in enumerate(field.axes))
+    _grow(
+      axis,
+      params["window_dimensions"][a],
+      params["window_strides"][a],
+      params["window_dilation"][a],
+      params["base_dilation"][a],
+    )
+    for a, axis in enumerate(field.axes)
+  )
   return _Field(axes, dict(field.reduced))
 
 
@@ -284,8 +299,10 @@ def _pad(eqn, fields, shapes) -> _Field:
 def _slice(eqn, fields, shapes) -> _Field:
   field = fields[0]
   strides = eqn.params["strides"] or (1,) * len(field.axes)
-  axes = tuple(axis if axis is None else (axis[0], axis[1], axis[2] * s)
-               for axis, s in zip(field.axes, strides))
+  axes = tuple(
+    axis if axis is None else (axis[0], axis[1], axis[2] * s)
+    for axis, s in zip(field.axes, strides)
+  )
   return _Field(axes, dict(field.reduced))
 
 
@@ -295,31 +312,31 @@ def _same_rank_as_first(eqn, fields, shapes) -> _Field:
 
 
 _RULES = {
-    "conv_general_dilated": _conv,
-    "reduce_window_max": _reduce_window,
-    "reduce_window_min": _reduce_window,
-    "reduce_window_sum": _reduce_window,
-    "reduce_window": _reduce_window,
-    "reduce_sum": _reduce,
-    "reduce_max": _reduce,
-    "reduce_min": _reduce,
-    "reduce_prod": _reduce,
-    "reduce_and": _reduce,
-    "reduce_or": _reduce,
-    "argmax": _reduce,
-    "argmin": _reduce,
-    "broadcast_in_dim": _broadcast_in_dim,
-    "reshape": _reshape,
-    "squeeze": _squeeze,
-    "transpose": _transpose,
-    "dot_general": _dot_general,
-    "concatenate": _concatenate,
-    "pad": _pad,
-    "slice": _slice,
-    "dynamic_slice": _same_rank_as_first,
-    "rev": _same_rank_as_first,
-    "cumsum": _same_rank_as_first,
-    "cummax": _same_rank_as_first,
+  "conv_general_dilated": _conv,
+  "reduce_window_max": _reduce_window,
+  "reduce_window_min": _reduce_window,
+  "reduce_window_sum": _reduce_window,
+  "reduce_window": _reduce_window,
+  "reduce_sum": _reduce,
+  "reduce_max": _reduce,
+  "reduce_min": _reduce,
+  "reduce_prod": _reduce,
+  "reduce_and": _reduce,
+  "reduce_or": _reduce,
+  "argmax": _reduce,
+  "argmin": _reduce,
+  "broadcast_in_dim": _broadcast_in_dim,
+  "reshape": _reshape,
+  "squeeze": _squeeze,
+  "transpose": _transpose,
+  "dot_general": _dot_general,
+  "concatenate": _concatenate,
+  "pad": _pad,
+  "slice": _slice,
+  "dynamic_slice": _same_rank_as_first,
+  "rev": _same_rank_as_first,
+  "cumsum": _same_rank_as_first,
+  "cummax": _same_rank_as_first,
 }
 
 
@@ -366,7 +383,7 @@ class _FieldTracer:
   def _equation(self, eqn, fields, shapes) -> list[_Field]:
     name = eqn.primitive.name
     if name == "name" and str(eqn.params["name"]).startswith(_TAG):
-      where, index = eqn.params["name"][len(_TAG):].split(":")
+      where, index = eqn.params["name"][len(_TAG) :].split(":")
       index = int(index)
       if where == "in":
         self.inputs[index] = fields[0]
@@ -398,8 +415,9 @@ def _adaptive_pool_field(output_size: int, in_shape: Sequence[int]):
     axes = list(field.axes)
     for a in (1, 2):
       n = in_shape[a]
-      longest = max(-((-(i + 1) * n) // output_size) - (i * n) // output_size
-                    for i in range(output_size))
+      longest = max(
+        -((-(i + 1) * n) // output_size) - (i * n) // output_size for i in range(output_size)
+      )
       last_start = ((output_size - 1) * n) // output_size
       spacing = last_start / (output_size - 1) if output_size > 1 else n
       axes[a] = _grow(axes[a], longest, 1)
@@ -411,7 +429,7 @@ def _adaptive_pool_field(output_size: int, in_shape: Sequence[int]):
 
 
 def _window(module: nn.Module) -> str:
-  """"KHxKW/stride" (and " gN" for N groups) for convolutions and pools, else ""."""
+  """ "KHxKW/stride" (and " gN" for N groups) for convolutions and pools, else ""."""
   if isinstance(module, (nn.Conv, nn.ConvTranspose)):
     kernel = module.kernel_size
     kernel = (kernel,) * 2 if isinstance(kernel, int) else tuple(kernel)
@@ -447,8 +465,12 @@ class _Recorder:
 
   def __call__(self, next_fun, args, kwargs, context):
     module = context.module
-    if (context.method_name != "__call__" or not module.path or not args
-        or not isinstance(args[0], jax.Array)):
+    if (
+      context.method_name != "__call__"
+      or not module.path
+      or not args
+      or not isinstance(args[0], jax.Array)
+    ):
       return next_fun(*args, **kwargs)
     index = len(self.rows)
     self.rows.append(None)  # Reserved now so that rows keep call order.
@@ -465,18 +487,17 @@ class _Recorder:
     first_call = module.path not in self.seen
     self.seen.add(module.path)
     self.rows[index] = {
-        "name": "/".join(module.path),
-        "kind": type(module).__name__,
-        "output_shape": tuple(out.shape[1:]),
-        "kernel": _window(module),
-        "params": sum(v.size for v in own.values()) if first_call else 0,
-        "macs": _macs(module, own, x.shape, out.shape),
+      "name": "/".join(module.path),
+      "kind": type(module).__name__,
+      "output_shape": tuple(out.shape[1:]),
+      "kernel": _window(module),
+      "params": sum(v.size for v in own.values()) if first_call else 0,
+      "macs": _macs(module, own, x.shape, out.shape),
     }
     return checkpoint_name(out, f"{_TAG}out:{index}")
 
 
-def _rf_pair(field: _Field | None) -> tuple[tuple[float, float] | None,
-                                            tuple[float, float] | None]:
+def _rf_pair(field: _Field | None) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
   if field is None:
     return None, None
   found = {axis[0]: (axis[1], axis[2]) for axis in field.axes if axis is not None}
@@ -487,9 +508,13 @@ def _rf_pair(field: _Field | None) -> tuple[tuple[float, float] | None,
   return None, None
 
 
-def summarize(name_or_model: str | nn.Module, input_shape: Sequence[int] | None = None,
-              num_classes: int | None | types.EllipsisType = ...,
-              num_proposals: int = NUM_PROPOSALS, **model_kwargs) -> Summary:
+def summarize(
+  name_or_model: str | nn.Module,
+  input_shape: Sequence[int] | None = None,
+  num_classes: int | None | types.EllipsisType = ...,
+  num_proposals: int = NUM_PROPOSALS,
+  **model_kwargs,
+) -> Summary:
   """Per-layer summary of a model on one [H, W, C] input, without running it.
 
   Args:
@@ -515,8 +540,10 @@ def summarize(name_or_model: str | nn.Module, input_shape: Sequence[int] | None 
   notes = []
   if input_shape is None:
     if not is_name:
-      raise UsageError("give summarize() an input_shape (H, W, C) for a Module; only registered "
-                       "names have a native input.")
+      raise UsageError(
+        "give summarize() an input_shape (H, W, C) for a Module; only registered "
+        "names have a native input."
+      )
     input_shape = models.native_input(name_or_model)
     notes.append(f"{name_or_model}'s native input {'x'.join(map(str, input_shape))}")
   input_shape = tuple(int(d) for d in input_shape)
@@ -538,9 +565,11 @@ def summarize(name_or_model: str | nn.Module, input_shape: Sequence[int] | None 
     if num_proposals < 1:
       raise UsageError(f"num_proposals must be at least 1, got {num_proposals}.")
     inputs += (jax.ShapeDtypeStruct((1, num_proposals, 4), jnp.float32),)
-    notes.append(f"{num_proposals} proposals per image (their positions change no shape or "
-                 f"cost); layers that run on every proposal show one proposal's output and "
-                 f"count the MACs of all {num_proposals}")
+    notes.append(
+      f"{num_proposals} proposals per image (their positions change no shape or "
+      f"cost); layers that run on every proposal show one proposal's output and "
+      f"count the MACs of all {num_proposals}"
+    )
   rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
   variables = jax.eval_shape(lambda inputs: model.init(rngs, *inputs, train=False), inputs)
   recorder = _Recorder()
@@ -563,9 +592,14 @@ def summarize(name_or_model: str | nn.Module, input_shape: Sequence[int] | None 
     receptive_field, jump = _rf_pair(tracer.tagged.get(index))
     rows.append(LayerRow(**row, receptive_field=receptive_field, jump=jump))
   total_params = sum(leaf.size for leaf in jax.tree.leaves(variables.get("params", {})))
-  return Summary(model=model_name, input_shape=input_shape, rows=tuple(rows),
-                 total_params=total_params, total_macs=sum(row.macs for row in rows),
-                 notes=tuple(notes))
+  return Summary(
+    model=model_name,
+    input_shape=input_shape,
+    rows=tuple(rows),
+    total_params=total_params,
+    total_macs=sum(row.macs for row in rows),
+    notes=tuple(notes),
+  )
 
 
 def _number(value: float) -> str:
@@ -584,21 +618,34 @@ def format_summary(summary: Summary) -> str:
   header = ("layer", "type", "output", "kernel", "params", "MACs", "RF", "jump")
   lines = [header]
   for row in summary.rows:
-    lines.append((row.name, row.kind, "x".join(map(str, row.output_shape)), row.kernel,
-                  f"{row.params:,}", f"{row.macs:,}", _pair_text(row.receptive_field),
-                  _pair_text(row.jump)))
+    lines.append(
+      (
+        row.name,
+        row.kind,
+        "x".join(map(str, row.output_shape)),
+        row.kernel,
+        f"{row.params:,}",
+        f"{row.macs:,}",
+        _pair_text(row.receptive_field),
+        _pair_text(row.jump),
+      )
+    )
   widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
   numeric = {4, 5, 6, 7}
 
   def render(line):
-    cells = [cell.rjust(w) if i in numeric else cell.ljust(w)
-             for i, (cell, w) in enumerate(zip(line, widths))]
+    cells = [
+      cell.rjust(w) if i in numeric else cell.ljust(w)
+      for i, (cell, w) in enumerate(zip(line, widths))
+    ]
     return "  ".join(cells).rstrip()
 
   rule = "-" * len(render(header))
   h, w, c = summary.input_shape
   body = [render(header), rule, *(render(line) for line in lines[1:]), rule]
-  body.append(f"{summary.model} on {h}x{w}x{c}: {summary.total_params:,} parameters, "
-              f"{summary.total_macs:,} MACs ({summary.total_macs / 1e9:.3f} G)")
+  body.append(
+    f"{summary.model} on {h}x{w}x{c}: {summary.total_params:,} parameters, "
+    f"{summary.total_macs:,} MACs ({summary.total_macs / 1e9:.3f} G)"
+  )
   body.extend(f"assumed: {note}" for note in summary.notes)
   return "\n".join(body)

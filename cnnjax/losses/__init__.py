@@ -34,16 +34,16 @@ from cnnjax.losses.triplet import triplet_hard_loss
 from cnnjax.losses.triplet import triplet_semihard_loss
 
 __all__ = [
-    'classification_loss',
-    'cross_entropy',
-    'fast_rcnn_loss',
-    'nt_xent_loss',
-    'pairwise_distances',
-    'pixel_cross_entropy',
-    'smooth_l1',
-    'soft_dice_loss',
-    'triplet_all_loss',
-    'triplet_hard_loss',
-    'triplet_semihard_loss',
-    'yolo_v1_loss',
+  "classification_loss",
+  "cross_entropy",
+  "fast_rcnn_loss",
+  "nt_xent_loss",
+  "pairwise_distances",
+  "pixel_cross_entropy",
+  "smooth_l1",
+  "soft_dice_loss",
+  "triplet_all_loss",
+  "triplet_hard_loss",
+  "triplet_semihard_loss",
+  "yolo_v1_loss",
 ]

@@ -11,7 +11,7 @@ from cnnjax.errors import UsageError
 AxisName = Any
 # What a loss returns: its value, or (value, metrics) when called with return_metrics=True.
 Loss = jax.Array | tuple[jax.Array, dict[str, jax.Array]]
-REDUCTIONS = ('mean', 'sum', 'none')
+REDUCTIONS = ("mean", "sum", "none")
 FLOAT32_MAX = float(jnp.finfo(jnp.float32).max)
 # float32's smallest normal number; below it accelerators flush to zero.
 FLOAT32_TINY = float(jnp.finfo(jnp.float32).tiny)
@@ -25,8 +25,9 @@ def concrete_number(value: Any) -> float | None:
     return None
 
 
-def check_number(value: Any, name: str, loss_name: str, minimum: float, use: str,
-                 strict: bool = False) -> None:
+def check_number(
+  value: Any, name: str, loss_name: str, minimum: float, use: str, strict: bool = False
+) -> None:
   """Raises UsageError unless a concrete `value` is finite in float32 and >= minimum (> when
   strict); `use` says what to pass instead. Traced values cannot be checked.
   """
@@ -34,32 +35,35 @@ def check_number(value: Any, name: str, loss_name: str, minimum: float, use: str
   if number is None:
     return
   if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
-    problem = 'is not a finite float32 number'
+    problem = "is not a finite float32 number"
   elif number < minimum or (strict and number == minimum):
-    problem = 'is negative' if number < 0 <= minimum else 'is too small'
+    problem = "is negative" if number < 0 <= minimum else "is too small"
   else:
     return
-  raise UsageError(f'{loss_name}: {name}={number} {problem}; use {use}.')
+  raise UsageError(f"{loss_name}: {name}={number} {problem}; use {use}.")
 
 
-def check_batch(batch_size: int, loss_name: str, what: str = 'examples') -> None:
+def check_batch(batch_size: int, loss_name: str, what: str = "examples") -> None:
   """Raises UsageError for an empty batch (of `what`), whose mean loss would be 0 / 0."""
   if batch_size == 0:
-    raise UsageError(f'{loss_name}: the batch is empty (0 {what}); pass at least one, or skip '
-                     'the step.')
+    raise UsageError(
+      f"{loss_name}: the batch is empty (0 {what}); pass at least one, or skip the step."
+    )
 
 
 def check_reduction(reduction: str, loss_name: str) -> None:
   if reduction not in REDUCTIONS:
-    raise UsageError(f'{loss_name}: reduction={reduction!r} is unknown; use one of {REDUCTIONS}.')
+    raise UsageError(f"{loss_name}: reduction={reduction!r} is unknown; use one of {REDUCTIONS}.")
 
 
 def check_embeddings(x: jax.Array, name: str, loss_name: str) -> None:
   if x.ndim != 2:
-    raise UsageError(f'{loss_name}: {name} must be [batch, dim], got shape {tuple(x.shape)}; '
-                     'flatten or pool features first.')
+    raise UsageError(
+      f"{loss_name}: {name} must be [batch, dim], got shape {tuple(x.shape)}; "
+      "flatten or pool features first."
+    )
   if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise UsageError(f'{loss_name}: {name} must be floating point, got {x.dtype}; cast it.')
+    raise UsageError(f"{loss_name}: {name} must be floating point, got {x.dtype}; cast it.")
 
 
 def safe_sqrt(x: jax.Array) -> jax.Array:
@@ -68,8 +72,7 @@ def safe_sqrt(x: jax.Array) -> jax.Array:
   NaN stays NaN, so that a NaN input shows in the loss instead of being hidden.
   """
   positive = x > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)),
-                   jnp.where(jnp.isnan(x), x, 0.0))
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), jnp.where(jnp.isnan(x), x, 0.0))
 
 
 def l2_normalize(x: jax.Array, epsilon: float = 1e-12) -> jax.Array:
@@ -109,9 +112,10 @@ def global_sum(x: jax.Array, axis_name: AxisName | None) -> jax.Array:
 def _tracks_varying_axes(x: jax.Array, axis_name: AxisName) -> bool:
   """True inside shard_map with check_vma=True, where x's type records the axes it varies over."""
   aval = jax.typeof(x)
-  manual_axis_type = getattr(aval, 'manual_axis_type', None)
-  varying = (manual_axis_type.varying if manual_axis_type is not None
-             else getattr(aval, 'vma', frozenset()))
+  manual_axis_type = getattr(aval, "manual_axis_type", None)
+  varying = (
+    manual_axis_type.varying if manual_axis_type is not None else getattr(aval, "vma", frozenset())
+  )
   names = axis_name if isinstance(axis_name, (tuple, list)) else (axis_name,)
   return any(name in varying for name in names)
 
@@ -128,17 +132,18 @@ def global_value(local_share: jax.Array, axis_name: AxisName | None) -> jax.Arra
   return scaled + jax.lax.stop_gradient(total - scaled)
 
 
-def reduce_terms(per_anchor: jax.Array, num_terms: jax.Array, reduction: str,
-                 axis_name: AxisName | None) -> jax.Array:
+def reduce_terms(
+  per_anchor: jax.Array, num_terms: jax.Array, reduction: str, axis_name: AxisName | None
+) -> jax.Array:
   """Apply `reduction` to per-anchor sums of loss terms.
 
   per_anchor: [b] this device's per-anchor sums; num_terms: local number of terms the
   'mean' divides by. 'none' returns per_anchor as is; 'sum' and 'mean' return global
   values under the cross-device convention, 0 (with zero gradient) when there are no terms.
   """
-  if reduction == 'none':
+  if reduction == "none":
     return per_anchor
-  if reduction == 'mean':
+  if reduction == "mean":
     # Dividing before summing keeps a mean of huge terms finite when it fits in float32.
     per_anchor = per_anchor / jnp.maximum(global_sum(num_terms, axis_name), 1)
   return global_value(jnp.sum(per_anchor), axis_name)

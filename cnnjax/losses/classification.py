@@ -14,8 +14,9 @@ from cnnjax.errors import UsageError
 from cnnjax.losses import _common
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0,
-                  reduction: str = "mean") -> jax.Array:
+def cross_entropy(
+  logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0, reduction: str = "mean"
+) -> jax.Array:
   """Softmax cross-entropy of logits [B, K] against int labels [B], computed in float32.
 
   Args:
@@ -26,8 +27,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
   """
   _common.check_reduction(reduction, "cross_entropy")
   if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-    raise UsageError(f"cross_entropy: logits must be [B, K] and labels [B], got "
-                     f"{tuple(logits.shape)} and {tuple(labels.shape)}.")
+    raise UsageError(
+      f"cross_entropy: logits must be [B, K] and labels [B], got "
+      f"{tuple(logits.shape)} and {tuple(labels.shape)}."
+    )
   _common.check_batch(logits.shape[0], "cross_entropy")
   targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
   losses = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
@@ -36,9 +39,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
   return losses.mean() if reduction == "mean" else losses.sum()
 
 
-def classification_loss(outputs: jax.Array | Sequence[jax.Array], labels: jax.Array,
-                        label_smoothing: float = 0.0, aux_weight: float = 0.3
-                        ) -> tuple[jax.Array, jax.Array]:
+def classification_loss(
+  outputs: jax.Array | Sequence[jax.Array],
+  labels: jax.Array,
+  label_smoothing: float = 0.0,
+  aux_weight: float = 0.3,
+) -> tuple[jax.Array, jax.Array]:
   """Mean cross-entropy of a classifier's output, auxiliary heads weighted in.
 
   Args:

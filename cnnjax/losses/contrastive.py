@@ -33,11 +33,11 @@ from cnnjax.losses._common import AxisName
 _dot = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
 
 
-def _column_masks(column_ids: jax.Array, self_column: jax.Array, positive_column: jax.Array,
-                  num_columns: int) -> tuple[jax.Array, jax.Array]:
+def _column_masks(
+  column_ids: jax.Array, self_column: jax.Array, positive_column: jax.Array, num_columns: int
+) -> tuple[jax.Array, jax.Array]:
   """[rows, block] masks: candidate views (not self, not padding) and the positive view."""
-  candidate = ((column_ids[None, :] != self_column[:, None])
-               & (column_ids[None, :] < num_columns))
+  candidate = (column_ids[None, :] != self_column[:, None]) & (column_ids[None, :] < num_columns)
   return candidate, column_ids[None, :] == positive_column[:, None]
 
 
@@ -57,16 +57,19 @@ def _blockwise_forward(anchors, columns, self_column, positive_column, block_siz
     running_max, running_sum, positive_logit = carry
     block, start = inputs
     logits = _dot(anchors, block.T)
-    candidate, is_positive = _column_masks(start + block_ids, self_column, positive_column,
-                                           columns.shape[0])
+    candidate, is_positive = _column_masks(
+      start + block_ids, self_column, positive_column, columns.shape[0]
+    )
     masked = jnp.where(candidate, logits, -jnp.inf)
     new_max = jnp.maximum(running_max, jnp.max(masked, axis=1))
     # A row that has seen no candidate yet keeps max -inf; shift it by 0 to avoid inf - inf.
     shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
-    running_sum = (running_sum * jnp.exp(running_max - shift)
-                   + jnp.sum(jnp.exp(masked - shift[:, None]), axis=1))
+    running_sum = running_sum * jnp.exp(running_max - shift) + jnp.sum(
+      jnp.exp(masked - shift[:, None]), axis=1
+    )
     positive_logit = jnp.maximum(
-        positive_logit, jnp.max(jnp.where(is_positive, logits, -jnp.inf), axis=1))
+      positive_logit, jnp.max(jnp.where(is_positive, logits, -jnp.inf), axis=1)
+    )
     return (new_max, running_sum, positive_logit), None
 
   # *_like keeps the anchors' type, including the device axes they vary over in shard_map.
@@ -98,15 +101,14 @@ def _blockwise_logsumexp_bwd(block_size, residuals, cotangents):
 
   def step(anchor_grad, inputs):
     block, start = inputs
-    candidate, _ = _column_masks(start + block_ids, self_column, positive_column,
-                                 columns.shape[0])
+    candidate, _ = _column_masks(start + block_ids, self_column, positive_column, columns.shape[0])
     softmax = jnp.where(candidate, jnp.exp(_dot(anchors, block.T) - lse[:, None]), 0.0)
     weights = lse_cotangent[:, None] * softmax
     return anchor_grad + _dot(weights, block), _dot(weights.T, anchors)
 
   starts = jnp.arange(blocks.shape[0]) * block_size
   anchor_grad, block_grads = jax.lax.scan(step, jnp.zeros_like(anchors), (blocks, starts))
-  column_grad = block_grads.reshape(-1, columns.shape[1])[:columns.shape[0]]
+  column_grad = block_grads.reshape(-1, columns.shape[1])[: columns.shape[0]]
   return anchor_grad, column_grad, None, None
 
 
@@ -116,17 +118,27 @@ _blockwise_logsumexp.defvjp(_blockwise_logsumexp_fwd, _blockwise_logsumexp_bwd)
 def _dense_logsumexp(anchors, columns, self_column, positive_column):
   """The same three outputs as _blockwise_logsumexp from the full [R, C] logits."""
   logits = _dot(anchors, columns.T)
-  candidate, is_positive = _column_masks(jnp.arange(columns.shape[0]), self_column,
-                                         positive_column, columns.shape[0])
+  candidate, is_positive = _column_masks(
+    jnp.arange(columns.shape[0]), self_column, positive_column, columns.shape[0]
+  )
   masked = jnp.where(candidate, logits, -jnp.inf)
   positive_logit = jnp.max(jnp.where(is_positive, logits, -jnp.inf), axis=1)
-  return (jax.nn.logsumexp(masked, axis=1), jax.lax.stop_gradient(jnp.max(masked, axis=1)),
-          jax.lax.stop_gradient(positive_logit))
+  return (
+    jax.nn.logsumexp(masked, axis=1),
+    jax.lax.stop_gradient(jnp.max(masked, axis=1)),
+    jax.lax.stop_gradient(positive_logit),
+  )
 
 
-def nt_xent_loss(z1: jax.Array, z2: jax.Array, temperature: float = 0.5,
-                 axis_name: AxisName | None = None, block_size: int | None = None,
-                 reduction: str = 'mean', return_metrics: bool = False) -> _common.Loss:
+def nt_xent_loss(
+  z1: jax.Array,
+  z2: jax.Array,
+  temperature: float = 0.5,
+  axis_name: AxisName | None = None,
+  block_size: int | None = None,
+  reduction: str = "mean",
+  return_metrics: bool = False,
+) -> _common.Loss:
   """SimCLR's normalised temperature-scaled cross-entropy over 2N views.
 
   loss_i = -log(exp(s_ip / t) / sum_{k != i} exp(s_ik / t)), with s the cosine similarity
@@ -153,24 +165,39 @@ def nt_xent_loss(z1: jax.Array, z2: jax.Array, temperature: float = 0.5,
   Returns:
     The loss (a scalar, or [2N] for 'none'), and the metrics dict if requested.
   """
-  _common.check_embeddings(z1, 'z1', 'nt_xent_loss')
-  _common.check_embeddings(z2, 'z2', 'nt_xent_loss')
+  _common.check_embeddings(z1, "z1", "nt_xent_loss")
+  _common.check_embeddings(z2, "z2", "nt_xent_loss")
   if z1.shape != z2.shape:
-    raise UsageError(f'nt_xent_loss: z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)} must have '
-                     'the same shape (one row per example in each).')
-  _common.check_batch(z1.shape[0], 'nt_xent_loss')
-  _common.check_number(temperature, 'temperature', 'nt_xent_loss', _common.FLOAT32_TINY,
-                       f'a temperature >= {_common.FLOAT32_TINY:.8g}, so that 1 / temperature '
-                       'is finite in float32 (SimCLR uses 0.1 to 0.5)')
+    raise UsageError(
+      f"nt_xent_loss: z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)} must have "
+      "the same shape (one row per example in each)."
+    )
+  _common.check_batch(z1.shape[0], "nt_xent_loss")
+  _common.check_number(
+    temperature,
+    "temperature",
+    "nt_xent_loss",
+    _common.FLOAT32_TINY,
+    f"a temperature >= {_common.FLOAT32_TINY:.8g}, so that 1 / temperature "
+    "is finite in float32 (SimCLR uses 0.1 to 0.5)",
+  )
   if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
-    raise UsageError(f'nt_xent_loss: block_size={block_size!r} must be a positive int or None.')
-  _common.check_reduction(reduction, 'nt_xent_loss')
-  return _nt_xent(z1, z2, temperature, axis_name=axis_name, block_size=block_size,
-                  reduction=reduction, return_metrics=return_metrics)
+    raise UsageError(f"nt_xent_loss: block_size={block_size!r} must be a positive int or None.")
+  _common.check_reduction(reduction, "nt_xent_loss")
+  return _nt_xent(
+    z1,
+    z2,
+    temperature,
+    axis_name=axis_name,
+    block_size=block_size,
+    reduction=reduction,
+    return_metrics=return_metrics,
+  )
 
 
-@functools.partial(jax.jit,
-                   static_argnames=('axis_name', 'block_size', 'reduction', 'return_metrics'))
+@functools.partial(
+  jax.jit, static_argnames=("axis_name", "block_size", "reduction", "return_metrics")
+)
 def _nt_xent(z1, z2, temperature, *, axis_name, block_size, reduction, return_metrics):
   z1 = _common.l2_normalize(z1.astype(jnp.float32))
   z2 = _common.l2_normalize(z2.astype(jnp.float32))
@@ -184,11 +211,13 @@ def _nt_xent(z1, z2, temperature, *, axis_name, block_size, reduction, return_me
   positive_column = jnp.concatenate([num_examples + first_view_ids, first_view_ids])
 
   if block_size is None:
-    lse, row_max, positive_product = _dense_logsumexp(anchors, columns, self_column,
-                                                      positive_column)
+    lse, row_max, positive_product = _dense_logsumexp(
+      anchors, columns, self_column, positive_column
+    )
   else:
-    lse, row_max, positive_product = _blockwise_logsumexp(anchors, columns, self_column,
-                                                          positive_column, block_size)
+    lse, row_max, positive_product = _blockwise_logsumexp(
+      anchors, columns, self_column, positive_column, block_size
+    )
   positive_similarity = jnp.sum(z1 * z2, axis=1)
   positive_logit = jnp.concatenate([positive_similarity, positive_similarity]) / temperature
   anchor_losses = lse - positive_logit
@@ -198,8 +227,8 @@ def _nt_xent(z1, z2, temperature, *, axis_name, block_size, reduction, return_me
   num_anchors = 2 * num_examples
   correct = jax.lax.stop_gradient(positive_product) >= jax.lax.stop_gradient(row_max)
   metrics = {
-      'accuracy': _common.global_sum(jnp.sum(correct), axis_name) / num_anchors,
-      'positive_similarity':
-          _common.global_sum(jnp.sum(positive_similarity), axis_name) / num_examples,
+    "accuracy": _common.global_sum(jnp.sum(correct), axis_name) / num_anchors,
+    "positive_similarity": _common.global_sum(jnp.sum(positive_similarity), axis_name)
+    / num_examples,
   }
   return loss, metrics

@@ -19,8 +19,9 @@ from cnnjax.ops.boxes import check_boxes, elementwise_box_iou, is_concrete
 from cnnjax.ops.yolo import split_yolo_output
 
 
-def _check_ground_truth(boxes, labels, valid, num_classes: int, loss_name: str,
-                        normalised: bool) -> None:
+def _check_ground_truth(
+  boxes, labels, valid, num_classes: int, loss_name: str, normalised: bool
+) -> None:
   if not is_concrete(boxes, labels, valid):
     return
   boxes, labels, valid = np.asarray(boxes), np.asarray(labels), np.asarray(valid, bool)
@@ -29,15 +30,20 @@ def _check_ground_truth(boxes, labels, valid, num_classes: int, loss_name: str,
     return
   check_boxes(kept_boxes, f"{loss_name}: ground-truth boxes")
   if normalised and (kept_boxes.min() < -1e-3 or kept_boxes.max() > 1 + 1e-3):
-    raise UsageError(f"{loss_name}: boxes must be normalised to [0, 1] (divide pixel "
-                     "coordinates by the image size).")
+    raise UsageError(
+      f"{loss_name}: boxes must be normalised to [0, 1] (divide pixel "
+      "coordinates by the image size)."
+    )
   if kept_labels.min() < 0 or kept_labels.max() >= num_classes:
-    raise UsageError(f"{loss_name}: box labels must lie in [0, {num_classes}), found "
-                     f"{kept_labels.min()}..{kept_labels.max()}.")
+    raise UsageError(
+      f"{loss_name}: box labels must lie in [0, {num_classes}), found "
+      f"{kept_labels.min()}..{kept_labels.max()}."
+    )
 
 
-def _yolo_targets(boxes: jax.Array, labels: jax.Array, valid: jax.Array, grid: int,
-                  num_classes: int):
+def _yolo_targets(
+  boxes: jax.Array, labels: jax.Array, valid: jax.Array, grid: int, num_classes: int
+):
   """One image's targets: each object goes to the cell holding its centre.
 
   Args:
@@ -62,9 +68,17 @@ def _yolo_targets(boxes: jax.Array, labels: jax.Array, valid: jax.Array, grid: i
   return has_object, boxes[owner], raw, classes
 
 
-def yolo_v1_loss(predictions: jax.Array, boxes: jax.Array, labels: jax.Array, valid: jax.Array,
-                 num_boxes: int = 2, lambda_coord: float = 5.0, lambda_noobj: float = 0.5,
-                 reduction: str = "mean", return_metrics: bool = False) -> _common.Loss:
+def yolo_v1_loss(
+  predictions: jax.Array,
+  boxes: jax.Array,
+  labels: jax.Array,
+  valid: jax.Array,
+  num_boxes: int = 2,
+  lambda_coord: float = 5.0,
+  lambda_noobj: float = 0.5,
+  reduction: str = "mean",
+  return_metrics: bool = False,
+) -> _common.Loss:
   """YOLOv1's sum-squared loss (Redmon et al., 2016).
 
   For each object, the cell holding its centre is responsible, and of that cell's B boxes
@@ -95,10 +109,12 @@ def yolo_v1_loss(predictions: jax.Array, boxes: jax.Array, labels: jax.Array, va
   n, grid, grid_w, _ = predictions.shape
   _common.check_batch(n, "yolo_v1_loss", "images")
   if grid != grid_w:
-    raise UsageError(f"yolo_v1_loss: predictions must be on a square S x S grid, got "
-                     f"{grid}x{grid_w}.")
+    raise UsageError(
+      f"yolo_v1_loss: predictions must be on a square S x S grid, got {grid}x{grid_w}."
+    )
   pred_boxes, pred_raw, confidences, class_scores = split_yolo_output(
-      predictions.astype(jnp.float32), num_boxes)
+    predictions.astype(jnp.float32), num_boxes
+  )
   num_classes = class_scores.shape[-1]
   _check_ground_truth(boxes, labels, valid, num_classes, "yolo_v1_loss", normalised=True)
   if jnp.shape(boxes)[1] == 0:
@@ -107,9 +123,14 @@ def yolo_v1_loss(predictions: jax.Array, boxes: jax.Array, labels: jax.Array, va
     labels = jnp.zeros((n, 1), jnp.int32)
     valid = jnp.zeros((n, 1), bool)
   has_object, target_boxes, target_raw, target_classes = jax.vmap(
-      _yolo_targets, in_axes=(0, 0, 0, None, None))(
-          jnp.asarray(boxes, jnp.float32), jnp.asarray(labels), jnp.asarray(valid, bool),
-          grid, num_classes)
+    _yolo_targets, in_axes=(0, 0, 0, None, None)
+  )(
+    jnp.asarray(boxes, jnp.float32),
+    jnp.asarray(labels),
+    jnp.asarray(valid, bool),
+    grid,
+    num_classes,
+  )
   cells = grid * grid
   pred_boxes = pred_boxes.reshape(n, cells, num_boxes, 4)
   pred_raw = pred_raw.reshape(n, cells, num_boxes, 4)
@@ -120,10 +141,10 @@ def yolo_v1_loss(predictions: jax.Array, boxes: jax.Array, labels: jax.Array, va
   coord = jnp.sum(jnp.square(pred_raw - target_raw[:, :, None, :]), axis=-1)
   coord_loss = lambda_coord * jnp.sum(responsible * coord, axis=(1, 2))
   object_loss = jnp.sum(responsible * jnp.square(confidences - iou), axis=(1, 2))
-  no_object_loss = lambda_noobj * jnp.sum((1 - responsible) * jnp.square(confidences),
-                                          axis=(1, 2))
-  class_loss = jnp.sum(has_object[..., None] * jnp.square(class_scores - target_classes),
-                       axis=(1, 2))
+  no_object_loss = lambda_noobj * jnp.sum((1 - responsible) * jnp.square(confidences), axis=(1, 2))
+  class_loss = jnp.sum(
+    has_object[..., None] * jnp.square(class_scores - target_classes), axis=(1, 2)
+  )
   per_image = coord_loss + object_loss + no_object_loss + class_loss
   if reduction == "none":
     loss = per_image
@@ -131,10 +152,13 @@ def yolo_v1_loss(predictions: jax.Array, boxes: jax.Array, labels: jax.Array, va
     loss = jnp.sum(per_image) if reduction == "sum" else jnp.mean(per_image)
   if not return_metrics:
     return loss
-  metrics = {"coord_loss": coord_loss.mean(), "object_loss": object_loss.mean(),
-             "no_object_loss": no_object_loss.mean(), "class_loss": class_loss.mean(),
-             "responsible_iou": _common.count_ratio(jnp.sum(responsible * iou),
-                                                    jnp.sum(responsible))}
+  metrics = {
+    "coord_loss": coord_loss.mean(),
+    "object_loss": object_loss.mean(),
+    "no_object_loss": no_object_loss.mean(),
+    "class_loss": class_loss.mean(),
+    "responsible_iou": _common.count_ratio(jnp.sum(responsible * iou), jnp.sum(responsible)),
+  }
   return loss, metrics
 
 
@@ -153,10 +177,17 @@ def smooth_l1(x: jax.Array, beta: float = 1.0) -> jax.Array:
   return jnp.where(magnitude < beta, quadratic, magnitude - 0.5 * beta)
 
 
-def fast_rcnn_loss(class_logits: jax.Array, box_deltas: jax.Array, labels: jax.Array,
-                   regression_targets: jax.Array, weights: jax.Array | None = None,
-                   box_loss_weight: float = 1.0, beta: float = 1.0, reduction: str = "mean",
-                   return_metrics: bool = False) -> _common.Loss:
+def fast_rcnn_loss(
+  class_logits: jax.Array,
+  box_deltas: jax.Array,
+  labels: jax.Array,
+  regression_targets: jax.Array,
+  weights: jax.Array | None = None,
+  box_loss_weight: float = 1.0,
+  beta: float = 1.0,
+  reduction: str = "mean",
+  return_metrics: bool = False,
+) -> _common.Loss:
   """Fast R-CNN's multi-task loss (Girshick, 2015): L = L_cls + lambda [u >= 1] L_loc.
 
   L_cls is the softmax cross-entropy over K + 1 classes (0 = background); L_loc sums the
@@ -186,17 +217,25 @@ def fast_rcnn_loss(class_logits: jax.Array, box_deltas: jax.Array, labels: jax.A
   if is_concrete(labels) and np.size(labels):
     values = np.asarray(labels)
     if values.min() < 0 or values.max() >= num_outputs:
-      raise UsageError(f"fast_rcnn_loss: RoI labels must lie in [0, {num_outputs}) "
-                       f"(0 = background), found {values.min()}..{values.max()}.")
+      raise UsageError(
+        f"fast_rcnn_loss: RoI labels must lie in [0, {num_outputs}) "
+        f"(0 = background), found {values.min()}..{values.max()}."
+      )
   labels = jnp.clip(labels, 0, num_outputs - 1)
-  weights = (jnp.ones((num_rois,), jnp.float32) if weights is None
-             else jnp.asarray(weights, jnp.float32))
-  class_losses = optax.softmax_cross_entropy_with_integer_labels(
-      class_logits.astype(jnp.float32), labels) * weights
+  weights = (
+    jnp.ones((num_rois,), jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
+  )
+  class_losses = (
+    optax.softmax_cross_entropy_with_integer_labels(class_logits.astype(jnp.float32), labels)
+    * weights
+  )
   chosen = jnp.take_along_axis(box_deltas, labels[:, None, None], axis=1)[:, 0]
   foreground = (labels > 0).astype(jnp.float32) * weights
-  box_losses = box_loss_weight * foreground * jnp.sum(
-      smooth_l1(chosen - regression_targets.astype(jnp.float32), beta), axis=-1)
+  box_losses = (
+    box_loss_weight
+    * foreground
+    * jnp.sum(smooth_l1(chosen - regression_targets.astype(jnp.float32), beta), axis=-1)
+  )
   per_roi = class_losses + box_losses
   count = jnp.sum(weights)
   if reduction == "none":
@@ -208,8 +247,10 @@ def fast_rcnn_loss(class_logits: jax.Array, box_deltas: jax.Array, labels: jax.A
   if not return_metrics:
     return loss
   correct = (jnp.argmax(class_logits, axis=-1) == labels).astype(jnp.float32) * weights
-  metrics = {"class_loss": _common.count_ratio(jnp.sum(class_losses), count),
-             "box_loss": _common.count_ratio(jnp.sum(box_losses), count),
-             "accuracy": _common.count_ratio(jnp.sum(correct), count),
-             "foreground": _common.count_ratio(jnp.sum(foreground), count)}
+  metrics = {
+    "class_loss": _common.count_ratio(jnp.sum(class_losses), count),
+    "box_loss": _common.count_ratio(jnp.sum(box_losses), count),
+    "accuracy": _common.count_ratio(jnp.sum(correct), count),
+    "foreground": _common.count_ratio(jnp.sum(foreground), count),
+  }
   return loss, metrics

@@ -15,12 +15,15 @@ from cnnjax.errors import UsageError
 from cnnjax.losses import _common
 
 
-def _check(logits: jax.Array, labels: jax.Array, ignore_index: int | None, loss_name: str,
-           reduction: str) -> None:
+def _check(
+  logits: jax.Array, labels: jax.Array, ignore_index: int | None, loss_name: str, reduction: str
+) -> None:
   _common.check_reduction(reduction, loss_name)
   if logits.ndim != labels.ndim + 1 or logits.shape[:-1] != labels.shape:
-    raise UsageError(f"{loss_name}: logits must be [N, H, W, K] and labels [N, H, W], got "
-                     f"{tuple(logits.shape)} and {tuple(labels.shape)}.")
+    raise UsageError(
+      f"{loss_name}: logits must be [N, H, W, K] and labels [N, H, W], got "
+      f"{tuple(logits.shape)} and {tuple(labels.shape)}."
+    )
   _common.check_batch(logits.shape[0], loss_name, "images")
   if isinstance(labels, jax.core.Tracer):
     return
@@ -29,9 +32,11 @@ def _check(logits: jax.Array, labels: jax.Array, ignore_index: int | None, loss_
     values = values[values != ignore_index]
   num_classes = logits.shape[-1]
   if values.size and (values.min() < 0 or values.max() >= num_classes):
-    raise UsageError(f"{loss_name}: mask labels must lie in [0, {num_classes}) or equal "
-                     f"ignore_index={ignore_index}, found {values.min()}..{values.max()}; "
-                     "remap the mask or set num_classes.")
+    raise UsageError(
+      f"{loss_name}: mask labels must lie in [0, {num_classes}) or equal "
+      f"ignore_index={ignore_index}, found {values.min()}..{values.max()}; "
+      "remap the mask or set num_classes."
+    )
 
 
 def _counted(labels: jax.Array, num_classes: int, ignore_index: int | None) -> jax.Array:
@@ -42,8 +47,9 @@ def _counted(labels: jax.Array, num_classes: int, ignore_index: int | None) -> j
   return counted
 
 
-def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int | None = None,
-                        reduction: str = "mean") -> jax.Array:
+def pixel_cross_entropy(
+  logits: jax.Array, labels: jax.Array, ignore_index: int | None = None, reduction: str = "mean"
+) -> jax.Array:
   """Softmax cross-entropy per pixel.
 
   Args:
@@ -59,8 +65,7 @@ def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int 
   num_classes = logits.shape[-1]
   counted = _counted(labels, num_classes, ignore_index)
   safe_labels = jnp.where(counted, labels, 0)
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
-                                                           safe_labels)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe_labels)
   losses = jnp.where(counted, losses, 0.0)
   if reduction == "none":
     return losses
@@ -70,9 +75,14 @@ def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int 
   return _common.count_ratio(total, jnp.sum(counted))
 
 
-def soft_dice_loss(logits: jax.Array, labels: jax.Array, ignore_index: int | None = None,
-                   smooth: float = 1.0, include_background: bool = True,
-                   reduction: str = "mean") -> jax.Array:
+def soft_dice_loss(
+  logits: jax.Array,
+  labels: jax.Array,
+  ignore_index: int | None = None,
+  smooth: float = 1.0,
+  include_background: bool = True,
+  reduction: str = "mean",
+) -> jax.Array:
   """1 - soft Dice coefficient of softmax probabilities against one-hot labels.
 
   Per image and class: dice = (2 sum(p t) + smooth) / (sum p + sum t + smooth) over counted
@@ -92,8 +102,14 @@ def soft_dice_loss(logits: jax.Array, labels: jax.Array, ignore_index: int | Non
   """
   _check(logits, labels, ignore_index, "soft_dice_loss", reduction)
   num_classes = logits.shape[-1]
-  _common.check_number(smooth, "smooth", "soft_dice_loss", 0.0,
-                       "a finite smooth > 0 (it keeps empty classes finite)", strict=True)
+  _common.check_number(
+    smooth,
+    "smooth",
+    "soft_dice_loss",
+    0.0,
+    "a finite smooth > 0 (it keeps empty classes finite)",
+    strict=True,
+  )
   if not include_background and num_classes < 2:
     raise UsageError("soft_dice_loss: include_background=False needs at least 2 classes.")
   counted = _counted(labels, num_classes, ignore_index)[..., None]

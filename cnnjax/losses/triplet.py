@@ -38,19 +38,19 @@ from cnnjax.errors import UsageError
 from cnnjax.losses import _common
 from cnnjax.losses._common import AxisName
 
-Distance = Literal['l2', 'squared_l2', 'cosine']
-DISTANCES = ('l2', 'squared_l2', 'cosine')
+Distance = Literal["l2", "squared_l2", "cosine"]
+DISTANCES = ("l2", "squared_l2", "cosine")
 # Elements of one [anchors, B, B] chunk of triplet_all_loss: bounds its working memory.
 _ALL_TRIPLETS_CHUNK_ELEMENTS = 1 << 22
-_STATIC_ARGUMENTS = ('distance', 'axis_name', 'reduction', 'return_metrics')
+_STATIC_ARGUMENTS = ("distance", "axis_name", "reduction", "return_metrics")
 
 
 def _check_distance(distance: str, loss_name: str) -> None:
   if distance not in DISTANCES:
-    raise UsageError(f'{loss_name}: distance={distance!r} is unknown; use one of {DISTANCES}.')
+    raise UsageError(f"{loss_name}: distance={distance!r} is unknown; use one of {DISTANCES}.")
 
 
-def pairwise_distances(a: jax.Array, b: jax.Array, distance: Distance = 'l2') -> jax.Array:
+def pairwise_distances(a: jax.Array, b: jax.Array, distance: Distance = "l2") -> jax.Array:
   """Distances between every row of `a` and every row of `b`.
 
   Args:
@@ -64,16 +64,18 @@ def pairwise_distances(a: jax.Array, b: jax.Array, distance: Distance = 'l2') ->
     everywhere when an input holds NaN or Inf. Gradients are finite while the distances
     fit in float32, and zero for the 'l2' distance between identical rows.
   """
-  _check_distance(distance, 'pairwise_distances')
-  _common.check_embeddings(a, 'a', 'pairwise_distances')
-  _common.check_embeddings(b, 'b', 'pairwise_distances')
+  _check_distance(distance, "pairwise_distances")
+  _common.check_embeddings(a, "a", "pairwise_distances")
+  _common.check_embeddings(b, "b", "pairwise_distances")
   if a.shape[1] != b.shape[1]:
-    raise UsageError(f'pairwise_distances: a is {tuple(a.shape)} and b is {tuple(b.shape)}; '
-                     'their embedding sizes must match.')
+    raise UsageError(
+      f"pairwise_distances: a is {tuple(a.shape)} and b is {tuple(b.shape)}; "
+      "their embedding sizes must match."
+    )
   return _pairwise_distances(a, b, distance=distance)
 
 
-@functools.partial(jax.jit, static_argnames=('distance',))
+@functools.partial(jax.jit, static_argnames=("distance",))
 def _pairwise_distances(a, b, *, distance):
   scaled, scale = _scaled_distances(a, b, distance)
   return _rescale(scaled, scale, distance)
@@ -85,45 +87,59 @@ def _scaled_distances(a: jax.Array, b: jax.Array, distance: str) -> tuple[jax.Ar
   scale = _common.power_of_two_scale(a, b)
   a, b = a / scale, b / scale
   dot = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
-  if distance == 'cosine':
+  if distance == "cosine":
     cosine = dot(_common.l2_normalize(a), _common.l2_normalize(b).T)
     return jnp.maximum(1.0 - cosine, 0.0), scale
-  squared = (jnp.sum(jnp.square(a), axis=1)[:, None] + jnp.sum(jnp.square(b), axis=1)[None, :]
-             - 2.0 * dot(a, b.T))
+  squared = (
+    jnp.sum(jnp.square(a), axis=1)[:, None]
+    + jnp.sum(jnp.square(b), axis=1)[None, :]
+    - 2.0 * dot(a, b.T)
+  )
   # Rounding can make it slightly negative; a NaN must stay NaN.
   squared = jnp.where(squared < 0, 0.0, squared)
-  if distance == 'squared_l2':
+  if distance == "squared_l2":
     return squared, scale
   return _common.safe_sqrt(squared), scale
 
 
 def _rescale(values: jax.Array, scale: jax.Array, distance: str) -> jax.Array:
   """Distances (or differences of distances) between rows divided by `scale` -> unscaled."""
-  if distance == 'cosine':
+  if distance == "cosine":
     return values
-  if distance == 'l2':
+  if distance == "l2":
     return values * scale
   # Two products: scale ** 2 alone overflows from 2^64, and then 0 * Inf would be NaN.
   return values * scale * scale
 
 
-def _check_arguments(embeddings: jax.Array, labels: jax.Array, margin: float, distance: str,
-                     reduction: str, loss_name: str) -> None:
-  _common.check_embeddings(embeddings, 'embeddings', loss_name)
+def _check_arguments(
+  embeddings: jax.Array,
+  labels: jax.Array,
+  margin: float,
+  distance: str,
+  reduction: str,
+  loss_name: str,
+) -> None:
+  _common.check_embeddings(embeddings, "embeddings", loss_name)
   if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
-    raise UsageError(f'{loss_name}: labels must be [{embeddings.shape[0]}] to match embeddings '
-                     f'{tuple(embeddings.shape)}, got shape {tuple(labels.shape)}.')
+    raise UsageError(
+      f"{loss_name}: labels must be [{embeddings.shape[0]}] to match embeddings "
+      f"{tuple(embeddings.shape)}, got shape {tuple(labels.shape)}."
+    )
   if not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise UsageError(f'{loss_name}: labels must be integer class ids, got {labels.dtype}; '
-                     'cast them with .astype(jnp.int32).')
-  _common.check_batch(embeddings.shape[0], loss_name, 'embeddings')
-  _common.check_number(margin, 'margin', loss_name, 0.0, 'a finite margin >= 0')
+    raise UsageError(
+      f"{loss_name}: labels must be integer class ids, got {labels.dtype}; "
+      "cast them with .astype(jnp.int32)."
+    )
+  _common.check_batch(embeddings.shape[0], loss_name, "embeddings")
+  _common.check_number(margin, "margin", loss_name, 0.0, "a finite margin >= 0")
   _check_distance(distance, loss_name)
   _common.check_reduction(reduction, loss_name)
 
 
-def _pair_masks(embeddings: jax.Array, labels: jax.Array, distance: str,
-                axis_name: AxisName | None):
+def _pair_masks(
+  embeddings: jax.Array, labels: jax.Array, distance: str, axis_name: AxisName | None
+):
   """Scaled distances [b, B] from local anchors to the global batch, their scale (see
   `_scaled_distances`; the same on every device), positive and negative masks [b, B]."""
   all_embeddings, first_row = _common.gather_global(embeddings, axis_name)
@@ -135,9 +151,15 @@ def _pair_masks(embeddings: jax.Array, labels: jax.Array, distance: str,
   return distances, scale, same_label & not_self, ~same_label
 
 
-def triplet_semihard_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 1.0,
-                          distance: Distance = 'l2', axis_name: AxisName | None = None,
-                          reduction: str = 'mean', return_metrics: bool = False) -> _common.Loss:
+def triplet_semihard_loss(
+  embeddings: jax.Array,
+  labels: jax.Array,
+  margin: float = 1.0,
+  distance: Distance = "l2",
+  axis_name: AxisName | None = None,
+  reduction: str = "mean",
+  return_metrics: bool = False,
+) -> _common.Loss:
   """Triplet loss with online semi-hard negative mining, as TensorFlow Addons defines it.
 
   For every anchor-positive pair (a, p) the negative is the one nearest to a among those
@@ -165,9 +187,16 @@ def triplet_semihard_loss(embeddings: jax.Array, labels: jax.Array, margin: floa
   Returns:
     The loss (a scalar, or [B] for 'none'), and the metrics dict if requested.
   """
-  _check_arguments(embeddings, labels, margin, distance, reduction, 'triplet_semihard_loss')
-  return _semihard(embeddings, labels, margin, distance=distance, axis_name=axis_name,
-                   reduction=reduction, return_metrics=return_metrics)
+  _check_arguments(embeddings, labels, margin, distance, reduction, "triplet_semihard_loss")
+  return _semihard(
+    embeddings,
+    labels,
+    margin,
+    distance=distance,
+    axis_name=axis_name,
+    reduction=reduction,
+    return_metrics=return_metrics,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC_ARGUMENTS)
@@ -179,13 +208,16 @@ def _semihard(embeddings, labels, margin, *, distance, axis_name, reduction, ret
   # first negative after a positive's position is the nearest one strictly farther. The
   # tie-break key also carries the column: c for a negative, num_columns + c otherwise.
   _, sorted_code = jax.lax.sort(
-      (jax.lax.stop_gradient(distances), jnp.where(negative, columns, num_columns + columns)),
-      dimension=1, num_keys=2)
+    (jax.lax.stop_gradient(distances), jnp.where(negative, columns, num_columns + columns)),
+    dimension=1,
+    num_keys=2,
+  )
   sorted_negative = sorted_code < num_columns
   order = jnp.where(sorted_negative, sorted_code, sorted_code - num_columns)
   positions = columns
-  next_negative = jax.lax.cummin(jnp.where(sorted_negative, positions, num_columns), axis=1,
-                                 reverse=True)
+  next_negative = jax.lax.cummin(
+    jnp.where(sorted_negative, positions, num_columns), axis=1, reverse=True
+  )
   last_negative = jnp.max(jnp.where(sorted_negative, positions, -1), axis=1, keepdims=True)
   has_semihard = next_negative < num_columns
   chosen = jnp.where(has_semihard, next_negative, jnp.maximum(last_negative, 0))
@@ -193,7 +225,8 @@ def _semihard(embeddings, labels, margin, *, distance, axis_name, reduction, ret
   positive = jnp.take_along_axis(positive, order, axis=1)
   positive_distances = jnp.take_along_axis(distances, order, axis=1)
   negative_distances = jnp.take_along_axis(
-      distances, jnp.take_along_axis(order, chosen, axis=1), axis=1)
+    distances, jnp.take_along_axis(order, chosen, axis=1), axis=1
+  )
 
   valid = positive & (last_negative >= 0)
   gap = _rescale(positive_distances - negative_distances, scale, distance) + margin
@@ -212,18 +245,24 @@ def _semihard(embeddings, labels, margin, *, distance, axis_name, reduction, ret
     return _rescale(pair_mean(jnp.where(valid, values, 0.0)), scale, distance)
 
   metrics = {
-      'num_pairs': total_pairs,
-      'fallback_fraction': pair_mean(valid & ~has_semihard),
-      'active_fraction': pair_mean(valid & (gap > 0)),
-      'mean_positive_distance': mean_distance(positive_distances),
-      'mean_negative_distance': mean_distance(negative_distances),
+    "num_pairs": total_pairs,
+    "fallback_fraction": pair_mean(valid & ~has_semihard),
+    "active_fraction": pair_mean(valid & (gap > 0)),
+    "mean_positive_distance": mean_distance(positive_distances),
+    "mean_negative_distance": mean_distance(negative_distances),
   }
   return loss, metrics
 
 
-def triplet_hard_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 1.0,
-                      distance: Distance = 'l2', axis_name: AxisName | None = None,
-                      reduction: str = 'mean', return_metrics: bool = False) -> _common.Loss:
+def triplet_hard_loss(
+  embeddings: jax.Array,
+  labels: jax.Array,
+  margin: float = 1.0,
+  distance: Distance = "l2",
+  axis_name: AxisName | None = None,
+  reduction: str = "mean",
+  return_metrics: bool = False,
+) -> _common.Loss:
   """Batch-hard triplet loss: per anchor, its farthest positive against its nearest negative.
 
   Each anchor with at least one positive and one negative contributes
@@ -246,9 +285,16 @@ def triplet_hard_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 
   Returns:
     The loss (a scalar, or [B] for 'none'), and the metrics dict if requested.
   """
-  _check_arguments(embeddings, labels, margin, distance, reduction, 'triplet_hard_loss')
-  return _hard(embeddings, labels, margin, distance=distance, axis_name=axis_name,
-               reduction=reduction, return_metrics=return_metrics)
+  _check_arguments(embeddings, labels, margin, distance, reduction, "triplet_hard_loss")
+  return _hard(
+    embeddings,
+    labels,
+    margin,
+    distance=distance,
+    axis_name=axis_name,
+    reduction=reduction,
+    return_metrics=return_metrics,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC_ARGUMENTS)
@@ -276,17 +322,23 @@ def _hard(embeddings, labels, margin, *, distance, axis_name, reduction, return_
     return _rescale(anchor_mean(jnp.where(valid, values, 0.0)), scale, distance)
 
   metrics = {
-      'num_anchors': total,
-      'active_fraction': anchor_mean(valid & (gap > 0)),
-      'mean_positive_distance': mean_distance(positive_distances),
-      'mean_negative_distance': mean_distance(negative_distances),
+    "num_anchors": total,
+    "active_fraction": anchor_mean(valid & (gap > 0)),
+    "mean_positive_distance": mean_distance(positive_distances),
+    "mean_negative_distance": mean_distance(negative_distances),
   }
   return loss, metrics
 
 
-def triplet_all_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 1.0,
-                     distance: Distance = 'l2', axis_name: AxisName | None = None,
-                     reduction: str = 'mean', return_metrics: bool = False) -> _common.Loss:
+def triplet_all_loss(
+  embeddings: jax.Array,
+  labels: jax.Array,
+  margin: float = 1.0,
+  distance: Distance = "l2",
+  axis_name: AxisName | None = None,
+  reduction: str = "mean",
+  return_metrics: bool = False,
+) -> _common.Loss:
   """Batch-all triplet loss: every valid (anchor, positive, negative) triplet.
 
   The terms are max(d(a, p) - d(a, n) + margin, 0) over all valid triplets; 'mean'
@@ -308,9 +360,16 @@ def triplet_all_loss(embeddings: jax.Array, labels: jax.Array, margin: float = 1
   Returns:
     The loss (a scalar, or [B] for 'none'), and the metrics dict if requested.
   """
-  _check_arguments(embeddings, labels, margin, distance, reduction, 'triplet_all_loss')
-  return _all(embeddings, labels, margin, distance=distance, axis_name=axis_name,
-              reduction=reduction, return_metrics=return_metrics)
+  _check_arguments(embeddings, labels, margin, distance, reduction, "triplet_all_loss")
+  return _all(
+    embeddings,
+    labels,
+    margin,
+    distance=distance,
+    axis_name=axis_name,
+    reduction=reduction,
+    return_metrics=return_metrics,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC_ARGUMENTS)
@@ -325,20 +384,24 @@ def _all(embeddings, labels, margin, *, distance, axis_name, reduction, return_m
     gap = _rescale(anchor_distances[:, None] - anchor_distances[None, :], scale, distance) + margin
     valid = anchor_positive[:, None] & anchor_negative[None, :]
     active = valid & (gap > 0)
-    return (jnp.sum(jnp.where(valid, jax.nn.relu(gap), 0.0)),
-            jnp.sum(active, dtype=jnp.float32), jnp.sum(valid, dtype=jnp.float32))
+    return (
+      jnp.sum(jnp.where(valid, jax.nn.relu(gap), 0.0)),
+      jnp.sum(active, dtype=jnp.float32),
+      jnp.sum(valid, dtype=jnp.float32),
+    )
 
   chunk = max(1, _ALL_TRIPLETS_CHUNK_ELEMENTS // (num_columns * num_columns))
   anchor_losses, num_active, num_valid = jax.lax.map(
-      anchor_terms, (distances, positive, negative), batch_size=chunk)
+    anchor_terms, (distances, positive, negative), batch_size=chunk
+  )
   loss = _common.reduce_terms(anchor_losses, jnp.sum(num_active), reduction, axis_name)
   if not return_metrics:
     return loss
   total_active = _common.global_sum(jnp.sum(num_active), axis_name)
   total_valid = _common.global_sum(jnp.sum(num_valid), axis_name)
   metrics = {
-      'num_triplets': total_valid,
-      'num_active': total_active,
-      'active_fraction': _common.count_ratio(total_active, total_valid),
+    "num_triplets": total_valid,
+    "num_active": total_active,
+    "active_fraction": _common.count_ratio(total_active, total_valid),
   }
   return loss, metrics

@@ -25,8 +25,9 @@ from cnnjax.models.registry import register
 MIN_SIZE = 63
 
 
-def local_response_norm(x: jnp.ndarray, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
-                        k: float = 2.0) -> jnp.ndarray:
+def local_response_norm(
+  x: jnp.ndarray, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0
+) -> jnp.ndarray:
   """Krizhevsky et al.'s across-channel normalisation, with their constants as defaults.
 
   b_c = a_c / (k + alpha * sum of a_j^2 over the `size` channels centred on c)^beta.
@@ -36,7 +37,7 @@ def local_response_norm(x: jnp.ndarray, size: int = 5, alpha: float = 1e-4, beta
   """
   channels = x.shape[-1]
   squares = jnp.pad(jnp.square(x), ((0, 0), (0, 0), (0, 0), (size // 2, (size - 1) // 2)))
-  window_sums = sum(squares[..., i:i + channels] for i in range(size))
+  window_sums = sum(squares[..., i : i + channels] for i in range(size))
   return x / (k + alpha * window_sums) ** beta
 
 
@@ -49,6 +50,7 @@ class AlexNet(nn.Module):
   "pool2", "conv3", "conv4", "conv5", "pool5"; convs after their ReLU (conv1 and conv2
   before the local response norm, which pool1 and pool2 follow).
   """
+
   num_classes: int | None = 1000
   widths: Sequence[int] = (64, 192, 384, 256, 256)
   grouped: bool = False  # Two towers: conv2, conv4 and conv5 with two groups.
@@ -64,8 +66,9 @@ class AlexNet(nn.Module):
     return ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5")
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
-               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+  def __call__(
+    self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+  ) -> jnp.ndarray | dict[str, jnp.ndarray]:
     """x: [N, H, W, 3] -> logits [N, num_classes] (or fc7 features [N, hidden]).
 
     With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
@@ -100,5 +103,6 @@ class AlexNet(nn.Module):
 
 
 register("alexnet", AlexNet)
-register("alexnet2012", functools.partial(AlexNet, widths=(96, 256, 384, 384, 256), grouped=True,
-                                          lrn=True))
+register(
+  "alexnet2012", functools.partial(AlexNet, widths=(96, 256, 384, 384, 256), grouped=True, lrn=True)
+)

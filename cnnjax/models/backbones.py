@@ -30,6 +30,7 @@ class ConvBackbone(nn.Module):
   Attributes:
     widths: channels of each block (two 3x3 convs per block).
   """
+
   widths: Sequence[int] = (32, 64, 128, 256)
   dtype: Dtype = jnp.float32
   axis_name: str | None = None
@@ -40,8 +41,9 @@ class ConvBackbone(nn.Module):
     return tuple(f"block{i + 1}" for i in range(len(self.widths)))
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
-               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+  def __call__(
+    self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+  ) -> jnp.ndarray | dict[str, jnp.ndarray]:
     """x: [N, H, W, C] -> [N, H / 2**k, W / 2**k, widths[-1]].
 
     With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
@@ -57,8 +59,14 @@ class ConvBackbone(nn.Module):
     return taps.output(x)
 
 
-def make_backbone(name: str, widths: Sequence[int], kwargs: dict | None, dtype: Dtype,
-                  axis_name: str | None, feature_map: bool = True) -> nn.Module:
+def make_backbone(
+  name: str,
+  widths: Sequence[int],
+  kwargs: dict | None,
+  dtype: Dtype,
+  axis_name: str | None,
+  feature_map: bool = True,
+) -> nn.Module:
   """The built-in ConvBackbone for name 'conv', else the zoo model `name` without classifier.
 
   With `feature_map`, zoo models that cannot give one (see the module docstring) are refused.
@@ -66,10 +74,11 @@ def make_backbone(name: str, widths: Sequence[int], kwargs: dict | None, dtype: 
   if name == "conv":
     return ConvBackbone(tuple(widths), dtype=dtype, axis_name=axis_name)
   if feature_map and name.startswith(("alexnet", "vgg")):
-    raise UsageError(f"{name} flattens a fixed-size map into dense layers and cannot serve as a "
-                     "detection backbone; use backbone='conv' or a ResNet, DenseNet, MobileNet.")
-  return registry.create(name, num_classes=None, dtype=dtype, axis_name=axis_name,
-                         **(kwargs or {}))
+    raise UsageError(
+      f"{name} flattens a fixed-size map into dense layers and cannot serve as a "
+      "detection backbone; use backbone='conv' or a ResNet, DenseNet, MobileNet."
+    )
+  return registry.create(name, num_classes=None, dtype=dtype, axis_name=axis_name, **(kwargs or {}))
 
 
 def feature_map(backbone: nn.Module, x: jnp.ndarray, train: bool) -> jnp.ndarray:

@@ -23,6 +23,7 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 class DenseLayer(nn.Module):
   """BN-ReLU-1x1 conv-BN-ReLU-3x3 conv; appends `growth_rate` channels to its input."""
+
   growth_rate: int
   bn_size: int
   conv: layers.ModuleDef
@@ -40,6 +41,7 @@ class DenseLayer(nn.Module):
 
 class Transition(nn.Module):
   """BN-ReLU-1x1 conv to `features` channels, then 2x2 average pool with stride 2."""
+
   features: int
   conv: layers.ModuleDef
   norm: layers.ModuleDef
@@ -62,6 +64,7 @@ class DenseNet(nn.Module):
   .., "denseblockK" (torchvision's `features.denseblock1` ..), then "norm5" after its ReLU,
   the global pool's input.
   """
+
   block_config: Sequence[int]
   growth_rate: int = 32
   num_init_features: int = 64
@@ -87,16 +90,18 @@ class DenseNet(nn.Module):
     return tuple(names) + ("norm5",)
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
-               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+  def __call__(
+    self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+  ) -> jnp.ndarray | dict[str, jnp.ndarray]:
     """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None.
 
     With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
     """
     taps = feature_maps.Taps(self, stages)
     layers.require_min_size(x, self.min_size, "DenseNet")
-    conv = functools.partial(nn.Conv, use_bias=False, padding="VALID", kernel_init=conv_init,
-                             dtype=self.dtype)
+    conv = functools.partial(
+      nn.Conv, use_bias=False, padding="VALID", kernel_init=conv_init, dtype=self.dtype
+    )
     norm = layers.batch_norm(train, self.axis_name, self.dtype)
     dense_layer = nn.remat(DenseLayer) if self.memory_efficient else DenseLayer
 
@@ -106,8 +111,9 @@ class DenseNet(nn.Module):
     features = self.num_init_features
     for i, num_layers in enumerate(self.block_config):
       for j in range(num_layers):
-        x = dense_layer(self.growth_rate, self.bn_size, conv, norm,
-                        name=f"denseblock{i + 1}_denselayer{j + 1}")(x)
+        x = dense_layer(
+          self.growth_rate, self.bn_size, conv, norm, name=f"denseblock{i + 1}_denselayer{j + 1}"
+        )(x)
       x = taps(f"denseblock{i + 1}", x)
       features += num_layers * self.growth_rate
       if i != len(self.block_config) - 1:
@@ -117,16 +123,17 @@ class DenseNet(nn.Module):
     x = taps("norm5", nn.relu(norm(name="norm5")(x)))
     x = layers.GlobalAvgPool(name="avgpool")(x)
     if self.num_classes is not None:
-      x = nn.Dense(self.num_classes, kernel_init=layers.torch_linear_init, dtype=self.dtype,
-                   name="classifier")(x)
+      x = nn.Dense(
+        self.num_classes, kernel_init=layers.torch_linear_init, dtype=self.dtype, name="classifier"
+      )(x)
     return taps.output(x)
 
 
 VARIANTS = {
-    "densenet121": dict(block_config=(6, 12, 24, 16)),
-    "densenet161": dict(block_config=(6, 12, 36, 24), growth_rate=48, num_init_features=96),
-    "densenet169": dict(block_config=(6, 12, 32, 32)),
-    "densenet201": dict(block_config=(6, 12, 48, 32)),
+  "densenet121": dict(block_config=(6, 12, 24, 16)),
+  "densenet161": dict(block_config=(6, 12, 36, 24), growth_rate=48, num_init_features=96),
+  "densenet169": dict(block_config=(6, 12, 32, 32)),
+  "densenet201": dict(block_config=(6, 12, 48, 32)),
 }
 
 for _name, _fields in VARIANTS.items():

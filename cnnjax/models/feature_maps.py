@@ -62,9 +62,11 @@ def feature_names(model: nn.Module) -> tuple[str, ...]:
   """
   names = getattr(model, "feature_names", None)
   if names is None:
-    raise UsageError(f"{type(model).__name__} offers no named feature maps; the zoo's "
-                     "classifiers do (ResNet, VGG, AlexNet, GoogLeNet, DenseNet, MobileNet, "
-                     "LeNet5, NiN).")
+    raise UsageError(
+      f"{type(model).__name__} offers no named feature maps; the zoo's "
+      "classifiers do (ResNet, VGG, AlexNet, GoogLeNet, DenseNet, MobileNet, "
+      "LeNet5, NiN)."
+    )
   return tuple(names())
 
 
@@ -77,12 +79,16 @@ def check_stages(model: nn.Module, stages: str | Sequence[str]) -> tuple[str, ..
   names = feature_names(model)
   requested = (stages,) if isinstance(stages, str) else tuple(stages)
   if not requested:
-    raise UsageError(f"stages names no feature map of {type(model).__name__}; give one or more "
-                     f"of {', '.join(names)}.")
+    raise UsageError(
+      f"stages names no feature map of {type(model).__name__}; give one or more "
+      f"of {', '.join(names)}."
+    )
   for name in requested:
     if name not in names:
-      raise UsageError(f"{type(model).__name__} has no feature map {name!r}; its feature maps "
-                       f"are {', '.join(names)}.")
+      raise UsageError(
+        f"{type(model).__name__} has no feature map {name!r}; its feature maps "
+        f"are {', '.join(names)}."
+      )
   return tuple(name for name in names if name in requested)
 
 
@@ -116,14 +122,23 @@ class Taps:
     names = feature_names(self._model)
     if tuple(self._seen) != names:
       # A model whose feature_names() disagrees with its forward pass: a bug in the zoo.
-      raise AssertionError(f"{type(self._model).__name__} tapped {self._seen}, but its "
-                           f"feature_names() are {list(names)}.")
+      raise AssertionError(
+        f"{type(self._model).__name__} tapped {self._seen}, but its "
+        f"feature_names() are {list(names)}."
+      )
     return collections.OrderedDict(
-        (name, self._maps[name]) for name in names if name in self._wanted)
+      (name, self._maps[name]) for name in names if name in self._wanted
+    )
 
 
-def features(model: nn.Module, variables: Any, x: jax.Array, stages: Stages = None,
-             train: bool = False, rngs: Any = None) -> dict[str, jax.Array]:
+def features(
+  model: nn.Module,
+  variables: Any,
+  x: jax.Array,
+  stages: Stages = None,
+  train: bool = False,
+  rngs: Any = None,
+) -> dict[str, jax.Array]:
   """Named intermediate feature maps of a zoo classifier, in network order.
 
   Args:
@@ -146,6 +161,5 @@ def features(model: nn.Module, variables: Any, x: jax.Array, stages: Stages = No
   stages = feature_names(model) if stages is None else check_stages(model, stages)
   if not train:
     return model.apply(variables, x, train=False, stages=stages, rngs=rngs)
-  maps, _ = model.apply(variables, x, train=True, stages=stages, rngs=rngs,
-                        mutable=["batch_stats"])
+  maps, _ = model.apply(variables, x, train=True, stages=stages, rngs=rngs, mutable=["batch_stats"])
   return maps

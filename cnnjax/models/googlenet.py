@@ -39,15 +39,15 @@ AUX_POOLS = ("adaptive", "5x5/3")
 
 # Inception block -> (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection) widths.
 INCEPTION_WIDTHS = {
-    "3a": (64, 96, 128, 16, 32, 32),
-    "3b": (128, 128, 192, 32, 96, 64),
-    "4a": (192, 96, 208, 16, 48, 64),
-    "4b": (160, 112, 224, 24, 64, 64),
-    "4c": (128, 128, 256, 24, 64, 64),
-    "4d": (112, 144, 288, 32, 64, 64),
-    "4e": (256, 160, 320, 32, 128, 128),
-    "5a": (256, 160, 320, 32, 128, 128),
-    "5b": (384, 192, 384, 48, 128, 128),
+  "3a": (64, 96, 128, 16, 32, 32),
+  "3b": (128, 128, 192, 32, 96, 64),
+  "4a": (192, 96, 208, 16, 48, 64),
+  "4b": (160, 112, 224, 24, 64, 64),
+  "4c": (128, 128, 256, 24, 64, 64),
+  "4d": (112, 144, 288, 32, 64, 64),
+  "4e": (256, 160, 320, 32, 128, 128),
+  "5a": (256, 160, 320, 32, 128, 128),
+  "5b": (384, 192, 384, 48, 128, 128),
 }
 
 # ImageNet channel statistics that `transform_input` undoes (torchvision's pretrained
@@ -56,13 +56,29 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # The maps `stages` can name: torchvision's GoogLeNet modules up to the global pool.
-FEATURE_NAMES = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a",
-                 "inception3b", "maxpool3", "inception4a", "inception4b", "inception4c",
-                 "inception4d", "inception4e", "maxpool4", "inception5a", "inception5b")
+FEATURE_NAMES = (
+  "conv1",
+  "maxpool1",
+  "conv2",
+  "conv3",
+  "maxpool2",
+  "inception3a",
+  "inception3b",
+  "maxpool3",
+  "inception4a",
+  "inception4b",
+  "inception4c",
+  "inception4d",
+  "inception4e",
+  "maxpool4",
+  "inception5a",
+  "inception5b",
+)
 
 
 class BasicConv(nn.Module):
   """kxk conv (stride `stride`, padding k // 2), optional BatchNorm, ReLU."""
+
   features: int
   kernel_size: int
   conv: layers.ModuleDef
@@ -73,8 +89,7 @@ class BasicConv(nn.Module):
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     """x: [N, H, W, C] -> [N, ceil(H / stride), ceil(W / stride), features]."""
     k = self.kernel_size
-    x = self.conv(self.features, (k, k), (self.stride, self.stride), padding=k // 2,
-                  name="conv")(x)
+    x = self.conv(self.features, (k, k), (self.stride, self.stride), padding=k // 2, name="conv")(x)
     if self.norm is not None:
       x = self.norm(name="bn")(x)
     return nn.relu(x)
@@ -83,6 +98,7 @@ class BasicConv(nn.Module):
 class Inception(nn.Module):
   """Four parallel branches concatenated on channels: 1x1; 1x1 -> 3x3; 1x1 -> kxk;
   3x3/1 max pool -> 1x1. Branch submodules carry torchvision's indices."""
+
   widths: Sequence[int]
   basic_conv: layers.ModuleDef
   branch3_kernel: int
@@ -107,6 +123,7 @@ class InceptionAux(nn.Module):
   `pool`: "adaptive" (torchvision: 4x4 adaptive) or "5x5/3" (the paper: a 5x5/3 ceil-mode
   pool, 4x4 on a 14x14 map; other map sizes change fc1's input width).
   """
+
   num_classes: int
   basic_conv: layers.ModuleDef
   dense: layers.ModuleDef
@@ -136,6 +153,7 @@ class GoogLeNet(nn.Module):
   Feature maps (`stages`, see `cnnjax.models.feature_maps`): torchvision's module names,
   `FEATURE_NAMES` ("conv1", "maxpool1", .., "inception5b").
   """
+
   num_classes: int | None = 1000
   aux_logits: bool = False
   batch_norm: bool = True  # False: the paper's form, convs with biases and no BatchNorm.
@@ -153,9 +171,9 @@ class GoogLeNet(nn.Module):
     return FEATURE_NAMES
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
-               ) -> (jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]
-                     | dict[str, jnp.ndarray]):
+  def __call__(
+    self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+  ) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray] | dict[str, jnp.ndarray]:
     """x: [N, H, W, 3] -> logits [N, num_classes]; (logits, aux1, aux2) when training with aux.
 
     With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
@@ -165,8 +183,10 @@ class GoogLeNet(nn.Module):
       raise UsageError(f"GoogLeNet aux_pool must be one of {AUX_POOLS}, got {self.aux_pool!r}.")
     layers.require_min_size(x, MIN_SIZE, "GoogLeNet")
     if self.aux_logits and self.num_classes is None:
-      raise UsageError("GoogLeNet's auxiliary heads need num_classes; set aux_logits=False to "
-                       "get pooled features with num_classes=None.")
+      raise UsageError(
+        "GoogLeNet's auxiliary heads need num_classes; set aux_logits=False to "
+        "get pooled features with num_classes=None."
+      )
     # Aux heads are built at init even for train=False so their parameters always exist.
     with_aux = self.aux_logits and (train or self.is_initializing())
     if with_aux and self.aux_pool == "5x5/3":
@@ -180,14 +200,17 @@ class GoogLeNet(nn.Module):
       norm = layers.batch_norm(train, self.axis_name, self.dtype, epsilon=1e-3)
     else:
       kernel_init, norm = nn.initializers.xavier_uniform(), None  # As the Caffe model.
-    conv = functools.partial(nn.Conv, use_bias=not self.batch_norm, kernel_init=kernel_init,
-                             dtype=self.dtype)
+    conv = functools.partial(
+      nn.Conv, use_bias=not self.batch_norm, kernel_init=kernel_init, dtype=self.dtype
+    )
     dense = functools.partial(nn.Dense, kernel_init=kernel_init, dtype=self.dtype)
     basic_conv = functools.partial(BasicConv, conv=conv, norm=norm)
-    inception = functools.partial(Inception, basic_conv=basic_conv,
-                                  branch3_kernel=self.branch3_kernel)
-    aux_head = functools.partial(InceptionAux, self.num_classes, basic_conv, dense,
-                                 self.aux_dropout_rate, self.aux_pool)
+    inception = functools.partial(
+      Inception, basic_conv=basic_conv, branch3_kernel=self.branch3_kernel
+    )
+    aux_head = functools.partial(
+      InceptionAux, self.num_classes, basic_conv, dense, self.aux_dropout_rate, self.aux_pool
+    )
     pool = functools.partial(layers.MaxPool, 3, 2, ceil_mode=True)
 
     def block(name: str, x: jnp.ndarray) -> jnp.ndarray:
@@ -223,5 +246,9 @@ class GoogLeNet(nn.Module):
 
 
 register("googlenet", GoogLeNet)
-register("googlenet_paper", functools.partial(GoogLeNet, batch_norm=False, branch3_kernel=5,
-                                              dropout_rate=0.4, aux_pool="5x5/3"))
+register(
+  "googlenet_paper",
+  functools.partial(
+    GoogLeNet, batch_norm=False, branch3_kernel=5, dropout_rate=0.4, aux_pool="5x5/3"
+  ),
+)

@@ -32,14 +32,26 @@ def flatten_nchw(x: jnp.ndarray) -> jnp.ndarray:
   return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
 
 
-def batch_norm(train: bool, axis_name: str | None = None, dtype: Dtype = jnp.float32,
-               epsilon: float = 1e-5, **kwargs) -> functools.partial:
+def batch_norm(
+  train: bool,
+  axis_name: str | None = None,
+  dtype: Dtype = jnp.float32,
+  epsilon: float = 1e-5,
+  **kwargs,
+) -> functools.partial:
   """BatchNorm with torchvision's defaults (eps 1e-5, torch momentum 0.1 = Flax 0.9).
 
   With `axis_name` set, batch statistics are averaged over that named device axis.
   """
-  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                           epsilon=epsilon, axis_name=axis_name, dtype=dtype, **kwargs)
+  return functools.partial(
+    nn.BatchNorm,
+    use_running_average=not train,
+    momentum=0.9,
+    epsilon=epsilon,
+    axis_name=axis_name,
+    dtype=dtype,
+    **kwargs,
+  )
 
 
 def _ceil_pool_padding(size: int, window: int, stride: int, padding: int) -> tuple[int, int]:
@@ -57,6 +69,7 @@ class MaxPool(nn.Module):
 
   Padded positions never win the max (they are -inf).
   """
+
   window: int
   stride: int
   padding: int = 0
@@ -89,6 +102,7 @@ class AvgPool(nn.Module):
   ceil-mode window overhanging the padding is divided only by its taps inside input and
   padding, so with padding 0 it averages the pixels it covers.
   """
+
   window: int
   stride: int
   padding: int = 0
@@ -101,10 +115,13 @@ class AvgPool(nn.Module):
       pads = [_ceil_pool_padding(d, self.window, self.stride, self.padding) for d in x.shape[1:3]]
     else:
       pads = [(self.padding, self.padding)] * 2
-    sums = nn.pool(x, 0.0, jax.lax.add, (self.window, self.window), (self.stride, self.stride),
-                   pads)
-    rows, cols = (_avg_pool_divisors(size, out, self.window, self.stride, self.padding)
-                  for size, out in zip(x.shape[1:3], sums.shape[1:3]))
+    sums = nn.pool(
+      x, 0.0, jax.lax.add, (self.window, self.window), (self.stride, self.stride), pads
+    )
+    rows, cols = (
+      _avg_pool_divisors(size, out, self.window, self.stride, self.padding)
+      for size, out in zip(x.shape[1:3], sums.shape[1:3])
+    )
     return sums / jnp.asarray(np.outer(rows, cols)[:, :, None], x.dtype)
 
 
@@ -119,6 +136,7 @@ def _adaptive_pool_matrix(size: int, out: int) -> np.ndarray:
 
 class AdaptiveAvgPool(nn.Module):
   """PyTorch's AdaptiveAvgPool2d: any H x W in, `output_size` x `output_size` out."""
+
   output_size: int
 
   @nn.compact
@@ -147,5 +165,7 @@ def require_min_size(x: jnp.ndarray, min_size: int, model: str) -> None:
   """
   h, w = x.shape[1:3]
   if min(h, w) < min_size:
-    raise UsageError(f"{model} needs inputs of at least {min_size}x{min_size} pixels, got {h}x{w}; "
-                     f"resize or pad the images to {min_size}x{min_size} or larger.")
+    raise UsageError(
+      f"{model} needs inputs of at least {min_size}x{min_size} pixels, got {h}x{w}; "
+      f"resize or pad the images to {min_size}x{min_size} or larger."
+    )

@@ -33,6 +33,7 @@ class LeNet5(nn.Module):
   Feature maps (`stages`, see `cnnjax.models.feature_maps`): "c1", "s2", "c3", "s4" (the
   convs after their activation, the subsampling layers).
   """
+
   num_classes: int | None = 10
   activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.tanh
   pooling: str = "avg"
@@ -45,8 +46,9 @@ class LeNet5(nn.Module):
     return ("c1", "s2", "c3", "s4")
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
-               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+  def __call__(
+    self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+  ) -> jnp.ndarray | dict[str, jnp.ndarray]:
     """x: [N, H, W, C] -> logits [N, num_classes] (or features [N, 84]).
 
     With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
@@ -57,13 +59,16 @@ class LeNet5(nn.Module):
       raise UsageError(f"LeNet5 pooling must be one of {POOLINGS}, got {self.pooling!r}.")
     pool = layers.AvgPool if self.pooling == "avg" else layers.MaxPool
     pad_h, pad_w = (max(INPUT_SIZE - d, 0) for d in x.shape[1:3])
-    x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2),
-                    (0, 0)))
-    x = taps("c1", self.activation(nn.Conv(6, (5, 5), padding="VALID", dtype=self.dtype,
-                                           name="c1")(x)))
+    x = jnp.pad(
+      x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
+    )
+    x = taps(
+      "c1", self.activation(nn.Conv(6, (5, 5), padding="VALID", dtype=self.dtype, name="c1")(x))
+    )
     x = taps("s2", pool(2, 2, name="s2")(x))
-    x = taps("c3", self.activation(nn.Conv(16, (5, 5), padding="VALID", dtype=self.dtype,
-                                           name="c3")(x)))
+    x = taps(
+      "c3", self.activation(nn.Conv(16, (5, 5), padding="VALID", dtype=self.dtype, name="c3")(x))
+    )
     x = taps("s4", pool(2, 2, name="s4")(x))
     x = x.reshape(x.shape[0], -1)  # [N, 5 * 5 * 16] at 32x32.
     x = self.activation(nn.Dense(120, dtype=self.dtype, name="c5")(x))

@@ -40,6 +40,7 @@ class NiN(nn.Module):
   "pool2", "block3" (each block's last 1x1 conv after its ReLU, each pool before its
   dropout), then "class_maps" when num_classes is set; the last is the global pool's input.
   """
+
   num_classes: int | None = 10
   widths: Sequence[Sequence[int]] = ((192, 160, 96), (192, 192, 192), (192, 192))
   kernel_sizes: Sequence[int] = (5, 5, 3)
@@ -61,25 +62,31 @@ class NiN(nn.Module):
     return tuple(names)
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
-               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+  def __call__(
+    self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+  ) -> jnp.ndarray | dict[str, jnp.ndarray]:
     """x: [N, H, W, C] -> logits [N, num_classes] (or features [N, widths[-1][-1]]).
 
     With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
     """
     taps = feature_maps.Taps(self, stages)
     if len(self.widths) != len(self.kernel_sizes):
-      raise UsageError(f"NiN needs one kernel size per block: got {len(self.widths)} blocks "
-                       f"and {len(self.kernel_sizes)} kernel sizes.")
+      raise UsageError(
+        f"NiN needs one kernel size per block: got {len(self.widths)} blocks "
+        f"and {len(self.kernel_sizes)} kernel sizes."
+      )
     if len(self.pools) != len(self.widths) - 1 or not set(self.pools) <= set(POOLS):
-      raise UsageError(f"NiN needs one pool, 'max' or 'avg', after each block but the last: got "
-                       f"pools={tuple(self.pools)} for {len(self.widths)} blocks.")
+      raise UsageError(
+        f"NiN needs one pool, 'max' or 'avg', after each block but the last: got "
+        f"pools={tuple(self.pools)} for {len(self.widths)} blocks."
+      )
     layers.require_min_size(x, MIN_SIZE, "NiN")
     conv = functools.partial(nn.Conv, dtype=self.dtype)
     last = len(self.widths) - 1
     for block, (widths, kernel) in enumerate(zip(self.widths, self.kernel_sizes)):
-      x = nn.relu(conv(widths[0], (kernel, kernel), padding=kernel // 2,
-                       name=f"block{block + 1}_conv")(x))
+      x = nn.relu(
+        conv(widths[0], (kernel, kernel), padding=kernel // 2, name=f"block{block + 1}_conv")(x)
+      )
       for i, width in enumerate(widths[1:], start=1):
         x = nn.relu(conv(width, (1, 1), name=f"block{block + 1}_cccp{i}")(x))
       x = taps(f"block{block + 1}", x)

@@ -34,6 +34,7 @@ Dtype = Any
 
 class DetectionHead(nn.Module):
   """Two fully connected layers, then class logits [R, K + 1] and box deltas [R, K + 1, 4]."""
+
   num_classes: int
   hidden: int
   dropout_rate: float
@@ -46,18 +47,21 @@ class DetectionHead(nn.Module):
       x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     outputs = self.num_classes + 1
-    logits = nn.Dense(outputs, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
-                      name="cls_score")(x)
-    deltas = nn.Dense(outputs * 4, kernel_init=nn.initializers.normal(0.001), dtype=self.dtype,
-                      name="bbox_pred")(x)
-    return (logits.astype(jnp.float32),
-            deltas.reshape(x.shape[0], outputs, 4).astype(jnp.float32))
+    logits = nn.Dense(
+      outputs, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype, name="cls_score"
+    )(x)
+    deltas = nn.Dense(
+      outputs * 4, kernel_init=nn.initializers.normal(0.001), dtype=self.dtype, name="bbox_pred"
+    )(x)
+    return (logits.astype(jnp.float32), deltas.reshape(x.shape[0], outputs, 4).astype(jnp.float32))
 
 
 def _check_proposals(images: jnp.ndarray, proposals: jnp.ndarray) -> None:
   if proposals.ndim != 3 or proposals.shape[0] != images.shape[0] or proposals.shape[2] != 4:
-    raise UsageError(f"proposals must be [N, R, 4] = [{images.shape[0]}, R, 4] pixel xyxy, got "
-                     f"{tuple(proposals.shape)}; pad each image's proposals to the same R.")
+    raise UsageError(
+      f"proposals must be [N, R, 4] = [{images.shape[0]}, R, 4] pixel xyxy, got "
+      f"{tuple(proposals.shape)}; pad each image's proposals to the same R."
+    )
 
 
 def _feature_scale(feature_size: int, image_size: int) -> float:
@@ -83,6 +87,7 @@ class FastRCNN(nn.Module):
     hidden: width of the two fully connected layers (4096 in the paper).
     dropout_rate: dropout after each of them.
   """
+
   num_classes: int = 20
   backbone: str = "resnet18"
   backbone_widths: Sequence[int] = (32, 64, 128, 256)
@@ -95,36 +100,41 @@ class FastRCNN(nn.Module):
   axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, images: jnp.ndarray, proposals: jnp.ndarray,
-               train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
+  def __call__(
+    self, images: jnp.ndarray, proposals: jnp.ndarray, train: bool = False
+  ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """images [N, H, W, C], proposals [N, R, 4] -> ([N, R, K + 1], [N, R, K + 1, 4])."""
     _check_proposals(images, proposals)
     if self.pool not in ("roi_pool", "roi_align"):
       raise UsageError(f"FastRCNN pool must be 'roi_pool' or 'roi_align', got {self.pool!r}.")
-    backbone = backbones.make_backbone(self.backbone, self.backbone_widths,
-                                       self.backbone_kwargs, self.dtype, self.axis_name)
+    backbone = backbones.make_backbone(
+      self.backbone, self.backbone_widths, self.backbone_kwargs, self.dtype, self.axis_name
+    )
     features = backbones.feature_map(backbone, images, train)
     n, num_rois, _ = proposals.shape
     # The RoI ops take one scale; scaling the boxes per axis by powers of two first is exact
     # and also right when the two axes' strides differ.
     scale_x = _feature_scale(features.shape[2], images.shape[2])
     scale_y = _feature_scale(features.shape[1], images.shape[1])
-    flat_boxes = proposals.reshape(n * num_rois, 4) * jnp.array([scale_x, scale_y] * 2,
-                                                                proposals.dtype)
+    flat_boxes = proposals.reshape(n * num_rois, 4) * jnp.array(
+      [scale_x, scale_y] * 2, proposals.dtype
+    )
     image_index = jnp.repeat(jnp.arange(n, dtype=jnp.int32), num_rois)
     if self.pool == "roi_pool":
       pooled = roi_ops.roi_pool(features, flat_boxes, image_index, self.pool_size)
     else:
-      pooled = roi_ops.roi_align(features, flat_boxes, image_index, self.pool_size,
-                                 sampling_ratio=2)
+      pooled = roi_ops.roi_align(
+        features, flat_boxes, image_index, self.pool_size, sampling_ratio=2
+      )
     head = DetectionHead(self.num_classes, self.hidden, self.dropout_rate, self.dtype)
     logits, deltas = head(pooled.reshape(n * num_rois, math.prod(pooled.shape[1:])), train)
     outputs = self.num_classes + 1
     return logits.reshape(n, num_rois, outputs), deltas.reshape(n, num_rois, outputs, 4)
 
 
-def warp_crops(images: jnp.ndarray, proposals: jnp.ndarray, crop_size: int,
-               context: float) -> jnp.ndarray:
+def warp_crops(
+  images: jnp.ndarray, proposals: jnp.ndarray, crop_size: int, context: float
+) -> jnp.ndarray:
   """R-CNN's warped regions: each box grown by `context` crop pixels, resized bilinearly.
 
   Args:
@@ -144,13 +154,24 @@ def warp_crops(images: jnp.ndarray, proposals: jnp.ndarray, crop_size: int,
   # a margin wide enough for any grown box of a proposal inside the image.
   margin = math.ceil(max(images.shape[1:3]) * context / inner) + 1
   padded = jnp.pad(images, ((0, 0), (margin, margin), (margin, margin), (0, 0)))
-  grown = jnp.stack([proposals[..., 0] - pad_x, proposals[..., 1] - pad_y,
-                     proposals[..., 2] + pad_x, proposals[..., 3] + pad_y], axis=-1) + margin
+  grown = (
+    jnp.stack(
+      [
+        proposals[..., 0] - pad_x,
+        proposals[..., 1] - pad_y,
+        proposals[..., 2] + pad_x,
+        proposals[..., 3] + pad_y,
+      ],
+      axis=-1,
+    )
+    + margin
+  )
   image_index = jnp.repeat(jnp.arange(n, dtype=jnp.int32), num_rois)
   # roi_align with one sample per output pixel and aligned=True is a bilinear resize of
   # the box.
-  return roi_ops.roi_align(padded, grown.reshape(-1, 4), image_index, crop_size,
-                           sampling_ratio=1, aligned=True)
+  return roi_ops.roi_align(
+    padded, grown.reshape(-1, 4), image_index, crop_size, sampling_ratio=1, aligned=True
+  )
 
 
 class RCNN(nn.Module):
@@ -164,6 +185,7 @@ class RCNN(nn.Module):
     context: pixels of context around each box in the warped crop (16 in the paper).
     hidden, dropout_rate: the fully connected head on the CNN's features.
   """
+
   num_classes: int = 20
   backbone: str = "alexnet"
   backbone_widths: Sequence[int] = (32, 64, 128, 256)
@@ -176,8 +198,9 @@ class RCNN(nn.Module):
   axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, images: jnp.ndarray, proposals: jnp.ndarray,
-               train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
+  def __call__(
+    self, images: jnp.ndarray, proposals: jnp.ndarray, train: bool = False
+  ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """images [N, H, W, C], proposals [N, R, 4] -> ([N, R, K + 1], [N, R, K + 1, 4])."""
     _check_proposals(images, proposals)
     if not 0 <= 2 * self.context < self.crop_size:
@@ -188,9 +211,14 @@ class RCNN(nn.Module):
       # Nothing to classify; the CNN's BatchNorm would average an empty batch into NaN.
       return jnp.zeros((n, 0, outputs)), jnp.zeros((n, 0, outputs, 4))
     crops = warp_crops(images, proposals, self.crop_size, self.context).astype(self.dtype)
-    backbone = backbones.make_backbone(self.backbone, self.backbone_widths,
-                                       self.backbone_kwargs, self.dtype, self.axis_name,
-                                       feature_map=False)
+    backbone = backbones.make_backbone(
+      self.backbone,
+      self.backbone_widths,
+      self.backbone_kwargs,
+      self.dtype,
+      self.axis_name,
+      feature_map=False,
+    )
     features = backbone(crops, train=train)
     if self.backbone == "conv":
       features = jnp.mean(features, axis=(1, 2))
@@ -199,12 +227,19 @@ class RCNN(nn.Module):
     return logits.reshape(n, num_rois, outputs), deltas.reshape(n, num_rois, outputs, 4)
 
 
-def sample_rois(key: jax.Array, proposals: jnp.ndarray, proposal_valid: jnp.ndarray,
-                gt_boxes: jnp.ndarray, gt_labels: jnp.ndarray, gt_valid: jnp.ndarray,
-                num_samples: int, foreground_fraction: float = 0.25,
-                foreground_iou: float = 0.5, background_iou: tuple[float, float] = (0.1, 0.5),
-                box_weights: Sequence[float] = box_ops.FAST_RCNN_WEIGHTS
-                ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+def sample_rois(
+  key: jax.Array,
+  proposals: jnp.ndarray,
+  proposal_valid: jnp.ndarray,
+  gt_boxes: jnp.ndarray,
+  gt_labels: jnp.ndarray,
+  gt_valid: jnp.ndarray,
+  num_samples: int,
+  foreground_fraction: float = 0.25,
+  foreground_iou: float = 0.5,
+  background_iou: tuple[float, float] = (0.1, 0.5),
+  box_weights: Sequence[float] = box_ops.FAST_RCNN_WEIGHTS,
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
   """Fast R-CNN's RoI sampling for one image, with static shapes.
 
   The ground-truth boxes join the proposals (as in torchvision). RoIs with IoU >=
@@ -225,9 +260,11 @@ def sample_rois(key: jax.Array, proposals: jnp.ndarray, proposal_valid: jnp.ndar
     [S, 4] (zeros for background), weights [S] float32 (1 for real samples).
   """
   if num_samples > proposals.shape[0] + gt_boxes.shape[0]:
-    raise UsageError(f"sample_rois: num_samples={num_samples} is more than the "
-                     f"{proposals.shape[0]} proposals plus {gt_boxes.shape[0]} ground-truth "
-                     "slots; pad the proposals (marked invalid) or sample fewer RoIs.")
+    raise UsageError(
+      f"sample_rois: num_samples={num_samples} is more than the "
+      f"{proposals.shape[0]} proposals plus {gt_boxes.shape[0]} ground-truth "
+      "slots; pad the proposals (marked invalid) or sample fewer RoIs."
+    )
   if gt_boxes.shape[0] == 0:
     # No ground-truth slots: one invalid slot gives the matching arrays something to index.
     gt_boxes = jnp.zeros((1, 4), proposals.dtype)
@@ -268,10 +305,17 @@ def sample_rois(key: jax.Array, proposals: jnp.ndarray, proposal_valid: jnp.ndar
   return rois, labels, targets, selected[index].astype(jnp.float32)
 
 
-def detect(class_logits: jnp.ndarray, box_deltas: jnp.ndarray, proposals: jnp.ndarray,
-           proposal_valid: jnp.ndarray, image_size: tuple[int, int],
-           score_threshold: float = 0.05, iou_threshold: float = 0.3, max_detections: int = 100,
-           box_weights: Sequence[float] = box_ops.FAST_RCNN_WEIGHTS) -> box_ops.Detections:
+def detect(
+  class_logits: jnp.ndarray,
+  box_deltas: jnp.ndarray,
+  proposals: jnp.ndarray,
+  proposal_valid: jnp.ndarray,
+  image_size: tuple[int, int],
+  score_threshold: float = 0.05,
+  iou_threshold: float = 0.3,
+  max_detections: int = 100,
+  box_weights: Sequence[float] = box_ops.FAST_RCNN_WEIGHTS,
+) -> box_ops.Detections:
   """Per-class boxes and scores of every proposal, then per-class NMS (the paper's test).
 
   Args:
@@ -294,9 +338,15 @@ def detect(class_logits: jnp.ndarray, box_deltas: jnp.ndarray, proposals: jnp.nd
   scores = probs.reshape(n, candidates)
   classes = jnp.broadcast_to(jnp.arange(outputs - 1), (n, num_rois, outputs - 1))
   valid = jnp.broadcast_to(proposal_valid[..., None], (n, num_rois, outputs - 1))
-  return box_ops.select_detections(boxes, scores, classes.reshape(n, candidates),
-                                   score_threshold, iou_threshold, max_detections,
-                                   valid.reshape(n, candidates))
+  return box_ops.select_detections(
+    boxes,
+    scores,
+    classes.reshape(n, candidates),
+    score_threshold,
+    iou_threshold,
+    max_detections,
+    valid.reshape(n, candidates),
+  )
 
 
 # Fast R-CNN scales a PASCAL VOC image's shorter side to 600 (500x375 -> 800x600); R-CNN

@@ -15,14 +15,32 @@ IMAGENET_INPUT = (224, 224, 3)
 
 # Strings that a config may give for an activation field (`model_kwargs.activation=relu`
 # on the command line), each resolved to the flax.linen function of that name.
-ACTIVATIONS = ("celu", "elu", "gelu", "hard_sigmoid", "hard_silu", "hard_swish", "hard_tanh",
-               "leaky_relu", "log_sigmoid", "relu", "relu6", "selu", "sigmoid", "silu",
-               "soft_sign", "softplus", "swish", "tanh")
+ACTIVATIONS = (
+  "celu",
+  "elu",
+  "gelu",
+  "hard_sigmoid",
+  "hard_silu",
+  "hard_swish",
+  "hard_tanh",
+  "leaky_relu",
+  "log_sigmoid",
+  "relu",
+  "relu6",
+  "selu",
+  "sigmoid",
+  "silu",
+  "soft_sign",
+  "softplus",
+  "swish",
+  "tanh",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Entry:
   """One registered model: how to build it and the (H, W, C) image it was designed for."""
+
   constructor: Callable[..., nn.Module]
   input_shape: tuple[int, int, int]
 
@@ -30,8 +48,11 @@ class _Entry:
 _ENTRIES: dict[str, _Entry] = {}
 
 
-def register(name: str, constructor: Callable[..., nn.Module],
-             input_shape: tuple[int, int, int] = IMAGENET_INPUT) -> None:
+def register(
+  name: str,
+  constructor: Callable[..., nn.Module],
+  input_shape: tuple[int, int, int] = IMAGENET_INPUT,
+) -> None:
   """Registers `constructor` (a Module class or a `functools.partial` of one) as `name`.
 
   Args:
@@ -89,8 +110,10 @@ def create(name: str, /, **kwargs) -> nn.Module:
 
 def _entry(name: Any) -> _Entry:
   if not isinstance(name, str):
-    raise UsageError(f"a model name must be a string such as 'resnet50', got {name!r}; run "
-                     "`cnnjax models` to list them.")
+    raise UsageError(
+      f"a model name must be a string such as 'resnet50', got {name!r}; run "
+      "`cnnjax models` to list them."
+    )
   if name not in _ENTRIES:
     hint = _did_you_mean(name, names()) or "run `cnnjax models` to list them."
     raise UsageError(f"unknown model {name!r}; {hint}")
@@ -103,8 +126,10 @@ def _activation(model: str, field: str, value: Any) -> Callable:
     return value
   if isinstance(value, str) and value in ACTIVATIONS:
     return getattr(nn, value)
-  raise UsageError(f"model {model} field {field} must be a function or one of "
-                   f"{', '.join(ACTIVATIONS)}; got {value!r}.")
+  raise UsageError(
+    f"model {model} field {field} must be a function or one of "
+    f"{', '.join(ACTIVATIONS)}; got {value!r}."
+  )
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str | None:

@@ -35,6 +35,7 @@ class Shortcut(nn.Module):
   "projection": 1x1 strided conv + BN (option B, torchvision's `downsample`);
   "zero_pad": stride-`stride` subsampling and zero channels appended (option A, no parameters).
   """
+
   features: int
   stride: int
   kind: str
@@ -47,12 +48,13 @@ class Shortcut(nn.Module):
     if self.kind == "projection":
       x = self.conv(self.features, (1, 1), (self.stride, self.stride), name="conv")(x)
       return self.norm(name="bn")(x)
-    x = x[:, ::self.stride, ::self.stride, :]
+    x = x[:, :: self.stride, :: self.stride, :]
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, self.features - x.shape[-1])))
 
 
 class BasicBlock(nn.Module):
   """Two 3x3 convs; output channels = `features`."""
+
   features: int
   stride: int
   conv: layers.ModuleDef
@@ -64,8 +66,9 @@ class BasicBlock(nn.Module):
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     """x: [N, H, W, C] -> [N, ceil(H / stride), ceil(W / stride), features]."""
     residual = x
-    y = self.conv(self.features, (3, 3), (self.stride, self.stride), padding=_pad(3),
-                  name="conv1")(x)
+    y = self.conv(self.features, (3, 3), (self.stride, self.stride), padding=_pad(3), name="conv1")(
+      x
+    )
     y = nn.relu(self.norm(name="bn1")(y))
     y = self.conv(self.features, (3, 3), padding=_pad(3), name="conv2")(y)
     last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
@@ -80,6 +83,7 @@ class Bottleneck(nn.Module):
 
   v1.5 (torchvision) strides the 3x3 conv; `stride_in_1x1` strides the first 1x1 (v1).
   """
+
   features: int
   stride: int
   conv: layers.ModuleDef
@@ -96,8 +100,7 @@ class Bottleneck(nn.Module):
     residual = x
     y = self.conv(self.features, (1, 1), (stride_1x1, stride_1x1), name="conv1")(x)
     y = nn.relu(self.norm(name="bn1")(y))
-    y = self.conv(self.features, (3, 3), (stride_3x3, stride_3x3), padding=_pad(3),
-                  name="conv2")(y)
+    y = self.conv(self.features, (3, 3), (stride_3x3, stride_3x3), padding=_pad(3), name="conv2")(y)
     y = nn.relu(self.norm(name="bn2")(y))
     y = self.conv(out_features, (1, 1), name="conv3")(y)
     last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
@@ -120,6 +123,7 @@ class ResNet(nn.Module):
   Feature maps (`stages`, see `cnnjax.models.feature_maps`): "layer1" .. "layerK", the
   output of each stage, torchvision's `layer1` ..; the last is the global pool's input.
   """
+
   stage_sizes: Sequence[int]
   block: type[nn.Module]
   num_classes: int | None = 1000
@@ -137,8 +141,9 @@ class ResNet(nn.Module):
     return tuple(f"layer{i + 1}" for i in range(len(self.stage_sizes)))
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
-               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+  def __call__(
+    self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+  ) -> jnp.ndarray | dict[str, jnp.ndarray]:
     """x: [N, H, W, C] -> logits [N, num_classes], or features [N, D] if num_classes is None.
 
     With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
@@ -148,12 +153,22 @@ class ResNet(nn.Module):
       raise UsageError(f"ResNet stem must be one of {STEMS}, got {self.stem!r}.")
     if self.shortcut not in SHORTCUTS:
       raise UsageError(f"ResNet shortcut must be one of {SHORTCUTS}, got {self.shortcut!r}.")
-    conv = functools.partial(nn.Conv, use_bias=False, padding="VALID",
-                             kernel_init=layers.kaiming_normal_fan_out, dtype=self.dtype)
+    conv = functools.partial(
+      nn.Conv,
+      use_bias=False,
+      padding="VALID",
+      kernel_init=layers.kaiming_normal_fan_out,
+      dtype=self.dtype,
+    )
     norm = layers.batch_norm(train, self.axis_name, self.dtype)
     shortcut = functools.partial(Shortcut, kind=self.shortcut, conv=conv, norm=norm)
-    block = functools.partial(self.block, conv=conv, norm=norm, shortcut=shortcut,
-                              zero_init_residual=self.zero_init_residual)
+    block = functools.partial(
+      self.block,
+      conv=conv,
+      norm=norm,
+      shortcut=shortcut,
+      zero_init_residual=self.zero_init_residual,
+    )
     if self.block is Bottleneck:
       block = functools.partial(block, stride_in_1x1=self.stride_in_1x1)
 
@@ -171,17 +186,18 @@ class ResNet(nn.Module):
       x = taps(f"layer{i + 1}", x)
     x = layers.GlobalAvgPool(name="avgpool")(x)
     if self.num_classes is not None:
-      x = nn.Dense(self.num_classes, kernel_init=layers.torch_linear_init, dtype=self.dtype,
-                   name="fc")(x)
+      x = nn.Dense(
+        self.num_classes, kernel_init=layers.torch_linear_init, dtype=self.dtype, name="fc"
+      )(x)
     return taps.output(x)
 
 
 IMAGENET_STAGES = {
-    "resnet18": ((2, 2, 2, 2), BasicBlock),
-    "resnet34": ((3, 4, 6, 3), BasicBlock),
-    "resnet50": ((3, 4, 6, 3), Bottleneck),
-    "resnet101": ((3, 4, 23, 3), Bottleneck),
-    "resnet152": ((3, 8, 36, 3), Bottleneck),
+  "resnet18": ((2, 2, 2, 2), BasicBlock),
+  "resnet34": ((3, 4, 6, 3), BasicBlock),
+  "resnet50": ((3, 4, 6, 3), Bottleneck),
+  "resnet101": ((3, 4, 23, 3), Bottleneck),
+  "resnet152": ((3, 8, 36, 3), Bottleneck),
 }
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 
@@ -189,7 +205,16 @@ for _name, (_stages, _block) in IMAGENET_STAGES.items():
   register(_name, functools.partial(ResNet, stage_sizes=_stages, block=_block))
 for _depth in CIFAR_DEPTHS:
   # depth = 6n + 2: n basic blocks per stage, three stages.
-  register(f"resnet{_depth}",
-           functools.partial(ResNet, stage_sizes=((_depth - 2) // 6,) * 3, block=BasicBlock,
-                             num_classes=10, width=16, stem="cifar", shortcut="zero_pad"),
-           input_shape=(32, 32, 3))
+  register(
+    f"resnet{_depth}",
+    functools.partial(
+      ResNet,
+      stage_sizes=((_depth - 2) // 6,) * 3,
+      block=BasicBlock,
+      num_classes=10,
+      width=16,
+      stem="cifar",
+      shortcut="zero_pad",
+    ),
+    input_shape=(32, 32, 3),
+  )

@@ -43,7 +43,7 @@ def valid_output_size(size: int, depth: int) -> int | None:
 def _tiles(size: int, depth: int, padding: str) -> bool:
   """Whether a U-Net of `depth` and `padding` accepts an input side of `size`."""
   if padding == "same":
-    return size > 0 and size % (2 ** depth) == 0
+    return size > 0 and size % (2**depth) == 0
   return valid_output_size(size, depth) is not None
 
 
@@ -60,11 +60,12 @@ def _center_crop(x: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
   """x: [N, H, W, C] -> [N, height, width, C], cropped about the centre."""
   top = (x.shape[1] - height) // 2
   left = (x.shape[2] - width) // 2
-  return x[:, top:top + height, left:left + width, :]
+  return x[:, top : top + height, left : left + width, :]
 
 
 class DoubleConv(nn.Module):
   """Two 3x3 convolutions, each followed by optional BatchNorm and ReLU."""
+
   features: int
   conv: layers.ModuleDef
   norm: layers.ModuleDef | None
@@ -93,6 +94,7 @@ class UNet(nn.Module):
     dtype: compute dtype; parameters stay float32.
     axis_name: device axis for BatchNorm statistics.
   """
+
   depth: int = 4
   width: int = 64
   padding: str = "valid"
@@ -108,26 +110,26 @@ class UNet(nn.Module):
       if not _tiles(side, self.depth, self.padding):
         nearest = _nearest_size(side, self.depth, self.padding)
         raise UsageError(
-            f"unet (padding={self.padding!r}, depth={self.depth}) cannot tile a side of {side} "
-            f"pixels; resize or pad the images to {nearest} (the nearest valid size).")
+          f"unet (padding={self.padding!r}, depth={self.depth}) cannot tile a side of {side} "
+          f"pixels; resize or pad the images to {nearest} (the nearest valid size)."
+        )
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """x: [N, H, W, C_in] -> logits [N, H', W', num_classes] (H' = H with 'same' padding)."""
     self._check_size(x)
     conv = functools.partial(nn.Conv, padding=self.padding.upper(), dtype=self.dtype)
-    norm = (layers.batch_norm(train, self.axis_name, self.dtype) if self.batch_norm
-            else None)
+    norm = layers.batch_norm(train, self.axis_name, self.dtype) if self.batch_norm else None
     block = functools.partial(DoubleConv, conv=conv, norm=norm)
     x = x.astype(self.dtype)
     skips = []
     for level in range(self.depth):
-      x = block(self.width * 2 ** level)(x)
+      x = block(self.width * 2**level)(x)
       skips.append(x)
       x = layers.MaxPool(2, 2)(x)
-    x = block(self.width * 2 ** self.depth)(x)
+    x = block(self.width * 2**self.depth)(x)
     for level in reversed(range(self.depth)):
-      width = self.width * 2 ** level
+      width = self.width * 2**level
       x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype)(x)
       skip = _center_crop(skips[level], x.shape[1], x.shape[2])
       x = block(width)(jnp.concatenate([skip, x], axis=-1))
@@ -138,5 +140,6 @@ class UNet(nn.Module):
 
 register("unet", UNet, input_shape=(572, 572, 1))
 # The paper's 512x512 ISBI cell images, whole: 'same' padding needs no 572 tiles around them.
-register("unet_same", functools.partial(UNet, padding="same", batch_norm=True),
-         input_shape=(512, 512, 1))
+register(
+  "unet_same", functools.partial(UNet, padding="same", batch_norm=True), input_shape=(512, 512, 1)
+)

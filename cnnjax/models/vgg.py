@@ -37,6 +37,7 @@ class VGG(nn.Module):
   Feature maps (`stages`, see `cnnjax.models.feature_maps`): every conv, after its BN and
   ReLU, and every pool, in order: "conv1_1", .., "pool1", .., "conv5_3", "pool5" (VGG-16).
   """
+
   stage_sizes: Sequence[int]
   num_classes: int | None = 1000
   widths: Sequence[int] = (64, 128, 256, 512, 512)
@@ -49,23 +50,34 @@ class VGG(nn.Module):
   @nn.nowrap
   def feature_names(self) -> tuple[str, ...]:
     """The maps `stages` can name: f"conv{stage}_{i}" and f"pool{stage}", in network order."""
-    return tuple(name for stage, size in enumerate(self.stage_sizes, start=1)
-                 for name in [f"conv{stage}_{i}" for i in range(1, size + 1)] + [f"pool{stage}"])
+    return tuple(
+      name
+      for stage, size in enumerate(self.stage_sizes, start=1)
+      for name in [f"conv{stage}_{i}" for i in range(1, size + 1)] + [f"pool{stage}"]
+    )
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
-               ) -> jnp.ndarray | dict[str, jnp.ndarray]:
+  def __call__(
+    self, x: jnp.ndarray, train: bool = False, *, stages: feature_maps.Stages = None
+  ) -> jnp.ndarray | dict[str, jnp.ndarray]:
     """x: [N, H, W, C] -> logits [N, num_classes] (or fc7 features [N, hidden]).
 
     With `stages` (names from `feature_names()`), {name: [N, h, w, C]} of those maps instead.
     """
     taps = feature_maps.Taps(self, stages)
     if len(self.stage_sizes) != len(self.widths):
-      raise UsageError(f"VGG needs one width per stage: got {len(self.stage_sizes)} stages and "
-                       f"{len(self.widths)} widths.")
+      raise UsageError(
+        f"VGG needs one width per stage: got {len(self.stage_sizes)} stages and "
+        f"{len(self.widths)} widths."
+      )
     layers.require_min_size(x, MIN_SIZE, "VGG")
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=1,
-                             kernel_init=layers.kaiming_normal_fan_out, dtype=self.dtype)
+    conv = functools.partial(
+      nn.Conv,
+      kernel_size=(3, 3),
+      padding=1,
+      kernel_init=layers.kaiming_normal_fan_out,
+      dtype=self.dtype,
+    )
     norm = layers.batch_norm(train, self.axis_name, self.dtype)
     for stage, (size, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
       for i in range(1, size + 1):

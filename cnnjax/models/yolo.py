@@ -44,6 +44,7 @@ class YOLOv1(nn.Module):
     hidden: width of the first fully connected layer (4096 in the paper).
     dropout_rate: dropout after it (0.5 in the paper).
   """
+
   num_classes: int = 20
   grid_size: int = 7
   num_boxes: int = 2
@@ -61,8 +62,9 @@ class YOLOv1(nn.Module):
     """x: [N, H, W, C] -> [N, S, S, B * 5 + C]."""
     if self.num_classes is None or self.num_classes < 1:
       raise UsageError("YOLOv1 needs num_classes >= 1.")
-    backbone = backbones.make_backbone(self.backbone, self.backbone_widths,
-                                       self.backbone_kwargs, self.dtype, self.axis_name)
+    backbone = backbones.make_backbone(
+      self.backbone, self.backbone_widths, self.backbone_kwargs, self.dtype, self.axis_name
+    )
     features = backbones.feature_map(backbone, x, train)
     if features.shape[1:3] != (self.grid_size, self.grid_size):
       features = layers.AdaptiveAvgPool(self.grid_size)(features)
@@ -77,9 +79,14 @@ class YOLOv1(nn.Module):
     return out.reshape(x.shape[0], self.grid_size, self.grid_size, channels).astype(jnp.float32)
 
 
-def decode(predictions: jnp.ndarray, num_boxes: int, image_size: tuple[int, int],
-           score_threshold: float = 0.05, iou_threshold: float = 0.5,
-           max_detections: int = 100) -> box_ops.Detections:
+def decode(
+  predictions: jnp.ndarray,
+  num_boxes: int,
+  image_size: tuple[int, int],
+  score_threshold: float = 0.05,
+  iou_threshold: float = 0.5,
+  max_detections: int = 100,
+) -> box_ops.Detections:
   """YOLOv1 outputs -> detections after per-class NMS, with static shapes.
 
   Each box scores confidence x class score for its best class (the paper's class-specific
@@ -108,9 +115,13 @@ def decode(predictions: jnp.ndarray, num_boxes: int, image_size: tuple[int, int]
   scores = (jnp.clip(confidences, 0.0, 1.0) * best_class_score[..., None]).reshape(n, -1)
   classes = jnp.broadcast_to(classes[..., None], confidences.shape).reshape(n, -1)
 
-  return box_ops.select_detections(boxes, scores, classes, score_threshold, iou_threshold,
-                                   max_detections)
+  return box_ops.select_detections(
+    boxes, scores, classes, score_threshold, iou_threshold, max_detections
+  )
 
 
-registry.register("yolo_v1", functools.partial(YOLOv1, grid_size=7, num_boxes=2, num_classes=20),
-                  input_shape=(448, 448, 3))
+registry.register(
+  "yolo_v1",
+  functools.partial(YOLOv1, grid_size=7, num_boxes=2, num_classes=20),
+  input_shape=(448, 448, 3),
+)

@@ -42,8 +42,11 @@ def check_int(value: Any, name: str, minimum: int | None = None) -> int:
 
   For static sizes and counts (output lengths, grid sizes), which must be known when tracing.
   """
-  if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
-      or (minimum is not None and value < minimum)):
+  if (
+    isinstance(value, (bool, np.bool_))
+    or not isinstance(value, (int, np.integer))
+    or (minimum is not None and value < minimum)
+  ):
     requirement = "an int" if minimum is None else f"an int >= {minimum}"
     raise UsageError(f"{name} must be {requirement}, got {value!r}.")
   return int(value)
@@ -66,8 +69,10 @@ def check_boxes(boxes: ArrayLike, name: str = "boxes", ndim: int | None = None) 
   if not np.isfinite(values).all():
     raise UsageError(f"{name} contain NaN or Inf coordinates; drop or fix those boxes first.")
   if (values[..., 2] < values[..., 0]).any() or (values[..., 3] < values[..., 1]).any():
-    raise UsageError(f"{name} have x2 < x1 or y2 < y1 in some box; pass (x1, y1, x2, y2) "
-                     "with x1 <= x2 and y1 <= y2.")
+    raise UsageError(
+      f"{name} have x2 < x1 or y2 < y1 in some box; pass (x1, y1, x2, y2) "
+      "with x1 <= x2 and y1 <= y2."
+    )
 
 
 def box_area(boxes: ArrayLike, xp: ModuleType = jnp) -> jnp.ndarray:
@@ -80,8 +85,9 @@ def box_area(boxes: ArrayLike, xp: ModuleType = jnp) -> jnp.ndarray:
   return widths * heights
 
 
-def _safe_divide(numerator: jnp.ndarray, denominator: jnp.ndarray,
-                 xp: ModuleType = jnp) -> jnp.ndarray:
+def _safe_divide(
+  numerator: jnp.ndarray, denominator: jnp.ndarray, xp: ModuleType = jnp
+) -> jnp.ndarray:
   """numerator / denominator, 0 where denominator <= 0 (with finite gradients there)."""
   positive = denominator > 0
   return xp.where(positive, numerator / xp.where(positive, denominator, 1), 0)
@@ -99,8 +105,9 @@ def _iou_dtypes(boxes1: ArrayLike, boxes2: ArrayLike, xp: ModuleType = jnp):
   return xp.promote_types(dtype, xp.float32), dtype
 
 
-def _intersection_union(boxes1: ArrayLike, boxes2: ArrayLike,
-                        xp: ModuleType = jnp) -> tuple[jnp.ndarray, jnp.ndarray]:
+def _intersection_union(
+  boxes1: ArrayLike, boxes2: ArrayLike, xp: ModuleType = jnp
+) -> tuple[jnp.ndarray, jnp.ndarray]:
   """boxes1 [..., 4] and boxes2 [..., 4], broadcast -> intersection and union areas [...].
 
   Computed in at least float32 (see `_iou_dtypes`).
@@ -115,8 +122,7 @@ def _intersection_union(boxes1: ArrayLike, boxes2: ArrayLike,
   return intersection, union
 
 
-def elementwise_box_iou(boxes1: ArrayLike, boxes2: ArrayLike,
-                        xp: ModuleType = jnp) -> jnp.ndarray:
+def elementwise_box_iou(boxes1: ArrayLike, boxes2: ArrayLike, xp: ModuleType = jnp) -> jnp.ndarray:
   """IoU of boxes1[..., 4] with boxes2[..., 4], broadcast against each other; 0 for empty unions.
 
   Unchecked (callers check or mask), so it runs inside traced code. `xp` is the array
@@ -174,8 +180,9 @@ def _centers_sizes(boxes: jnp.ndarray):
   return boxes[..., 0] + 0.5 * widths, boxes[..., 1] + 0.5 * heights, widths, heights
 
 
-def encode_boxes(boxes: jnp.ndarray, references: jnp.ndarray,
-                 weights: Sequence[float] = FAST_RCNN_WEIGHTS) -> jnp.ndarray:
+def encode_boxes(
+  boxes: jnp.ndarray, references: jnp.ndarray, weights: Sequence[float] = FAST_RCNN_WEIGHTS
+) -> jnp.ndarray:
   """Regression targets that move `references` onto `boxes` (R-CNN parametrisation).
 
   dx = wx (x - xr) / wr, dy = wy (y - yr) / hr, dw = ww log(w / wr), dh = wh log(h / hr),
@@ -195,12 +202,15 @@ def encode_boxes(boxes: jnp.ndarray, references: jnp.ndarray,
   tiny = jnp.finfo(jnp.result_type(boxes, jnp.float32)).tiny
   rw, rh = jnp.maximum(rw, tiny), jnp.maximum(rh, tiny)
   bw, bh = jnp.maximum(bw, tiny), jnp.maximum(bh, tiny)
-  return jnp.stack([wx * (bx - rx) / rw, wy * (by - ry) / rh,
-                    ww * jnp.log(bw / rw), wh * jnp.log(bh / rh)], axis=-1)
+  return jnp.stack(
+    [wx * (bx - rx) / rw, wy * (by - ry) / rh, ww * jnp.log(bw / rw), wh * jnp.log(bh / rh)],
+    axis=-1,
+  )
 
 
-def decode_boxes(deltas: jnp.ndarray, references: jnp.ndarray,
-                 weights: Sequence[float] = FAST_RCNN_WEIGHTS) -> jnp.ndarray:
+def decode_boxes(
+  deltas: jnp.ndarray, references: jnp.ndarray, weights: Sequence[float] = FAST_RCNN_WEIGHTS
+) -> jnp.ndarray:
   """Inverse of `encode_boxes`: apply deltas [..., 4] to references [..., 4] -> boxes [..., 4].
 
   Log-scale deltas are clamped at log(1000/16), as torchvision's BoxCoder.decode_single,
@@ -247,24 +257,32 @@ def _at_least_float32(boxes: ArrayLike) -> jnp.ndarray:
   return boxes.astype(jnp.promote_types(boxes.dtype, jnp.float32))
 
 
-def _check_nms_arguments(boxes: ArrayLike, scores: ArrayLike, iou_threshold: ArrayLike,
-                         max_output: int, classes: ArrayLike | None = None) -> None:
+def _check_nms_arguments(
+  boxes: ArrayLike,
+  scores: ArrayLike,
+  iou_threshold: ArrayLike,
+  max_output: int,
+  classes: ArrayLike | None = None,
+) -> None:
   """Raises UsageError for arguments of nms and batched_nms that cannot give a right answer."""
   check_boxes(boxes, ndim=2)
   num_boxes = np.shape(boxes)[0]
   if np.shape(scores) != (num_boxes,):
-    raise UsageError(f"scores must be [N] = [{num_boxes}], one per box, got shape "
-                     f"{np.shape(scores)}.")
+    raise UsageError(
+      f"scores must be [N] = [{num_boxes}], one per box, got shape {np.shape(scores)}."
+    )
   if classes is not None and np.shape(classes) != (num_boxes,):
-    raise UsageError(f"classes must be [N] = [{num_boxes}], one per box, got shape "
-                     f"{np.shape(classes)}.")
+    raise UsageError(
+      f"classes must be [N] = [{num_boxes}], one per box, got shape {np.shape(classes)}."
+    )
   check_int(max_output, "max_output", 0)
   if is_concrete(iou_threshold) and np.isnan(np.asarray(iou_threshold)).any():
     raise UsageError("iou_threshold is NaN; pass a number such as 0.5.")
 
 
-def nms(boxes: jnp.ndarray, scores: jnp.ndarray, iou_threshold: float,
-        max_output: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+def nms(
+  boxes: jnp.ndarray, scores: jnp.ndarray, iou_threshold: float, max_output: int
+) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Greedy non-maximum suppression with torchvision's semantics and a static output size.
 
   Repeatedly keeps the highest-scored remaining box and removes every remaining box whose
@@ -304,13 +322,19 @@ def nms(boxes: jnp.ndarray, scores: jnp.ndarray, iou_threshold: float,
     alive = alive.at[position].set(False)
     return alive, (jnp.where(found, order[position], 0), found)
 
-  _, (indices, valid) = jax.lax.scan(keep_next, jnp.ones((num_boxes,), bool), None,
-                                     length=max_output)
+  _, (indices, valid) = jax.lax.scan(
+    keep_next, jnp.ones((num_boxes,), bool), None, length=max_output
+  )
   return indices, valid
 
 
-def batched_nms(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndarray,
-                iou_threshold: float, max_output: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+def batched_nms(
+  boxes: jnp.ndarray,
+  scores: jnp.ndarray,
+  classes: jnp.ndarray,
+  iou_threshold: float,
+  max_output: int,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
   """NMS within each class: boxes of different classes never suppress each other.
 
   Shifts each class's boxes by class * (coordinate range + 1) so that classes cannot
@@ -336,9 +360,15 @@ def batched_nms(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndarray,
   return nms(shifted, scores, iou_threshold, max_output)
 
 
-def select_detections(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndarray,
-                      score_threshold: float, iou_threshold: float, max_detections: int,
-                      valid: jnp.ndarray | None = None) -> Detections:
+def select_detections(
+  boxes: jnp.ndarray,
+  scores: jnp.ndarray,
+  classes: jnp.ndarray,
+  score_threshold: float,
+  iou_threshold: float,
+  max_detections: int,
+  valid: jnp.ndarray | None = None,
+) -> Detections:
   """Score threshold then per-class NMS over a batch of candidate detections.
 
   Args:
@@ -355,8 +385,12 @@ def select_detections(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndar
   """
   n, num_candidates = scores.shape
   if num_candidates == 0:
-    return (jnp.zeros((n, max_detections, 4), boxes.dtype), jnp.zeros((n, max_detections)),
-            jnp.zeros((n, max_detections), jnp.int32), jnp.zeros((n, max_detections), bool))
+    return (
+      jnp.zeros((n, max_detections, 4), boxes.dtype),
+      jnp.zeros((n, max_detections)),
+      jnp.zeros((n, max_detections), jnp.int32),
+      jnp.zeros((n, max_detections), bool),
+    )
   if valid is None:
     valid = jnp.ones((n, num_candidates), bool)
 
@@ -366,7 +400,11 @@ def select_detections(boxes: jnp.ndarray, scores: jnp.ndarray, classes: jnp.ndar
     masked = jnp.where(candidate, image_scores, -jnp.inf)
     keep, kept = batched_nms(image_boxes, masked, image_classes, iou_threshold, max_detections)
     kept = kept & candidate[keep]
-    return (image_boxes[keep], jnp.where(kept, image_scores[keep], 0.0),
-            image_classes[keep].astype(jnp.int32), kept)
+    return (
+      image_boxes[keep],
+      jnp.where(kept, image_scores[keep], 0.0),
+      image_classes[keep].astype(jnp.int32),
+      kept,
+    )
 
   return jax.vmap(one_image)(boxes, scores, classes, jnp.asarray(valid, bool))

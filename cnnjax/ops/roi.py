@@ -42,6 +42,7 @@ import numpy as np
 from cnnjax.errors import UsageError
 from cnnjax.ops.boxes import check_boxes, check_int, is_concrete
 
+
 def _output_size(size: int | Sequence[int]) -> tuple[int, int]:
   """(oh, ow) from oh or (oh, ow); UsageError unless each is an int >= 1."""
   if isinstance(size, (int, np.integer)):
@@ -51,34 +52,41 @@ def _output_size(size: int | Sequence[int]) -> tuple[int, int]:
   return check_int(size[0], "output_size", 1), check_int(size[1], "output_size", 1)
 
 
-def _checked_inputs(features, boxes, batch_indices,
-                    spatial_scale: Any) -> tuple[jnp.ndarray, ...]:
+def _checked_inputs(features, boxes, batch_indices, spatial_scale: Any) -> tuple[jnp.ndarray, ...]:
   """Validates the shared arguments of the RoI ops; returns them as jax arrays."""
   if features.ndim != 4:
     raise UsageError(f"features must be [N, H, W, C], got shape {features.shape}.")
-  if not (jnp.issubdtype(features.dtype, jnp.floating)
-          or jnp.issubdtype(features.dtype, jnp.integer)):
-    raise UsageError(f"features must be floating point or integer, got {features.dtype}; "
-                     "cast them.")
+  if not (
+    jnp.issubdtype(features.dtype, jnp.floating) or jnp.issubdtype(features.dtype, jnp.integer)
+  ):
+    raise UsageError(
+      f"features must be floating point or integer, got {features.dtype}; cast them."
+    )
   if boxes.ndim != 2 or boxes.shape[1] != 4:
     raise UsageError(f"boxes must be [K, 4] (x1, y1, x2, y2), got shape {boxes.shape}.")
   if batch_indices.shape != boxes.shape[:1]:
-    raise UsageError(f"batch_indices must be [K] = [{boxes.shape[0]}], "
-                     f"got shape {batch_indices.shape}.")
+    raise UsageError(
+      f"batch_indices must be [K] = [{boxes.shape[0]}], got shape {batch_indices.shape}."
+    )
   if not jnp.issubdtype(batch_indices.dtype, jnp.integer):
-    raise UsageError(f"batch_indices must be integer image indices, got {batch_indices.dtype}; "
-                     "cast them with .astype(jnp.int32).")
+    raise UsageError(
+      f"batch_indices must be integer image indices, got {batch_indices.dtype}; "
+      "cast them with .astype(jnp.int32)."
+    )
   if is_concrete(spatial_scale):
     scale = float(spatial_scale)
     if not (math.isfinite(scale) and scale > 0):
-      raise UsageError(f"spatial_scale={scale} must be finite and > 0 (feature cells per "
-                       "input pixel, 1 / stride).")
+      raise UsageError(
+        f"spatial_scale={scale} must be finite and > 0 (feature cells per input pixel, 1 / stride)."
+      )
   check_boxes(boxes)
   if is_concrete(batch_indices) and batch_indices.size:
     values = np.asarray(batch_indices)
     if values.min() < 0 or values.max() >= features.shape[0]:
-      raise UsageError(f"batch_indices must lie in [0, {features.shape[0]}), got values from "
-                       f"{values.min()} to {values.max()}; index the image each box belongs to.")
+      raise UsageError(
+        f"batch_indices must lie in [0, {features.shape[0]}), got values from "
+        f"{values.min()} to {values.max()}; index the image each box belongs to."
+      )
   return jnp.asarray(features), jnp.asarray(boxes), jnp.asarray(batch_indices)
 
 
@@ -106,9 +114,14 @@ def _pool_bins(start: jnp.ndarray, end: jnp.ndarray, bins: int, size: int) -> jn
   return (cells >= lo[..., None]) & (cells < hi[..., None])
 
 
-def roi_pool(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndarray,
-             output_size: int | Sequence[int], spatial_scale: float = 1.0,
-             roi_batch_size: int = 16) -> jnp.ndarray:
+def roi_pool(
+  features: jnp.ndarray,
+  boxes: jnp.ndarray,
+  batch_indices: jnp.ndarray,
+  output_size: int | Sequence[int],
+  spatial_scale: float = 1.0,
+  roi_batch_size: int = 16,
+) -> jnp.ndarray:
   """Max-pools each RoI into a fixed grid (torchvision.ops.roi_pool).
 
   Box corners are scaled, rounded to feature cells and clamped to the map's cells
@@ -129,15 +142,15 @@ def roi_pool(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndarr
   Returns:
     [K, oh, ow, C] in the features' dtype.
   """
-  features, boxes, batch_indices = _checked_inputs(features, boxes, batch_indices,
-                                                   spatial_scale)
+  features, boxes, batch_indices = _checked_inputs(features, boxes, batch_indices, spatial_scale)
   out_h, out_w = _output_size(output_size)
   check_int(roi_batch_size, "roi_batch_size", 1)
   num_images, height, width, channels = features.shape
   if boxes.shape[0] == 0:
     return jnp.zeros((0, out_h, out_w, channels), features.dtype)
-  scaled = _round_half_away_from_zero(jax.lax.stop_gradient(boxes).astype(jnp.float32)
-                                      * spatial_scale)
+  scaled = _round_half_away_from_zero(
+    jax.lax.stop_gradient(boxes).astype(jnp.float32) * spatial_scale
+  )
   rows = _pool_bins(scaled[:, 1], scaled[:, 3], out_h, height)
   cols = _pool_bins(scaled[:, 0], scaled[:, 2], out_w, width)
   if jnp.issubdtype(features.dtype, jnp.integer):
@@ -160,8 +173,9 @@ def roi_pool(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndarr
   return jnp.where(zero[..., None], jnp.zeros((), features.dtype), pooled)
 
 
-def _clamp_to_map(start: jnp.ndarray, end: jnp.ndarray, size: int,
-                  aligned: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
+def _clamp_to_map(
+  start: jnp.ndarray, end: jnp.ndarray, size: int, aligned: bool
+) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Clamps [K] RoI start/end (feature coordinates, after the aligned offset) to the map.
 
   The map spans [0, size] before the offset ([-0.5, size - 0.5] after it), where every
@@ -176,8 +190,9 @@ def _clamp_to_map(start: jnp.ndarray, end: jnp.ndarray, size: int,
   return start, end
 
 
-def _sample_weights(start: jnp.ndarray, bin_size: jnp.ndarray, grid: jnp.ndarray, bins: int,
-                    size: int) -> jnp.ndarray:
+def _sample_weights(
+  start: jnp.ndarray, bin_size: jnp.ndarray, grid: jnp.ndarray, bins: int, size: int
+) -> jnp.ndarray:
   """Summed bilinear weights of every bin's sampling points along one axis.
 
   Args:
@@ -208,8 +223,9 @@ def _sample_weights(start: jnp.ndarray, bin_size: jnp.ndarray, grid: jnp.ndarray
     high = jnp.where(at_edge, size - 1, low + 1)
     coord = jnp.where(at_edge, low.astype(jnp.float32), coord)
     frac = coord - low
-    hat = ((1 - frac)[..., None] * (cells == low[..., None])
-           + frac[..., None] * (cells == high[..., None]))
+    hat = (1 - frac)[..., None] * (cells == low[..., None]) + frac[..., None] * (
+      cells == high[..., None]
+    )
     return weights + jnp.where((point < grid)[:, None, None], hat, 0.0)
 
   initial = jnp.zeros((start.shape[0], bins, size), jnp.float32)
@@ -219,9 +235,15 @@ def _sample_weights(start: jnp.ndarray, bin_size: jnp.ndarray, grid: jnp.ndarray
   return jax.lax.fori_loop(0, jnp.max(grid).astype(jnp.int32), add_point, initial)
 
 
-def roi_align(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndarray,
-              output_size: int | Sequence[int], spatial_scale: float = 1.0,
-              sampling_ratio: int = -1, aligned: bool = False) -> jnp.ndarray:
+def roi_align(
+  features: jnp.ndarray,
+  boxes: jnp.ndarray,
+  batch_indices: jnp.ndarray,
+  output_size: int | Sequence[int],
+  spatial_scale: float = 1.0,
+  sampling_ratio: int = -1,
+  aligned: bool = False,
+) -> jnp.ndarray:
   """Averages bilinear samples in each bin of each RoI (torchvision.ops.roi_align).
 
   Box corners are scaled, shifted by the aligned offset and clamped to the feature map
@@ -248,11 +270,12 @@ def roi_align(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndar
   Returns:
     [K, oh, ow, C] in the features' dtype.
   """
-  features, boxes, batch_indices = _checked_inputs(features, boxes, batch_indices,
-                                                   spatial_scale)
+  features, boxes, batch_indices = _checked_inputs(features, boxes, batch_indices, spatial_scale)
   if not jnp.issubdtype(features.dtype, jnp.floating):
-    raise UsageError(f"roi_align averages samples, so features must be floating point, got "
-                     f"{features.dtype}; cast them with .astype(jnp.float32).")
+    raise UsageError(
+      f"roi_align averages samples, so features must be floating point, got "
+      f"{features.dtype}; cast them with .astype(jnp.float32)."
+    )
   out_h, out_w = _output_size(output_size)
   check_int(sampling_ratio, "sampling_ratio")
   num_images, height, width, channels = features.shape
@@ -275,17 +298,20 @@ def roi_align(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndar
   grid_h, grid_w = jnp.where(finite, grid_h, 0.0), jnp.where(finite, grid_w, 0.0)
   # Each axis's weights are averaged over its points (torchvision divides the sum by
   # grid_h * grid_w): each then sums to 1, exactly where all a bin's points read one cell.
-  row_weights = (_sample_weights(y1, bin_h, grid_h, out_h, height)
-                 / jnp.maximum(grid_h, 1.0)[:, None, None])
-  col_weights = (_sample_weights(x1, bin_w, grid_w, out_w, width)
-                 / jnp.maximum(grid_w, 1.0)[:, None, None])
+  row_weights = (
+    _sample_weights(y1, bin_h, grid_h, out_h, height) / jnp.maximum(grid_h, 1.0)[:, None, None]
+  )
+  col_weights = (
+    _sample_weights(x1, bin_w, grid_w, out_w, width) / jnp.maximum(grid_w, 1.0)[:, None, None]
+  )
   # Selecting each RoI's image with a one-hot matrix keeps the contraction a plain matmul
   # (no [K, H, W, C] gather); out-of-range indices select nothing and give zeros.
   image_one_hot = jax.nn.one_hot(batch_indices, num_images, dtype=jnp.float32)
   row_selector = jnp.einsum("kn,kph->kpnh", image_one_hot, row_weights)
   precision = jax.lax.Precision.HIGHEST
-  by_rows = jnp.einsum("kpnh,nhwc->kpwc", row_selector, features.astype(jnp.float32),
-                       precision=precision)
+  by_rows = jnp.einsum(
+    "kpnh,nhwc->kpwc", row_selector, features.astype(jnp.float32), precision=precision
+  )
   pooled = jnp.einsum("kpwc,kqw->kpqc", by_rows, col_weights, precision=precision)
   # Each output is an average of the map's features, but float32 rounding of the weights
   # can carry it an ulp or two past them (1 + 2^-23 on a constant map of ones): clip to the
@@ -295,7 +321,8 @@ def roi_align(features: jnp.ndarray, boxes: jnp.ndarray, batch_indices: jnp.ndar
   lowest = jnp.min(features, axis=(1, 2)).astype(jnp.float32)[image]
   highest = jnp.max(features, axis=(1, 2)).astype(jnp.float32)[image]
   clipped = jnp.clip(pooled, lowest[:, None, None], highest[:, None, None])
-  sampled = ((grid_h * grid_w > 0) & (batch_indices >= 0) & (batch_indices < num_images))
+  sampled = (grid_h * grid_w > 0) & (batch_indices >= 0) & (batch_indices < num_images)
   pooled = pooled + jax.lax.stop_gradient(
-      jnp.where(sampled[:, None, None, None], clipped - pooled, 0.0))
+    jnp.where(sampled[:, None, None, None], clipped - pooled, 0.0)
+  )
   return pooled.astype(features.dtype)

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 from cnnjax.errors import UsageError
 
 
-def split_yolo_output(predictions: jax.Array,
-                      num_boxes: int) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+def split_yolo_output(
+  predictions: jax.Array, num_boxes: int
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Splits YOLOv1 outputs into boxes, confidences and class scores.
 
   Each cell predicts `num_boxes` boxes as (x, y, sqrt w, sqrt h, confidence), with (x, y)
@@ -31,15 +32,18 @@ def split_yolo_output(predictions: jax.Array,
   """
   n, rows, cols, channels = predictions.shape
   if channels <= 5 * num_boxes:
-    raise UsageError(f"YOLO outputs need B * 5 + C channels with C >= 1, got {channels} for "
-                     f"B={num_boxes}.")
-  per_box = predictions[..., :5 * num_boxes].reshape(n, rows, cols, num_boxes, 5)
+    raise UsageError(
+      f"YOLO outputs need B * 5 + C channels with C >= 1, got {channels} for B={num_boxes}."
+    )
+  per_box = predictions[..., : 5 * num_boxes].reshape(n, rows, cols, num_boxes, 5)
   raw, confidences = per_box[..., :4], per_box[..., 4]
   col_index = jnp.arange(cols, dtype=predictions.dtype)[None, None, :, None]
   row_index = jnp.arange(rows, dtype=predictions.dtype)[None, :, None, None]
   center_x = (col_index + raw[..., 0]) / cols
   center_y = (row_index + raw[..., 1]) / rows
   width, height = jnp.square(raw[..., 2]), jnp.square(raw[..., 3])
-  boxes = jnp.stack([center_x - width / 2, center_y - height / 2,
-                     center_x + width / 2, center_y + height / 2], axis=-1)
-  return boxes, raw, confidences, predictions[..., 5 * num_boxes:]
+  boxes = jnp.stack(
+    [center_x - width / 2, center_y - height / 2, center_x + width / 2, center_y + height / 2],
+    axis=-1,
+  )
+  return boxes, raw, confidences, predictions[..., 5 * num_boxes :]

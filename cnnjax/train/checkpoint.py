@@ -64,8 +64,9 @@ def has_checkpoint(workdir: str | os.PathLike) -> bool:
   return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
-def check_fingerprint(workdir: str | os.PathLike, fingerprint: dict[str, Any],
-                      claim: bool = True) -> None:
+def check_fingerprint(
+  workdir: str | os.PathLike, fingerprint: dict[str, Any], claim: bool = True
+) -> None:
   """Claims `workdir` for this experiment, or refuses one that belongs to another.
 
   Only the keys both fingerprints have are compared, so a workdir written by a version
@@ -87,16 +88,22 @@ def check_fingerprint(workdir: str | os.PathLike, fingerprint: dict[str, Any],
     try:
       stored = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-      raise UsageError(f"{path} is corrupt ({error}); restore it from a backup or copy the "
-                       "checkpoints to a new --workdir.") from None
+      raise UsageError(
+        f"{path} is corrupt ({error}); restore it from a backup or copy the "
+        "checkpoints to a new --workdir."
+      ) from None
     stored = _renamed_model_fields(stored)
     differing = sorted(k for k in set(stored) & set(canonical) if stored[k] != canonical[k])
     if differing and claim:
-      raise UsageError(f"workdir {workdir} holds another experiment's checkpoints (differs in "
-                       f"{', '.join(differing)}); choose a new --workdir.")
+      raise UsageError(
+        f"workdir {workdir} holds another experiment's checkpoints (differs in "
+        f"{', '.join(differing)}); choose a new --workdir."
+      )
     if differing:
-      raise UsageError(f"workdir {workdir} was trained with another config (differs in "
-                       f"{', '.join(differing)}); pass the config it was trained with.")
+      raise UsageError(
+        f"workdir {workdir} was trained with another config (differs in "
+        f"{', '.join(differing)}); pass the config it was trained with."
+      )
     return
   if claim and jax.process_index() == 0:
     write_atomically(path, json.dumps(canonical, indent=2, sort_keys=True))
@@ -111,8 +118,10 @@ def _renamed_model_fields(fingerprint: dict[str, Any]) -> dict[str, Any]:
   kwargs = fingerprint.get("model_kwargs")
   if not isinstance(kwargs, dict):
     return fingerprint
-  return {**fingerprint, "model_kwargs": {RENAMED_MODEL_FIELDS.get(key, key): value
-                                          for key, value in kwargs.items()}}
+  return {
+    **fingerprint,
+    "model_kwargs": {RENAMED_MODEL_FIELDS.get(key, key): value for key, value in kwargs.items()},
+  }
 
 
 def write_atomically(path: epath.Path, text: str) -> None:
@@ -152,8 +161,10 @@ class NothingRestorable(UsageError):
   """
 
   def __init__(self, problems: str):
-    super().__init__(f"{problems}; set --config.restart=True to set them aside and start "
-                     "over, or choose a new --workdir; nothing was deleted.")
+    super().__init__(
+      f"{problems}; set --config.restart=True to set them aside and start "
+      "over, or choose a new --workdir; nothing was deleted."
+    )
     self.problems = problems
 
 
@@ -167,6 +178,7 @@ class Restored(NamedTuple):
     new_optimizer: True when the stored optimizer state did not fit and `opt_state` is the
       caller's initial one (asked for with `new_optimizer=True`).
   """
+
   step: int
   state: Any
   data: dict[str, Any]
@@ -176,26 +188,44 @@ class Restored(NamedTuple):
 class Checkpointer:
   """Saves and restores (train state, data state) pairs under `workdir/checkpoints`."""
 
-  def __init__(self, workdir: str | os.PathLike, keep: int = 2, best_metric: str | None = None,
-               best_mode: str = "max", async_save: bool = True, create: bool = True):
+  def __init__(
+    self,
+    workdir: str | os.PathLike,
+    keep: int = 2,
+    best_metric: str | None = None,
+    best_mode: str = "max",
+    async_save: bool = True,
+    create: bool = True,
+  ):
     """Opens `workdir/checkpoints`, creating it when `create` (False: only read from it)."""
     policies = [checkpoint_managers.LatestN(n=keep)]
     best_fn = None
     if best_metric:
       # `best_fn` is what makes orbax write each step's metrics and read them back on open.
-      best_fn = lambda metrics: metrics[best_metric]
-      policies.append(checkpoint_managers.BestN(
-          get_metric_fn=best_fn, reverse=best_mode == "min", n=1,
-          keep_checkpoints_without_metrics=False))
+      def best_fn(metrics):
+        return metrics[best_metric]
+
+      policies.append(
+        checkpoint_managers.BestN(
+          get_metric_fn=best_fn,
+          reverse=best_mode == "min",
+          n=1,
+          keep_checkpoints_without_metrics=False,
+        )
+      )
     options = ocp.CheckpointManagerOptions(
-        enable_async_checkpointing=async_save, create=create, best_fn=best_fn,
-        best_mode=best_mode,
-        preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies))
+      enable_async_checkpointing=async_save,
+      create=create,
+      best_fn=best_fn,
+      best_mode=best_mode,
+      preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+    )
     self.directory = workdir_path(workdir) / CHECKPOINTS
     self.manager = ocp.CheckpointManager(
-        self.directory, options=options,
-        item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "data": ocp.JsonCheckpointHandler()})
+      self.directory,
+      options=options,
+      item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+    )
     self._pending: int | None = None  # The step whose asynchronous save may be unfinished.
     # Steps newer than the restored one that could not be read: set aside before resaving.
     self._unrestorable: set[int] = set()
@@ -206,8 +236,9 @@ class Checkpointer:
     """Steps with a checkpoint (the one being saved included), oldest first."""
     return sorted(self.manager.all_steps())
 
-  def save(self, step: int, state: Any, data_state: dict[str, Any],
-           metrics: dict[str, float] | None = None) -> None:
+  def save(
+    self, step: int, state: Any, data_state: dict[str, Any], metrics: dict[str, float] | None = None
+  ) -> None:
     """Starts saving `state` (replicated arrays) and the JSON-serialisable `data_state`.
 
     Raises:
@@ -219,9 +250,15 @@ class Checkpointer:
       self._set_aside_step(step)
     custom_metadata = {CHECKSUMS: _checksums(state)}
     try:
-      self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                      data=ocp.args.JsonSave(data_state)),
-                        metrics=metrics, force=True, custom_metadata=custom_metadata)
+      self.manager.save(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)
+        ),
+        metrics=metrics,
+        force=True,
+        custom_metadata=custom_metadata,
+      )
     except Exception as error:  # noqa: BLE001 -- re-raised unless it is a write failure.
       self._raise_write_error(step, error)
     self._pending = step
@@ -256,8 +293,9 @@ class Checkpointer:
       finally:
         self._noise.close()
 
-  def restore_latest(self, abstract_state: Any, initial_state: Any = None,
-                     new_optimizer: bool = False) -> Restored | None:
+  def restore_latest(
+    self, abstract_state: Any, initial_state: Any = None, new_optimizer: bool = False
+  ) -> Restored | None:
     """The newest checkpoint that can be restored, or None if there is none at all.
 
     Before reading any array, the stored state's tree (from the checkpoint's metadata) is
@@ -282,8 +320,9 @@ class Checkpointer:
     steps = sorted(self.manager.all_steps(), reverse=True)
     failures = []
     for index, step in enumerate(steps):
-      following = f"trying step {steps[index + 1]}" if index + 1 < len(steps) else \
-          "no older checkpoint"
+      following = (
+        f"trying step {steps[index + 1]}" if index + 1 < len(steps) else "no older checkpoint"
+      )
       try:
         metadata = self.manager.metadata(step)
         stored_tree = metadata.item_metadata["state"]
@@ -295,9 +334,12 @@ class Checkpointer:
         continue
       fresh_optimizer = self._check_fits(stored, abstract_state, new_optimizer)
       # Fields without arrays that older checkpoints lack (`ema` before it existed).
-      absent = [field.name for field in dataclasses.fields(abstract_state)
-                if field.name not in stored_tree
-                and not jax.tree.leaves(getattr(abstract_state, field.name))]
+      absent = [
+        field.name
+        for field in dataclasses.fields(abstract_state)
+        if field.name not in stored_tree
+        and not jax.tree.leaves(getattr(abstract_state, field.name))
+      ]
       try:
         state, data = self._restore(step, abstract_state, fresh_optimizer, absent)
       except Exception as error:  # noqa: BLE001 -- any read failure means try the previous one.
@@ -314,7 +356,8 @@ class Checkpointer:
       return Restored(step, state, data, fresh_optimizer)
     if failures:
       raise NothingRestorable(
-          f"no checkpoint in {self.directory} can be restored ({'; '.join(failures)})")
+        f"no checkpoint in {self.directory} can be restored ({'; '.join(failures)})"
+      )
     return None
 
   def _skip(self, step: int, problem: str, following: str) -> str:
@@ -326,41 +369,58 @@ class Checkpointer:
   def _check_fits(self, stored: dict[str, str], abstract_state: Any, new_optimizer: bool) -> bool:
     """Whether the optimizer state must start afresh; UsageError if the checkpoint does not fit."""
     target = _leaf_specs(abstract_state)
-    differing = [path for path in sorted(stored.keys() | target.keys())
-                 if stored.get(path) != target.get(path)]
+    differing = [
+      path for path in sorted(stored.keys() | target.keys()) if stored.get(path) != target.get(path)
+    ]
     if not differing:
       return False
     model = [path for path in differing if path.split("/")[0] != OPT_STATE]
     if model:
-      raise UsageError(f"checkpoints in {self.directory} do not fit this model (differs in "
-                       f"{_describe(model, stored, target)}); choose a new --workdir.")
+      raise UsageError(
+        f"checkpoints in {self.directory} do not fit this model (differs in "
+        f"{_describe(model, stored, target)}); choose a new --workdir."
+      )
     if not new_optimizer:
       raise UsageError(
-          f"checkpoints in {self.directory} hold another optimizer's state (differs in "
-          f"{_describe(differing, stored, target)}): the optimizer changed; set "
-          "--config.new_optimizer=True to keep the parameters and BatchNorm statistics and "
-          "start a fresh optimizer state.")
+        f"checkpoints in {self.directory} hold another optimizer's state (differs in "
+        f"{_describe(differing, stored, target)}): the optimizer changed; set "
+        "--config.new_optimizer=True to keep the parameters and BatchNorm statistics and "
+        "start a fresh optimizer state."
+      )
     return True
 
-  def _restore(self, step: int, abstract_state: Any, fresh_optimizer: bool,
-               absent: list[str]) -> tuple[Any, dict[str, Any]]:
+  def _restore(
+    self, step: int, abstract_state: Any, fresh_optimizer: bool, absent: list[str]
+  ) -> tuple[Any, dict[str, Any]]:
     """(state, data state) of `step`.
 
     The state is partial, {field: value}, without `opt_state` if `fresh_optimizer` and
     without the fields `absent` from the checkpoint.
     """
     if not fresh_optimizer and not absent:
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+      restored = self.manager.restore(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+        ),
+      )
       return restored["state"], restored["data"]
     skipped = set(absent) | ({OPT_STATE} if fresh_optimizer else set())
-    fields = {field.name: getattr(abstract_state, field.name)
-              for field in dataclasses.fields(abstract_state) if field.name not in skipped}
+    fields = {
+      field.name: getattr(abstract_state, field.name)
+      for field in dataclasses.fields(abstract_state)
+      if field.name not in skipped
+    }
     # A partial restore reads none of the old optimizer state's arrays.
     with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
-      state = reader.restore(self.directory / str(step) / "state", args=ocp.args.PyTreeRestore(
-          item=fields, restore_args=ocp.checkpoint_utils.construct_restore_args(fields),
-          partial_restore=True))
+      state = reader.restore(
+        self.directory / str(step) / "state",
+        args=ocp.args.PyTreeRestore(
+          item=fields,
+          restore_args=ocp.checkpoint_utils.construct_restore_args(fields),
+          partial_restore=True,
+        ),
+      )
     data = self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
     return state, data["data"]
 
@@ -370,8 +430,12 @@ class Checkpointer:
     if jax.process_index() == 0:
       target.mkdir(parents=True, exist_ok=True)
       (self.directory / str(step)).rename(target / str(step))
-      logging.warning("checkpoint at step %d could not be restored; moved it to %s before "
-                      "saving step %d again", step, target, step)
+      logging.warning(
+        "checkpoint at step %d could not be restored; moved it to %s before saving step %d again",
+        step,
+        target,
+        step,
+      )
     _sync_processes(f"cnnjax_set_aside_step_{step}")
     self.manager.reload()
     self._unrestorable.discard(step)
@@ -382,11 +446,16 @@ class Checkpointer:
     if code is None:
       raise error
     intact = [s for s in self.manager.all_steps() if s != step and s not in self._unrestorable]
-    kept = f"checkpoints up to step {max(intact)} are intact" if intact else \
-        "no earlier checkpoint was written"
+    kept = (
+      f"checkpoints up to step {max(intact)} are intact"
+      if intact
+      else "no earlier checkpoint was written"
+    )
     action = "free space" if code in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
-    raise UsageError(f"cannot write checkpoint step {step} to {self.directory} "
-                     f"({os.strerror(code)}); {action} and run again: {kept}.") from None
+    raise UsageError(
+      f"cannot write checkpoint step {step} to {self.directory} "
+      f"({os.strerror(code)}); {action} and run again: {kept}."
+    ) from None
 
 
 class WorkdirLock:
@@ -468,8 +537,7 @@ class WorkdirLock:
     owner = self._read_owner()
     if (owner or {}).get("token") != self._token:
       raise self._in_use(owner)
-    self._heartbeat = threading.Thread(target=self._beat, name="cnnjax-workdir-lock",
-                                       daemon=True)
+    self._heartbeat = threading.Thread(target=self._beat, name="cnnjax-workdir-lock", daemon=True)
     self._heartbeat.start()
 
   def _beat(self) -> None:
@@ -478,13 +546,15 @@ class WorkdirLock:
       try:
         owner = self._read_owner()
         if (owner or {}).get("token") != self._token:
-          logging.warning("workdir %s was taken over by %s; stop one of the two runs.",
-                          self.workdir, _owner_text(owner))
+          logging.warning(
+            "workdir %s was taken over by %s; stop one of the two runs.",
+            self.workdir,
+            _owner_text(owner),
+          )
           return
         self.path.write_text(json.dumps(self._owner_record()))
       except Exception as error:  # noqa: BLE001 -- a network blip: the next beat retries.
-        logging.warning("cannot refresh the lock of workdir %s (%s)", self.workdir,
-                        _reason(error))
+        logging.warning("cannot refresh the lock of workdir %s (%s)", self.workdir, _reason(error))
 
   def _owner_record(self) -> dict[str, Any]:
     record = {"pid": os.getpid(), "host": socket.gethostname(), "since": self._since}
@@ -499,8 +569,10 @@ class WorkdirLock:
       return None
 
   def _in_use(self, owner: dict[str, Any] | None) -> UsageError:
-    return UsageError(f"workdir {self.workdir} is in use by {_owner_text(owner)}; wait for that "
-                      "run to end or stop it, or choose another --workdir.")
+    return UsageError(
+      f"workdir {self.workdir} is in use by {_owner_text(owner)}; wait for that "
+      "run to end or stop it, or choose another --workdir."
+    )
 
 
 def _parse_owner(text: str) -> dict[str, Any] | None:
@@ -517,8 +589,7 @@ def _owner_text(owner: dict[str, Any] | None) -> str:
   if not owner:
     return "another run"
   since = datetime.datetime.fromtimestamp(owner.get("since", 0), datetime.UTC)
-  return (f"pid {owner.get('pid')} on host {owner.get('host')} "
-          f"(since {since:%Y-%m-%d %H:%M:%S} UTC)")
+  return f"pid {owner.get('pid')} on host {owner.get('host')} (since {since:%Y-%m-%d %H:%M:%S} UTC)"
 
 
 class _OrbaxNoise:
@@ -534,8 +605,7 @@ class _OrbaxNoise:
   def __init__(self):
     self._previous_hook = sys.unraisablehook
     sys.unraisablehook = self._hook
-    self._filter = lambda record: not record.getMessage().startswith(
-        "Requested `tracked_metric`")
+    self._filter = lambda record: not record.getMessage().startswith("Requested `tracked_metric`")
     logging.getLogger("absl").addFilter(self._filter)
 
   def close(self) -> None:
@@ -596,14 +666,18 @@ def _leaf_specs(tree: Any) -> dict[str, str]:
   Stored metadata names a namedtuple's fields by dict keys and a live tree by attributes:
   both become the same path strings.
   """
-  return {param_paths.path_name(path): f"{np.dtype(leaf.dtype).name}[{','.join(map(str, leaf.shape))}]"
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+    param_paths.path_name(path): f"{np.dtype(leaf.dtype).name}[{','.join(map(str, leaf.shape))}]"
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def _describe(paths: list[str], stored: dict[str, str], target: dict[str, str]) -> str:
   """The first few differing leaves: 'path (stored float32[3], here absent), ...'."""
-  shown = [f"{path} (stored {stored.get(path, 'absent')}, here {target.get(path, 'absent')})"
-           for path in paths[:3]]
+  shown = [
+    f"{path} (stored {stored.get(path, 'absent')}, here {target.get(path, 'absent')})"
+    for path in paths[:3]
+  ]
   more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
   return ", ".join(shown) + more
 

@@ -118,22 +118,33 @@ def validate(config: ml_collections.ConfigDict) -> None:
   of the config again.
   """
   if not isinstance(config, ml_collections.ConfigDict):
-    raise UsageError(f"the config is a {type(config).__name__}, not a ConfigDict; start from "
-                     "cnnjax.train.config.defaults() and change its values.")
+    raise UsageError(
+      f"the config is a {type(config).__name__}, not a ConfigDict; start from "
+      "cnnjax.train.config.defaults() and change its values."
+    )
   task_name = config.get("task", "classification")
   task = tasks.get(task_name)
   known = defaults(task_name)
   _check_keys(config, known, "", keys(known))
-  choices = {"optimizer.name": optim.OPTIMIZERS, "schedule.name": optim.SCHEDULES,
-             "schedule.scale_with_batch": optim.BATCH_SCALINGS, "parallel": parallel.KINDS,
-             "input.augment": inputs.AUGMENTATIONS, "transfer.mode": transfer.MODES,
-             "best_mode": ("max", "min"), "progress": ("auto", "bar", "lines"),
-             "dtype": ("float32", "bfloat16", "float16"), **task.choices()}
+  choices = {
+    "optimizer.name": optim.OPTIMIZERS,
+    "schedule.name": optim.SCHEDULES,
+    "schedule.scale_with_batch": optim.BATCH_SCALINGS,
+    "parallel": parallel.KINDS,
+    "input.augment": inputs.AUGMENTATIONS,
+    "transfer.mode": transfer.MODES,
+    "best_mode": ("max", "min"),
+    "progress": ("auto", "bar", "lines"),
+    "dtype": ("float32", "bfloat16", "float16"),
+    **task.choices(),
+  }
   for key, allowed in choices.items():
     value = _value(config, key)
     if value not in allowed:
-      raise UsageError(f"unknown {key} {value!r}; choose one of "
-                       f"{', '.join(repr(a) if a == '' else str(a) for a in allowed)}.")
+      raise UsageError(
+        f"unknown {key} {value!r}; choose one of "
+        f"{', '.join(repr(a) if a == '' else str(a) for a in allowed)}."
+      )
   for key in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
     if config[key] <= 0:
       raise UsageError(f"config.{key} must be positive, got {config[key]}.")
@@ -143,25 +154,36 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.accumulate_steps < 1:
     raise UsageError(f"config.accumulate_steps must be 1 or more, got {config.accumulate_steps}.")
   if not 0 <= config.ema_decay < 1:
-    raise UsageError(f"config.ema_decay must lie in [0, 1) (0: no moving average), got "
-                     f"{config.ema_decay}.")
+    raise UsageError(
+      f"config.ema_decay must lie in [0, 1) (0: no moving average), got {config.ema_decay}."
+    )
   if config.micro_batch_size and not task.caches_gradients():
-    raise UsageError(f"config.micro_batch_size: task {config.task!r} has no gradient caching "
-                     "(simclr and metric_learning have); use config.accumulate_steps instead.")
+    raise UsageError(
+      f"config.micro_batch_size: task {config.task!r} has no gradient caching "
+      "(simclr and metric_learning have); use config.accumulate_steps instead."
+    )
   if config.micro_batch_size and config.accumulate_steps > 1:
-    raise UsageError("config.micro_batch_size and config.accumulate_steps both split the "
-                     "batch; set one of them.")
+    raise UsageError(
+      "config.micro_batch_size and config.accumulate_steps both split the batch; set one of them."
+    )
   schedule = config.schedule
   if not 0 < schedule.decay_factor < 1:
-    raise UsageError(f"config.schedule.decay_factor must lie in (0, 1), got "
-                     f"{schedule.decay_factor}.")
+    raise UsageError(
+      f"config.schedule.decay_factor must lie in (0, 1), got {schedule.decay_factor}."
+    )
   if not 0 < schedule.rtol <= 1 or schedule.patience < 1:
-    raise UsageError(f"config.schedule needs 0 < rtol <= 1 and patience >= 1, got rtol "
-                     f"{schedule.rtol} and patience {schedule.patience}.")
-  if transfer.enabled(config.transfer) and config.transfer.mode == "finetune_last_stages" \
-      and not config.transfer.trainable:
-    raise UsageError("transfer.mode=finetune_last_stages needs transfer.trainable regexes, "
-                     "e.g. ('layer4',).")
+    raise UsageError(
+      f"config.schedule needs 0 < rtol <= 1 and patience >= 1, got rtol "
+      f"{schedule.rtol} and patience {schedule.patience}."
+    )
+  if (
+    transfer.enabled(config.transfer)
+    and config.transfer.mode == "finetune_last_stages"
+    and not config.transfer.trainable
+  ):
+    raise UsageError(
+      "transfer.mode=finetune_last_stages needs transfer.trainable regexes, e.g. ('layer4',)."
+    )
   _check_evals(config.evals, task)
   _check_best_metric(config)
 
@@ -180,44 +202,57 @@ def _check_evals(evals: ml_collections.ConfigDict, task: type[tasks.Task]) -> No
     if name == "train" or "/" in name:
       raise UsageError(f"{where}: rename it; evaluator names cannot be 'train' or hold '/'.")
     if not isinstance(section, ml_collections.ConfigDict) or "kind" not in section:
-      raise UsageError(f"{where} must be a ConfigDict with kind, split and every, e.g. "
-                       f"dict(kind={usable[0]!r}, split='test', every=0).")
+      raise UsageError(
+        f"{where} must be a ConfigDict with kind, split and every, e.g. "
+        f"dict(kind={usable[0]!r}, split='test', every=0)."
+      )
     kind = section.kind
     if kind not in evaluators.KINDS:
       close = difflib.get_close_matches(str(kind).lower(), list(evaluators.KINDS), n=1)
       hint = f"did you mean {close[0]!r}? " if close else ""
-      raise UsageError(f"{where}.kind {kind!r} is unknown; {hint}task {task.__name__} "
-                       f"works with {', '.join(usable)}.")
+      raise UsageError(
+        f"{where}.kind {kind!r} is unknown; {hint}task {task.__name__} "
+        f"works with {', '.join(usable)}."
+      )
     if kind not in usable:
-      raise UsageError(f"{where}.kind {kind!r} needs what task {task.__name__}'s eval step "
-                       f"does not give; choose one of {', '.join(usable)}.")
+      raise UsageError(
+        f"{where}.kind {kind!r} needs what task {task.__name__}'s eval step "
+        f"does not give; choose one of {', '.join(usable)}."
+      )
     allowed = (*evaluators.COMMON_KEYS, *evaluators.KINDS[kind].options)
     for key in section.keys():
       if key not in allowed:
-        raise UsageError(f"{where} has no key {key!r}; kind {kind!r} takes "
-                         f"{', '.join(allowed)}.")
+        raise UsageError(f"{where} has no key {key!r}; kind {kind!r} takes {', '.join(allowed)}.")
     if not isinstance(section.get("split"), str) or not section.split:
       raise UsageError(f"{where}.split must name a split of config.dataset, e.g. 'test'.")
     every = section.get("every")
     if not isinstance(every, int) or isinstance(every, bool) or every < 0:
-      raise UsageError(f"{where}.every must be a whole number of steps >= 0 (0: at the end "
-                       f"only), got {every!r}.")
+      raise UsageError(
+        f"{where}.every must be a whole number of steps >= 0 (0: at the end only), got {every!r}."
+      )
 
 
 def _check_best_metric(config: ml_collections.ConfigDict) -> None:
   """`best_metric` is "" or "NAME/metric" of one of `config.evals`."""
-  offered = [f"{prefix}{name}/{metric}" for prefix in ("", "ema/")[:1 + (config.ema_decay > 0)]
-             for name, section in config.evals.items()
-             for metric in evaluators.KINDS[section.kind].metrics]
+  offered = [
+    f"{prefix}{name}/{metric}"
+    for prefix in ("", "ema/")[: 1 + (config.ema_decay > 0)]
+    for name, section in config.evals.items()
+    for metric in evaluators.KINDS[section.kind].metrics
+  ]
   if config.best_metric and config.best_metric not in offered:
     close = difflib.get_close_matches(config.best_metric, offered, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise UsageError(f"config.best_metric {config.best_metric!r} is no evaluator's metric; "
-                     f"{hint}choose one of {', '.join(offered) or 'none (config.evals is empty)'}"
-                     ", or '' to keep the newest checkpoints only.")
+    raise UsageError(
+      f"config.best_metric {config.best_metric!r} is no evaluator's metric; "
+      f"{hint}choose one of {', '.join(offered) or 'none (config.evals is empty)'}"
+      ", or '' to keep the newest checkpoints only."
+    )
   if config.schedule.name == "plateau" and not config.best_metric:
-    raise UsageError("schedule 'plateau' watches config.best_metric, which is empty; set it "
-                     "to an evaluator's metric such as 'test/accuracy'.")
+    raise UsageError(
+      "schedule 'plateau' watches config.best_metric, which is empty; set it "
+      "to an evaluator's metric such as 'test/accuracy'."
+    )
 
 
 # Sections whose keys are not the trainer's: a model's fields, and evaluators by name
@@ -226,27 +261,36 @@ _OPEN_SECTIONS = ("model_kwargs", "evals")
 
 
 # Keys of earlier versions and where they went.
-_MOVED_KEYS = {"eval_every": "config.evals.NAME.every (e.g. evals.test.every)",
-               "eval_split": "config.evals.NAME.split (e.g. evals.test.split)"}
+_MOVED_KEYS = {
+  "eval_every": "config.evals.NAME.every (e.g. evals.test.every)",
+  "eval_split": "config.evals.NAME.split (e.g. evals.test.split)",
+}
 
 
 def _check_keys(config: Any, known: Any, prefix: str, every_key: list[str]) -> None:
   """Recursively compares the keys of `config` with those of `known` (dotted: `every_key`)."""
   for key in config.keys():
     if not prefix and key in _MOVED_KEYS:
-      raise UsageError(f"config.{key} is now {_MOVED_KEYS[key]}; `cnnjax config` lists the "
-                       "evaluators of the task.")
+      raise UsageError(
+        f"config.{key} is now {_MOVED_KEYS[key]}; `cnnjax config` lists the evaluators of the task."
+      )
     if key not in known:
       # Over every dotted key: a key set at the wrong level finds its section too.
       close = difflib.get_close_matches(prefix + key, every_key, n=1)
       hint = f"did you mean {close[0]!r}? " if close else ""
-      raise UsageError(f"unknown config key {prefix + key!r}; {hint}check its spelling in the "
-                       "config file or override (`cnnjax config` lists the keys).")
+      raise UsageError(
+        f"unknown config key {prefix + key!r}; {hint}check its spelling in the "
+        "config file or override (`cnnjax config` lists the keys)."
+      )
   for key in known.keys():
-    if key not in config or (isinstance(known[key], ml_collections.ConfigDict) and
-                             not isinstance(config[key], ml_collections.ConfigDict)):
-      raise UsageError(f"the config has no key {prefix + key!r}; start from "
-                       "cnnjax.train.config.defaults() and change its values.")
+    if key not in config or (
+      isinstance(known[key], ml_collections.ConfigDict)
+      and not isinstance(config[key], ml_collections.ConfigDict)
+    ):
+      raise UsageError(
+        f"the config has no key {prefix + key!r}; start from "
+        "cnnjax.train.config.defaults() and change its values."
+      )
     if key not in _OPEN_SECTIONS and isinstance(known[key], ml_collections.ConfigDict):
       _check_keys(config[key], known[key], f"{prefix}{key}.", every_key)
 
@@ -273,12 +317,16 @@ def comments(task: str) -> dict[str, str]:
   of the task's `config_defaults`, so they are written once, next to the default; a key
   without one maps to "". The task's default evaluators' keys say what they are.
   """
-  found = {**_assignment_comments(defaults),
-           **_assignment_comments(tasks.get(task).config_defaults)}
+  found = {
+    **_assignment_comments(defaults),
+    **_assignment_comments(tasks.get(task).config_defaults),
+  }
   del found["evals"]  # Listed by evaluator below.
-  described = {"kind": f"Evaluator kind: {', '.join(evaluators.KINDS)}.",
-               "split": "A split of config.dataset.",
-               "every": "Steps between its evaluations; 0: at the end only."}
+  described = {
+    "kind": f"Evaluator kind: {', '.join(evaluators.KINDS)}.",
+    "split": "A split of config.dataset.",
+    "every": "Steps between its evaluations; 0: at the end only.",
+  }
   for name, section in tasks.get(task).default_evals().items():
     for key in section.keys():
       found[f"evals.{name}.{key}"] = described.get(key, f"Option of kind {section.kind!r}.")
@@ -292,18 +340,24 @@ def _assignment_comments(function: Callable[..., Any]) -> dict[str, str]:
   of named sections (`return {"metric": metric}`: keys "metric.key...").
   """
   source = textwrap.dedent(inspect.getsource(function))
-  line_comments = {token.start[0]: token.string.lstrip("#").strip()
-                   for token in tokenize.generate_tokens(io.StringIO(source).readline)
-                   if token.type == tokenize.COMMENT}
+  line_comments = {
+    token.start[0]: token.string.lstrip("#").strip()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline)
+    if token.type == tokenize.COMMENT
+  }
   tree = ast.parse(source)
   prefixes = {}
   for node in ast.walk(tree):
     if isinstance(node, ast.Return) and isinstance(node.value, ast.Name):
       prefixes[node.value.id] = ""
     elif isinstance(node, ast.Return) and isinstance(node.value, ast.Dict):
-      prefixes.update({value.id: f"{key.value}." for key, value in
-                       zip(node.value.keys, node.value.values)
-                       if isinstance(key, ast.Constant) and isinstance(value, ast.Name)})
+      prefixes.update(
+        {
+          value.id: f"{key.value}."
+          for key, value in zip(node.value.keys, node.value.values)
+          if isinstance(key, ast.Constant) and isinstance(value, ast.Name)
+        }
+      )
   found = {}
   assignments = [node for node in ast.walk(tree) if isinstance(node, ast.Assign)]
   for node in sorted(assignments, key=lambda node: node.lineno):  # ast.walk is breadth-first.

@@ -33,8 +33,10 @@ def parse(arg: str | None, accepted: Sequence[str], config_file: str) -> set[str
     if option not in accepted:
       close = difflib.get_close_matches(option, accepted, n=1)
       hint = f"did you mean {close[0]!r}? " if close else ""
-      raise UsageError(f"{os.path.basename(config_file)} has no variant {option!r}; {hint}"
-                       f"choose from {', '.join(accepted)} (comma-separated).")
+      raise UsageError(
+        f"{os.path.basename(config_file)} has no variant {option!r}; {hint}"
+        f"choose from {', '.join(accepted)} (comma-separated)."
+      )
   return set(given)
 
 
@@ -42,6 +44,7 @@ def pick(options: set[str], choices: Sequence[str], default: str) -> str:
   """The one variant of `choices` in `options`, else `default`; UsageError for several."""
   chosen = [choice for choice in choices if choice in options]
   if len(chosen) > 1:
-    raise UsageError(f"variants {' and '.join(chosen)} exclude each other; pick one of "
-                     f"{', '.join(choices)}.")
+    raise UsageError(
+      f"variants {' and '.join(chosen)} exclude each other; pick one of {', '.join(choices)}."
+    )
   return chosen[0] if chosen else default

@@ -41,18 +41,19 @@ class Evaluator(abc.ABC):
     metrics: the metric names it reports (per-class ones, "iou/3", aside).
     options: its kind-specific config keys and their defaults.
   """
+
   requires: ClassVar[frozenset[str]] = frozenset()
   metrics: ClassVar[tuple[str, ...]] = ()
   options: ClassVar[dict[str, Any]] = {}
 
-  def __init__(self, name: str, section: ml_collections.ConfigDict, task: Any,
-               train_split: str):
+  def __init__(self, name: str, section: ml_collections.ConfigDict, task: Any, train_split: str):
     self.name = name
     self.split = section.split
     self.every = int(section.every)
     self.task = task
-    self.settings = {key: section[key] if key in section else default
-                     for key, default in self.options.items()}
+    self.settings = {
+      key: section[key] if key in section else default for key, default in self.options.items()
+    }
     if self.settings.get("train_split") == "":
       self.settings["train_split"] = train_split
 
@@ -71,14 +72,18 @@ class Evaluator(abc.ABC):
 
 class Accuracy(Evaluator):
   """Top-1 (and top-5 with more than 5 classes) accuracy and mean loss of a classifier."""
+
   requires = frozenset({"count", "loss", "top1"})
   metrics = ("accuracy", "top5_accuracy", "loss", "count")
 
   def __call__(self, results):
     sums, _ = results[self.split]
     count = max(float(sums["count"]), 1.0)
-    metrics = {"accuracy": float(sums["top1"]) / count, "loss": float(sums["loss"]) / count,
-               "count": float(sums["count"])}
+    metrics = {
+      "accuracy": float(sums["top1"]) / count,
+      "loss": float(sums["loss"]) / count,
+      "count": float(sums["count"]),
+    }
     if "top5" in sums:
       metrics["top5_accuracy"] = float(sums["top5"]) / count
     return metrics
@@ -86,9 +91,16 @@ class Accuracy(Evaluator):
 
 class Retrieval(Evaluator):
   """Within one split: leave-one-out kNN accuracy, recall@1/5, pair verification accuracy."""
+
   requires = frozenset({"embedding", "label"})
-  metrics = ("knn_accuracy", "recall_at_1", "recall_at_5", "verification_accuracy",
-             "verification_threshold", "count")
+  metrics = (
+    "knn_accuracy",
+    "recall_at_1",
+    "recall_at_5",
+    "verification_accuracy",
+    "verification_threshold",
+    "count",
+  )
   options = {"k": 1}
 
   def __call__(self, results):
@@ -97,16 +109,20 @@ class Retrieval(Evaluator):
     recall = retrieval.recall_at_k(embeddings, labels, (1, 5))
     verification, threshold = retrieval.verification_accuracy(embeddings, labels)
     return {
-        "knn_accuracy": retrieval.knn_accuracy(embeddings, labels, embeddings, labels,
-                                               self.settings["k"], exclude_self=True),
-        "recall_at_1": recall[1], "recall_at_5": recall[5],
-        "verification_accuracy": verification, "verification_threshold": threshold,
-        "count": float(len(labels)),
+      "knn_accuracy": retrieval.knn_accuracy(
+        embeddings, labels, embeddings, labels, self.settings["k"], exclude_self=True
+      ),
+      "recall_at_1": recall[1],
+      "recall_at_5": recall[5],
+      "verification_accuracy": verification,
+      "verification_threshold": threshold,
+      "count": float(len(labels)),
     }
 
 
 class KNN(Evaluator):
   """Accuracy of a k-nearest-neighbour vote of `train_split`'s embeddings on `split`'s."""
+
   requires = frozenset({"embedding", "label"})
   metrics = ("accuracy", "count")
   options = {"k": 5, "train_split": ""}  # "": config.train_split.
@@ -117,14 +133,17 @@ class KNN(Evaluator):
   def __call__(self, results):
     _, train = results[self.settings["train_split"]]
     _, test = results[self.split]
-    return {"accuracy": retrieval.knn_accuracy(train["embedding"], train["label"],
-                                               test["embedding"], test["label"],
-                                               self.settings["k"]),
-            "count": float(len(test["label"]))}
+    return {
+      "accuracy": retrieval.knn_accuracy(
+        train["embedding"], train["label"], test["embedding"], test["label"], self.settings["k"]
+      ),
+      "count": float(len(test["label"])),
+    }
 
 
 class LinearProbe(Evaluator):
   """Accuracy on `split` of a linear classifier fit to `train_split`'s frozen embeddings."""
+
   requires = frozenset({"embedding", "label"})
   metrics = ("accuracy", "count")
   options = {"epochs": 100, "learning_rate": 1e-2, "train_split": ""}
@@ -136,23 +155,31 @@ class LinearProbe(Evaluator):
     _, train = results[self.settings["train_split"]]
     _, test = results[self.split]
     accuracy = linear_probe.linear_probe_accuracy(
-        train["embedding"], train["label"], test["embedding"], test["label"],
-        self.task.data.num_classes, epochs=self.settings["epochs"],
-        learning_rate=self.settings["learning_rate"])
+      train["embedding"],
+      train["label"],
+      test["embedding"],
+      test["label"],
+      self.task.data.num_classes,
+      epochs=self.settings["epochs"],
+      learning_rate=self.settings["learning_rate"],
+    )
     return {"accuracy": accuracy, "count": float(len(test["label"]))}
 
 
 class MeanIoU(Evaluator):
   """Segmentation: mean and per-class IoU ("iou/<class>"), pixel accuracy, mean pixel loss."""
+
   requires = frozenset({"confusion", "loss", "pixels"})
   metrics = ("miou", "pixel_accuracy", "loss")
 
   def __call__(self, results):
     sums, _ = results[self.split]
     confusion, ignore_index = sums["confusion"], self.task.ignore_index
-    metrics = {"miou": seg_metrics.mean_iou(confusion, ignore_index=ignore_index),
-               "pixel_accuracy": seg_metrics.pixel_accuracy(confusion),
-               "loss": float(sums["loss"]) / max(float(sums["pixels"]), 1.0)}
+    metrics = {
+      "miou": seg_metrics.mean_iou(confusion, ignore_index=ignore_index),
+      "pixel_accuracy": seg_metrics.pixel_accuracy(confusion),
+      "loss": float(sums["loss"]) / max(float(sums["pixels"]), 1.0),
+    }
     for c, iou in enumerate(seg_metrics.per_class_iou(confusion, ignore_index=ignore_index)):
       if iou == iou:  # Classes absent from labels and predictions have no IoU (NaN).
         metrics[f"iou/{c}"] = float(iou)
@@ -161,8 +188,19 @@ class MeanIoU(Evaluator):
 
 class MeanAP(Evaluator):
   """Detection: VOC mAP@0.5 ('map50', all-point AP; per class 'ap/<class>') and COCO mAP."""
-  requires = frozenset({"count", "det_boxes", "det_scores", "det_classes", "det_valid",
-                        "gt_boxes", "gt_labels", "gt_valid"})
+
+  requires = frozenset(
+    {
+      "count",
+      "det_boxes",
+      "det_scores",
+      "det_classes",
+      "det_valid",
+      "gt_boxes",
+      "gt_labels",
+      "gt_valid",
+    }
+  )
   metrics = ("map50", "coco_map", "loss", "count")
 
   def __call__(self, results):
@@ -175,8 +213,13 @@ class MeanAP(Evaluator):
     detections, truth = [], []
     for i in range(len(outputs["det_valid"])):
       keep = outputs["det_valid"][i]
-      detections.append((outputs["det_boxes"][i][keep], outputs["det_scores"][i][keep],
-                         outputs["det_classes"][i][keep]))
+      detections.append(
+        (
+          outputs["det_boxes"][i][keep],
+          outputs["det_scores"][i][keep],
+          outputs["det_classes"][i][keep],
+        )
+      )
       real = outputs["gt_valid"][i]
       truth.append((outputs["gt_boxes"][i][real], outputs["gt_labels"][i][real]))
     num_classes = self.task.data.num_classes
@@ -197,8 +240,14 @@ def register(kind: str, evaluator_class: type[Evaluator]) -> None:
   KINDS[kind] = evaluator_class
 
 
-for _kind, _class in (("accuracy", Accuracy), ("retrieval", Retrieval), ("knn", KNN),
-                      ("linear_probe", LinearProbe), ("miou", MeanIoU), ("map", MeanAP)):
+for _kind, _class in (
+  ("accuracy", Accuracy),
+  ("retrieval", Retrieval),
+  ("knn", KNN),
+  ("linear_probe", LinearProbe),
+  ("miou", MeanIoU),
+  ("map", MeanAP),
+):
   register(_kind, _class)
 
 
@@ -209,12 +258,12 @@ def kinds_for(produces: frozenset[str]) -> list[str]:
 
 def create(evals: ml_collections.ConfigDict, task: Any, train_split: str) -> list[Evaluator]:
   """The evaluators of `config.evals` (validated), in config order."""
-  return [KINDS[section.kind](name, section, task, train_split)
-          for name, section in evals.items()]
+  return [KINDS[section.kind](name, section, task, train_split) for name, section in evals.items()]
 
 
-def evaluate_all(evaluators: list[Evaluator], extract: Any
-                 ) -> tuple[dict[str, dict[str, float]], dict[str, SplitResult]]:
+def evaluate_all(
+  evaluators: list[Evaluator], extract: Any
+) -> tuple[dict[str, dict[str, float]], dict[str, SplitResult]]:
   """Runs `evaluators`, reading each split once.
 
   Args:
@@ -235,5 +284,6 @@ def evaluate_all(evaluators: list[Evaluator], extract: Any
 
 def flat(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
   """{"NAME/metric": value} of `evaluate_all`'s metrics: the names summaries and best_metric use."""
-  return {f"{name}/{key}": value for name, values in metrics.items()
-          for key, value in values.items()}
+  return {
+    f"{name}/{key}": value for name, values in metrics.items() for key, value in values.items()
+  }

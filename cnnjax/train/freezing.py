@@ -26,6 +26,7 @@ class Freezing:
       in inference mode in training (running statistics, no dropout), so a linear probe's
       head learns on exactly the features it is evaluated on.
   """
+
   labels: Any = None
   batch_stats: bool = False
 
@@ -37,8 +38,9 @@ class Freezing:
     """`params` with the frozen ones behind `stop_gradient` (their gradient is never computed)."""
     if not self.freezes_parameters:
       return params
-    return jax.tree.map(lambda p, label: jax.lax.stop_gradient(p) if label == FROZEN else p,
-                        params, self.labels)
+    return jax.tree.map(
+      lambda p, label: jax.lax.stop_gradient(p) if label == FROZEN else p, params, self.labels
+    )
 
 
 NOTHING = Freezing()

@@ -58,20 +58,24 @@ def accumulated(loss_fn: LossFn, steps: int) -> GradFn:
   def accumulate(params, batch_stats, batch, rng):
     def one(batch_stats, inputs):
       micro_batch, index = inputs
-      (loss, (metrics, batch_stats)), grads = grad_fn(params, batch_stats, micro_batch,
-                                                      jax.random.fold_in(rng, index))
+      (loss, (metrics, batch_stats)), grads = grad_fn(
+        params, batch_stats, micro_batch, jax.random.fold_in(rng, index)
+      )
       return batch_stats, (loss, metrics, grads)
 
     batch_stats, (losses, metrics, grads) = jax.lax.scan(
-        one, batch_stats, (split(batch, steps), jnp.arange(steps)))
+      one, batch_stats, (split(batch, steps), jnp.arange(steps))
+    )
     return (jnp.mean(losses), (_mean(metrics), batch_stats)), _mean(grads)
 
   return accumulate
 
 
-def cached(embed: Callable[[Any, Any, dict, jax.Array], tuple[Any, Any]],
-           embedding_loss: Callable[[Any, dict], tuple[jax.Array, dict]],
-           chunks: int) -> GradFn:
+def cached(
+  embed: Callable[[Any, Any, dict, jax.Array], tuple[Any, Any]],
+  embedding_loss: Callable[[Any, dict], tuple[jax.Array, dict]],
+  chunks: int,
+) -> GradFn:
   """The gradient of `embedding_loss(embed(batch), batch)` by gradient caching.
 
   Args:
@@ -87,24 +91,26 @@ def cached(embed: Callable[[Any, Any, dict, jax.Array], tuple[Any, Any]],
 
     def embed_only(_, inputs):
       chunk, index = inputs
-      embeddings, new_stats = embed(jax.lax.stop_gradient(params), batch_stats, chunk,
-                                    jax.random.fold_in(rng, index))
+      embeddings, new_stats = embed(
+        jax.lax.stop_gradient(params), batch_stats, chunk, jax.random.fold_in(rng, index)
+      )
       return None, (embeddings, new_stats)
 
     _, (embeddings, chunk_stats) = jax.lax.scan(embed_only, None, pieces)
     whole = jax.tree.map(lambda e: e.reshape(-1, *e.shape[2:]), embeddings)
     (loss, metrics), embedding_grads = jax.value_and_grad(embedding_loss, has_aux=True)(
-        whole, batch)
+      whole, batch
+    )
     chunk_grads = jax.tree.map(lambda g, e: g.reshape(e.shape), embedding_grads, embeddings)
 
     def backward(grads, inputs):
       chunk, index, cotangent = inputs
-      _, pull_back = jax.vjp(lambda p: embed(p, batch_stats, chunk,
-                                             jax.random.fold_in(rng, index))[0], params)
+      _, pull_back = jax.vjp(
+        lambda p: embed(p, batch_stats, chunk, jax.random.fold_in(rng, index))[0], params
+      )
       return jax.tree.map(jnp.add, grads, pull_back(cotangent)[0]), None
 
-    grads, _ = jax.lax.scan(backward, jax.tree.map(jnp.zeros_like, params),
-                            (*pieces, chunk_grads))
+    grads, _ = jax.lax.scan(backward, jax.tree.map(jnp.zeros_like, params), (*pieces, chunk_grads))
     return (loss, (metrics, _mean(chunk_stats))), grads
 
   return cache

@@ -96,8 +96,12 @@ class _Prefetch:
 class Experiment:
   """One configured experiment: task, devices, optimizer, checkpoints and data."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
-               devices: Sequence[jax.Device] | None = None):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    devices: Sequence[jax.Device] | None = None,
+  ):
     """Checks `config` and its data, and builds the task, initial state and optimizer.
 
     Args:
@@ -116,15 +120,20 @@ class Experiment:
     self.runner = parallel.Runner(config.parallel, devices)
     self.local_batch = self.runner.check_batch_size(config.batch_size)
     self.local_eval_batch = self.runner.check_batch_size(
-        config.eval_batch_size or config.batch_size,
-        "eval_batch_size" if config.eval_batch_size else "batch_size")
+      config.eval_batch_size or config.batch_size,
+      "eval_batch_size" if config.eval_batch_size else "batch_size",
+    )
     self.data_dir = config.data_dir or None
     info = pipeline.dataset_info(config.dataset, self.data_dir)
     self.data = tasks.DataInfo(info.num_classes, info.image_shape, info.splits, info.features)
     self.task = tasks.create(config, self.data)
     self.evaluators = evaluators_lib.create(config.evals, self.task, config.train_split)
-    splits = dict.fromkeys([config.train_split, *(split for evaluator in self.evaluators
-                                                  for split in evaluator.splits())])
+    splits = dict.fromkeys(
+      [
+        config.train_split,
+        *(split for evaluator in self.evaluators for split in evaluator.splits()),
+      ]
+    )
     pipeline.check_readable(config.dataset, tuple(splits), self.data_dir)
     self.num_steps = self._num_steps()
     self._check_batch_splits()
@@ -133,26 +142,33 @@ class Experiment:
     variables = jax.device_get(jax.jit(self.task.init_variables)(init_rng))
     head: list[str] = []
     if transfer.enabled(config.transfer):
-      variables, head = transfer.merge(variables, transfer.load_source(config.transfer),
-                                       tuple(config.transfer.head))
+      variables, head = transfer.merge(
+        variables, transfer.load_source(config.transfer), tuple(config.transfer.head)
+      )
     self.head = head
     self.schedule = optim.create_schedule(config.schedule, self.num_steps, config.batch_size)
     self.freezing = transfer.freezing(config.transfer, variables["params"], head)
-    self.tx = optim.create_optimizer(config.optimizer, variables["params"], self.schedule,
-                                     self.freezing)
+    self.tx = optim.create_optimizer(
+      config.optimizer, variables["params"], self.schedule, self.freezing
+    )
     self.plateau = optim.plateau_transform(config.schedule)
-    self.initial_state = jax.device_get(state_lib.create_state(
-        variables, self.tx, self.plateau, ema=config.ema_decay > 0))
+    self.initial_state = jax.device_get(
+      state_lib.create_state(variables, self.tx, self.plateau, ema=config.ema_decay > 0)
+    )
 
   def _check_batch_splits(self) -> None:
     """UsageError unless accumulate_steps and micro_batch_size divide the per-device batch."""
     per_device = self.config.batch_size // self.runner.num_devices
-    for key, size in (("accumulate_steps", self.config.accumulate_steps),
-                      ("micro_batch_size", self.config.micro_batch_size)):
+    for key, size in (
+      ("accumulate_steps", self.config.accumulate_steps),
+      ("micro_batch_size", self.config.micro_batch_size),
+    ):
       if size and per_device % size:
-        raise UsageError(f"config.{key}={size} does not divide the per-device batch "
-                         f"{per_device} (batch_size {self.config.batch_size} over "
-                         f"{self.runner.num_devices} devices); choose a divisor of it.")
+        raise UsageError(
+          f"config.{key}={size} does not divide the per-device batch "
+          f"{per_device} (batch_size {self.config.batch_size} over "
+          f"{self.runner.num_devices} devices); choose a divisor of it."
+        )
 
   def _num_steps(self) -> int:
     config = self.config
@@ -162,8 +178,9 @@ class Experiment:
       raise UsageError("set config.num_steps or config.num_epochs to a positive number.")
     train_examples = self._split_size(config.train_split)
     if not train_examples:
-      raise UsageError(f"train_split {config.train_split!r} of {config.dataset} is empty; "
-                       "choose another split.")
+      raise UsageError(
+        f"train_split {config.train_split!r} of {config.dataset} is empty; choose another split."
+      )
     return max(1, math.ceil(config.num_epochs * train_examples / config.batch_size))
 
   def _split_size(self, split: str) -> int:
@@ -173,9 +190,10 @@ class Experiment:
       return builder.info.splits[split].num_examples
     except (KeyError, ValueError) as error:
       reason = str(error.args[0] if error.args else error).splitlines()[0]
-      raise UsageError(f"cannot count the examples of train_split {split!r} of "
-                       f"{self.config.dataset} ({reason}); fix it or set config.num_steps."
-                       ) from None
+      raise UsageError(
+        f"cannot count the examples of train_split {split!r} of "
+        f"{self.config.dataset} ({reason}); fix it or set config.num_steps."
+      ) from None
 
   def fingerprint(self) -> dict[str, Any]:
     """The config values and parameter shapes that identify this experiment."""
@@ -185,21 +203,33 @@ class Experiment:
       for part in key.split("."):
         node = node.get(part) if node is not None and part in node else None
       values[key] = node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
-    values["params"] = {name: list(np.shape(leaf)) for name, leaf in zip(
+    values["params"] = {
+      name: list(np.shape(leaf))
+      for name, leaf in zip(
         jax.tree.leaves(path_names(self.initial_state.params)),
-        jax.tree.leaves(self.initial_state.params))}
+        jax.tree.leaves(self.initial_state.params),
+      )
+    }
     return values
 
   def abstract_state(self) -> Any:
     """Shapes, dtypes and target shardings of the state, for checkpoint restore."""
-    sharding = (self.runner.replicated_sharding() if self.runner.kind == "shard_map"
-                else jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
-                                                       sharding=sharding), self.initial_state)
+    sharding = (
+      self.runner.replicated_sharding()
+      if self.runner.kind == "shard_map"
+      else jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    )
+    return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=sharding),
+      self.initial_state,
+    )
 
-  def compile_steps(self) -> tuple[Callable[[Any, Any, dict[str, Any]], tuple[Any, Any]],
-                                   Callable[[dict[str, Any], dict[str, Any]],
-                                            tuple[dict[str, Any], dict[str, Any]]]]:
+  def compile_steps(
+    self,
+  ) -> tuple[
+    Callable[[Any, Any, dict[str, Any]], tuple[Any, Any]],
+    Callable[[dict[str, Any], dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]],
+  ]:
     """The compiled (train step, eval step) for this runner.
 
     Returns:
@@ -210,34 +240,53 @@ class Experiment:
     """
     config = self.config
     train_step = state_lib.make_train_step(
-        self.task, self.tx, self.schedule, self.step_rng, self.freezing,
-        accumulate_steps=config.accumulate_steps, micro_batch_size=config.micro_batch_size,
-        ema_decay=config.ema_decay)
+      self.task,
+      self.tx,
+      self.schedule,
+      self.step_rng,
+      self.freezing,
+      accumulate_steps=config.accumulate_steps,
+      micro_batch_size=config.micro_batch_size,
+      ema_decay=config.ema_decay,
+    )
 
     def train_and_sum(state, sums, batch):
       state, metrics = train_step(state, batch)
       return state, metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
 
-    train = self.runner.compile(train_and_sum, in_specs=(REPLICATED, REPLICATED, SHARDED),
-                                out_specs=(REPLICATED, REPLICATED), donate_argnums=(0, 1))
-    evaluate = self.runner.compile(state_lib.make_eval_step(self.task),
-                                   in_specs=(REPLICATED, SHARDED), out_specs=(REPLICATED, SHARDED))
+    train = self.runner.compile(
+      train_and_sum,
+      in_specs=(REPLICATED, REPLICATED, SHARDED),
+      out_specs=(REPLICATED, REPLICATED),
+      donate_argnums=(0, 1),
+    )
+    evaluate = self.runner.compile(
+      state_lib.make_eval_step(self.task),
+      in_specs=(REPLICATED, SHARDED),
+      out_specs=(REPLICATED, SHARDED),
+    )
     return train, evaluate
 
   def train_iterator(self, data_state: dict[str, Any] | None) -> _Prefetch:
     """This process's train batches, positioned as saved in `data_state`."""
     iterator = pipeline.train_iterator(
-        self.config.dataset, split=self.config.train_split, batch_size=self.local_batch,
-        seed=self.config.seed, data_dir=self.data_dir, process_index=jax.process_index(),
-        process_count=jax.process_count(), worker_count=self.config.worker_count,
-        **self.task.sampler_kwargs_for(self.runner.num_devices))
+      self.config.dataset,
+      split=self.config.train_split,
+      batch_size=self.local_batch,
+      seed=self.config.seed,
+      data_dir=self.data_dir,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      worker_count=self.config.worker_count,
+      **self.task.sampler_kwargs_for(self.runner.num_devices),
+    )
     if data_state is not None:
       iterator.set_state(data_state["iterator"])
     return _Prefetch(iterator)
 
-  def evaluate(self, eval_step: Callable, state: state_lib.TrainState,
-               due: list[evaluators_lib.Evaluator]
-               ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+  def evaluate(
+    self, eval_step: Callable, state: state_lib.TrainState, due: list[evaluators_lib.Evaluator]
+  ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Runs the evaluators `due` on the state's weights, and on its moving averages if any.
 
     Returns:
@@ -251,10 +300,11 @@ class Experiment:
       metrics.update({f"ema/{name}": values for name, values in averaged.items()})
     return metrics, results
 
-  def extractor(self, eval_step: Callable[[dict[str, Any], dict[str, Any]],
-                                          tuple[dict[str, Any], dict[str, Any]]],
-                variables: dict[str, Any]
-                ) -> Callable[[str], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+  def extractor(
+    self,
+    eval_step: Callable[[dict[str, Any], dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]],
+    variables: dict[str, Any],
+  ) -> Callable[[str], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """`extract(split)` -> (summed sums, concatenated valid outputs) of a whole split.
 
     `variables` are {"params", "batch_stats"} on the devices.
@@ -264,9 +314,13 @@ class Experiment:
       totals: dict[str, np.ndarray] = {}
       pieces: list[dict[str, np.ndarray]] = []
       iterator = pipeline.eval_iterator(
-          self.config.dataset, split=split, batch_size=self.local_eval_batch,
-          data_dir=self.data_dir, process_index=jax.process_index(),
-          process_count=jax.process_count())
+        self.config.dataset,
+        split=split,
+        batch_size=self.local_eval_batch,
+        data_dir=self.data_dir,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+      )
       for batch in iterator:
         sums, outputs = eval_step(variables, self.runner.shard_batch(batch))
         sums = self.runner.to_host(sums, REPLICATED)
@@ -274,12 +328,14 @@ class Experiment:
           # Counts stay integers (exact at any size); other sums in float64.
           value = np.asarray(value)
           totals[name] = totals.get(name, 0) + value.astype(
-              np.int64 if np.issubdtype(value.dtype, np.integer) else np.float64)
+            np.int64 if np.issubdtype(value.dtype, np.integer) else np.float64
+          )
         outputs = self.runner.to_host(outputs, SHARDED)
         valid = np.asarray(outputs.pop("valid"), bool)
         pieces.append({name: np.asarray(value)[valid] for name, value in outputs.items()})
-      joined = {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]} \
-          if pieces else {}
+      joined = (
+        {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]} if pieces else {}
+      )
       return totals, joined
 
     return extract
@@ -316,8 +372,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         return training.run()
     except BaseException:
       # A run that failed before its first step leaves no workdir behind to claim.
-      if created and not training.started and jax.process_index() == 0 and \
-          not checkpoint.has_checkpoint(directory):
+      if (
+        created
+        and not training.started
+        and jax.process_index() == 0
+        and not checkpoint.has_checkpoint(directory)
+      ):
         directory.rmtree(missing_ok=True)
       raise
   finally:
@@ -337,8 +397,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   checkpointer = _checkpointer(config, directory, create=False)
   try:
     # The optimizer state plays no part in evaluation: any optimizer's checkpoint will do.
-    restored = checkpointer.restore_latest(experiment.abstract_state(),
-                                           experiment.initial_state, new_optimizer=True)
+    restored = checkpointer.restore_latest(
+      experiment.abstract_state(), experiment.initial_state, new_optimizer=True
+    )
   except checkpoint.NothingRestorable as error:
     raise UsageError(f"{error.problems}; there is nothing to evaluate.") from None
   finally:
@@ -357,11 +418,17 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _checkpointer(config: ml_collections.ConfigDict, directory: epath.Path,
-                  create: bool) -> checkpoint.Checkpointer:
+def _checkpointer(
+  config: ml_collections.ConfigDict, directory: epath.Path, create: bool
+) -> checkpoint.Checkpointer:
   return checkpoint.Checkpointer(
-      directory, keep=config.keep_checkpoints, best_metric=config.best_metric or None,
-      best_mode=config.best_mode, async_save=config.async_checkpoints, create=create)
+    directory,
+    keep=config.keep_checkpoints,
+    best_metric=config.best_metric or None,
+    best_mode=config.best_mode,
+    async_save=config.async_checkpoints,
+    create=create,
+  )
 
 
 class _Training:
@@ -384,16 +451,22 @@ class _Training:
       step, state, data_state, notes = self._restore()
       summary = writer_lib.read_summary(self.directory)
       if step >= experiment.num_steps and summary is not None and summary.get("step") == step:
-        _say(f"already trained to step {step}; final metrics in "
-             f"{self.directory / writer_lib.SUMMARY_FILE}")
+        _say(
+          f"already trained to step {step}; final metrics in "
+          f"{self.directory / writer_lib.SUMMARY_FILE}"
+        )
         return summary
       changes = writer_lib.record_config(self.directory, config.to_dict(), step)
-      self.writer = writer_lib.MetricsWriter(self.directory, experiment.num_steps, step,
-                                             {"auto": None, "bar": True,
-                                              "lines": False}[config.progress])
+      self.writer = writer_lib.MetricsWriter(
+        self.directory,
+        experiment.num_steps,
+        step,
+        {"auto": None, "bar": True, "lines": False}[config.progress],
+      )
       try:
-        self.writer.write_config(writer_lib.flat_config(config.to_dict()),
-                                 writer_lib.git_commit(), step)
+        self.writer.write_config(
+          writer_lib.flat_config(config.to_dict()), writer_lib.git_commit(), step
+        )
         for note in notes + changes:
           self.writer.message(note)
         if step >= experiment.num_steps:
@@ -409,8 +482,10 @@ class _Training:
     experiment = self.experiment
     try:
       restored = self.checkpointer.restore_latest(
-          experiment.abstract_state(), experiment.initial_state,
-          new_optimizer=self.config.new_optimizer)
+        experiment.abstract_state(),
+        experiment.initial_state,
+        new_optimizer=self.config.new_optimizer,
+      )
     except checkpoint.NothingRestorable:
       if not self.config.restart:
         raise
@@ -418,19 +493,26 @@ class _Training:
       aside = checkpoint.set_aside(self.directory)
       writer_lib.set_aside_metrics(self.directory, aside)
       self.checkpointer = _checkpointer(self.config, self.directory, create=True)
-      return 0, experiment.initial_state, None, [
-          f"no checkpoint could be restored; they were moved to {aside}; training from step 0"]
+      return (
+        0,
+        experiment.initial_state,
+        None,
+        [f"no checkpoint could be restored; they were moved to {aside}; training from step 0"],
+      )
     if restored is None:
       return 0, experiment.initial_state, None, []
     notes = [f"resumed from step {restored.step} in {self.checkpointer.directory}"]
     if restored.new_optimizer:
-      notes.append("the optimizer changed: parameters and BatchNorm statistics restored, "
-                   "optimizer state started afresh (config.new_optimizer)")
+      notes.append(
+        "the optimizer changed: parameters and BatchNorm statistics restored, "
+        "optimizer state started afresh (config.new_optimizer)"
+      )
     writer_lib.truncate_metrics(self.directory, restored.step)
     return restored.step, restored.state, restored.data, notes
 
-  def _train(self, step: int, state: state_lib.TrainState,
-             data_state: dict[str, Any] | None) -> dict[str, Any]:
+  def _train(
+    self, step: int, state: state_lib.TrainState, data_state: dict[str, Any] | None
+  ) -> dict[str, Any]:
     """Steps from `step` to the end (or to a stop signal), then finishes.
 
     After each step, in order: log (every `log_every`), evaluate (each evaluator at its
@@ -442,8 +524,13 @@ class _Training:
     iterator = experiment.train_iterator(data_state)
     try:
       batch = runner.shard_batch(next(iterator))
-      self.log = _TrainLog(runner, self.writer, self.config.log_every,
-                           jax.eval_shape(train_step, state, None, batch)[1], step)
+      self.log = _TrainLog(
+        runner,
+        self.writer,
+        self.config.log_every,
+        jax.eval_shape(train_step, state, None, batch)[1],
+        step,
+      )
       while True:
         state, self.log.sums = train_step(state, self.log.sums, batch)
         step += 1
@@ -456,8 +543,9 @@ class _Training:
         state = self._step_plateau(state, eval_metrics)
         # Agreeing on a stop across processes syncs every host with its device queue, so
         # multi-host runs poll only at log steps; one process polls every step.
-        stop = _stop_requested(jax.process_count() == 1 or
-                               step % self.config.log_every == 0 or last)
+        stop = _stop_requested(
+          jax.process_count() == 1 or step % self.config.log_every == 0 or last
+        )
         if eval_metrics is not None or stop or step % self.config.checkpoint_every == 0:
           with self.log.speed.excluded(state):
             self._save(step, state, iterator.state, eval_metrics)
@@ -465,8 +553,10 @@ class _Training:
           return self._finish(step, state, eval_metrics, results)
         if stop:
           self.checkpointer.wait()
-          self.writer.message(f"stopped by {_SIGNAL_NAMES[stop]} at step {step}; checkpoint "
-                              "saved; run the same command again to resume.")
+          self.writer.message(
+            f"stopped by {_SIGNAL_NAMES[stop]} at step {step}; checkpoint "
+            "saved; run the same command again to resume."
+          )
           return {"preempted": stop, "step": step}
         batch = runner.shard_batch(next(iterator))
     finally:
@@ -478,14 +568,16 @@ class _Training:
     if not self.started:
       self.started = True
       jax.block_until_ready(state)
-      self.writer.message(f"first step (compilation included) took "
-                          f"{self.log.speed.restart():.1f} s")
+      self.writer.message(
+        f"first step (compilation included) took {self.log.speed.restart():.1f} s"
+      )
     else:
       self.log.speed.count()
     self.profiler.after(step, state)
 
-  def _evaluate(self, step: int, state: Any, last: bool
-                ) -> tuple[dict[str, float] | None, dict[str, Any]]:
+  def _evaluate(
+    self, step: int, state: Any, last: bool
+  ) -> tuple[dict[str, float] | None, dict[str, Any]]:
     """Runs the evaluators due after `step`, each logged as its own split.
 
     Returns:
@@ -501,26 +593,30 @@ class _Training:
       self.writer.write(step, name, values)
     return evaluators_lib.flat(metrics), results
 
-  def _step_plateau(self, state: state_lib.TrainState,
-                    eval_metrics: dict[str, float] | None) -> state_lib.TrainState:
+  def _step_plateau(
+    self, state: state_lib.TrainState, eval_metrics: dict[str, float] | None
+  ) -> state_lib.TrainState:
     """Steps reduce-on-plateau with the evaluation of `best_metric`, when there is one."""
     config = self.config
-    if config.schedule.name != "plateau" or not eval_metrics or \
-        config.best_metric not in eval_metrics:
+    if (
+      config.schedule.name != "plateau"
+      or not eval_metrics
+      or config.best_metric not in eval_metrics
+    ):
       return state
     plateau = self.runner.to_host(state.plateau, REPLICATED)
-    plateau = optim.plateau_update(plateau, eval_metrics[config.best_metric], config.schedule,
-                                   config.best_mode)
+    plateau = optim.plateau_update(
+      plateau, eval_metrics[config.best_metric], config.schedule, config.best_mode
+    )
     return state.replace(plateau=self.runner.replicate(plateau))
 
-  def _save(self, step: int, state: Any, data_state: dict[str, Any],
-            eval_metrics: dict[str, float] | None) -> None:
+  def _save(
+    self, step: int, state: Any, data_state: dict[str, Any], eval_metrics: dict[str, float] | None
+  ) -> None:
     self._check_finite(state)
     best = self.config.best_metric
-    metrics = {best: float(eval_metrics[best])} if eval_metrics and best in eval_metrics \
-        else None
-    self.checkpointer.save(step, self.runner.unreplicate(state), {"iterator": data_state},
-                           metrics)
+    metrics = {best: float(eval_metrics[best])} if eval_metrics and best in eval_metrics else None
+    self.checkpointer.save(step, self.runner.unreplicate(state), {"iterator": data_state}, metrics)
 
   def _check_finite(self, state: Any) -> None:
     bad = int(self.runner.to_host(state.nonfinite_step, REPLICATED))
@@ -530,12 +626,15 @@ class _Training:
     kept = f"the checkpoint at step {saved[-1]} is kept" if saved else "no checkpoint was saved"
     # `bad` counts the optimizer steps before the failing one; progress lines and
     # checkpoints number a step by the count after it.
-    raise UsageError(f"loss or gradient became NaN/Inf at step {bad + 1}; {kept}; lower the "
-                     "learning rate or add optimizer.clip_norm (then rerun with "
-                     "--config.new_optimizer=True).")
+    raise UsageError(
+      f"loss or gradient became NaN/Inf at step {bad + 1}; {kept}; lower the "
+      "learning rate or add optimizer.clip_norm (then rerun with "
+      "--config.new_optimizer=True)."
+    )
 
-  def _finish(self, step: int, state: Any, eval_metrics: dict[str, float] | None,
-              results: dict[str, Any]) -> dict[str, Any]:
+  def _finish(
+    self, step: int, state: Any, eval_metrics: dict[str, float] | None, results: dict[str, Any]
+  ) -> dict[str, Any]:
     """Writes the run's summary and plots; evaluates only when `step` has no eval record."""
     self.checkpointer.wait()
     if eval_metrics is None:
@@ -547,15 +646,20 @@ class _Training:
     writer_lib.write_summary(self.directory, summary)
     if jax.process_index() == 0:
       self._plot(results)
-    self.writer.message("final " + ", ".join(f"{k}={v:.4f}" for k, v in summary.items()
-                                             if k != "step" and not k.endswith("/count")))
+    self.writer.message(
+      "final "
+      + ", ".join(
+        f"{k}={v:.4f}" for k, v in summary.items() if k != "step" and not k.endswith("/count")
+      )
+    )
     return summary
 
   def _plot(self, results: dict[str, Any]) -> None:
     """curves.png, per_class.png and, for embeddings, a projection of the first eval split's."""
     smoothing = self.config.label_smoothing
-    writer_lib.plot_curves(self.directory, notes={
-        "train/loss": f"label smoothing {smoothing}"} if smoothing else None)
+    writer_lib.plot_curves(
+      self.directory, notes={"train/loss": f"label smoothing {smoothing}"} if smoothing else None
+    )
     writer_lib.plot_per_class(self.directory)
     if not self.experiment.task.has_embeddings:
       return
@@ -569,8 +673,14 @@ class _Training:
 class _TrainLog:
   """Train metrics summed on the device over each `log_every` interval, written as means."""
 
-  def __init__(self, runner: parallel.Runner, writer: writer_lib.MetricsWriter,
-               log_every: int, metric_shapes: Any, step: int):
+  def __init__(
+    self,
+    runner: parallel.Runner,
+    writer: writer_lib.MetricsWriter,
+    log_every: int,
+    metric_shapes: Any,
+    step: int,
+  ):
     self.runner, self.writer, self.log_every = runner, writer, log_every
     per_device = (lambda s: s.shape[1:]) if runner.kind == "pmap" else (lambda s: s.shape)
     # Host zeros shaped like one device's step metrics, to start each interval's sums.
@@ -640,10 +750,12 @@ class _Profiler:
 
   def __init__(self, profile_steps: tuple[int, ...], workdir: str):
     steps = tuple(profile_steps)
-    if steps and (len(steps) != 2 or not all(isinstance(s, int) for s in steps)
-                  or not 0 <= steps[0] < steps[1]):
-      raise UsageError(f"config.profile_steps must be two steps A,B with 0 <= A < B, got "
-                       f"{profile_steps!r}.")
+    if steps and (
+      len(steps) != 2 or not all(isinstance(s, int) for s in steps) or not 0 <= steps[0] < steps[1]
+    ):
+      raise UsageError(
+        f"config.profile_steps must be two steps A,B with 0 <= A < B, got {profile_steps!r}."
+      )
     self.steps = steps
     self.logdir = checkpoint.workdir_path(workdir) / writer_lib.TENSORBOARD_DIR
     self.tracing = False
@@ -678,8 +790,9 @@ def _check_workdir(workdir: str, train: bool) -> epath.Path:
     if not checkpoint.is_remote(workdir):
       ancestor = next(p for p in directory.parents if p.exists())
       if not ancestor.is_dir():
-        raise UsageError(f"--workdir {workdir} lies under {ancestor}, which is a file; pass a "
-                         "directory path.")
+        raise UsageError(
+          f"--workdir {workdir} lies under {ancestor}, which is a file; pass a directory path."
+        )
     if not train and not checkpoint.has_checkpoint(directory):
       raise UsageError(f"no checkpoint in --workdir {workdir}; train first with `cnnjax train`.")
   except ImportError as error:  # epath lacks the file system of a remote URI (e.g. gcsfs).

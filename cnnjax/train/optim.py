@@ -45,14 +45,16 @@ def base_learning_rate(schedule: ml_collections.ConfigDict, batch_size: int) -> 
   return schedule.learning_rate
 
 
-def create_schedule(schedule: ml_collections.ConfigDict, num_steps: int,
-                    batch_size: int) -> optax.Schedule:
+def create_schedule(
+  schedule: ml_collections.ConfigDict, num_steps: int, batch_size: int
+) -> optax.Schedule:
   """Learning rate as a function of the step (without the plateau factor)."""
   lr = base_learning_rate(schedule, batch_size)
   warmup = int(schedule.warmup_steps)
   if schedule.name == "cosine":
     return optax.warmup_cosine_decay_schedule(
-        0.0, lr, warmup, max(num_steps, warmup + 1), schedule.end_value)
+      0.0, lr, warmup, max(num_steps, warmup + 1), schedule.end_value
+    )
   if schedule.name == "step":
     boundaries = {int(b): schedule.decay_factor for b in schedule.boundaries}
     main = optax.piecewise_constant_schedule(lr, boundaries)
@@ -62,24 +64,27 @@ def create_schedule(schedule: ml_collections.ConfigDict, num_steps: int,
     return main
   # join_schedules counts the second schedule's steps from the warmup's end; shifting them
   # back keeps the step boundaries absolute.
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
-                               lambda step: main(step + warmup)], [warmup])
+  return optax.join_schedules(
+    [optax.linear_schedule(0.0, lr, warmup), lambda step: main(step + warmup)], [warmup]
+  )
 
 
-def plateau_transform(schedule: ml_collections.ConfigDict
-                      ) -> optax.GradientTransformationExtraArgs:
+def plateau_transform(schedule: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
   """optax's reduce-on-plateau, whose state (with its `scale`) lives in the train state.
 
   Only its `init` is used: the loop steps the state on the host with `plateau_update`.
   Without the "plateau" schedule its scale stays 1.
   """
   return optax.contrib.reduce_on_plateau(
-      factor=schedule.decay_factor, patience=schedule.patience, rtol=schedule.rtol,
-      cooldown=schedule.cooldown, min_scale=schedule.min_scale)
+    factor=schedule.decay_factor,
+    patience=schedule.patience,
+    rtol=schedule.rtol,
+    cooldown=schedule.cooldown,
+    min_scale=schedule.min_scale,
+  )
 
 
-def plateau_update(state: Any, value: float, schedule: ml_collections.ConfigDict,
-                   mode: str) -> Any:
+def plateau_update(state: Any, value: float, schedule: ml_collections.ConfigDict, mode: str) -> Any:
   """Steps reduce-on-plateau with one evaluation's `config.best_metric`, on the host.
 
   The metric improves when it beats the best so far by more than `schedule.rtol` times the
@@ -102,8 +107,7 @@ def plateau_update(state: Any, value: float, schedule: ml_collections.ConfigDict
   """
   loss = -float(value) if mode == "max" else float(value)
   best = float(state.best_value)
-  improved = not math.isnan(loss) and (
-      math.isinf(best) or loss < best - schedule.rtol * abs(best))
+  improved = not math.isnan(loss) and (math.isinf(best) or loss < best - schedule.rtol * abs(best))
   best = loss if improved else best
   bad = 0 if improved else int(state.plateau_count) + 1
   scale, cooldown = float(state.scale), int(state.cooldown_count)
@@ -113,10 +117,11 @@ def plateau_update(state: Any, value: float, schedule: ml_collections.ConfigDict
     scale = max(scale * schedule.decay_factor, schedule.min_scale)
     bad, cooldown = 0, schedule.cooldown
   return state._replace(
-      best_value=np.asarray(best, np.asarray(state.best_value).dtype),
-      plateau_count=np.asarray(bad, np.asarray(state.plateau_count).dtype),
-      scale=np.asarray(scale, np.asarray(state.scale).dtype),
-      cooldown_count=np.asarray(cooldown, np.asarray(state.cooldown_count).dtype))
+    best_value=np.asarray(best, np.asarray(state.best_value).dtype),
+    plateau_count=np.asarray(bad, np.asarray(state.plateau_count).dtype),
+    scale=np.asarray(scale, np.asarray(state.scale).dtype),
+    cooldown_count=np.asarray(cooldown, np.asarray(state.cooldown_count).dtype),
+  )
 
 
 def decay_mask(params: Any, decay_bn_and_bias: bool = False) -> Any:
@@ -124,28 +129,45 @@ def decay_mask(params: Any, decay_bn_and_bias: bool = False) -> Any:
   return jax.tree.map(lambda p: decay_bn_and_bias or p.ndim > 1, params)
 
 
-def create_optimizer(optimizer: ml_collections.ConfigDict, params: Any,
-                     schedule: optax.Schedule,
-                     freezing: freezing_lib.Freezing = freezing_lib.NOTHING
-                     ) -> optax.GradientTransformation:
+def create_optimizer(
+  optimizer: ml_collections.ConfigDict,
+  params: Any,
+  schedule: optax.Schedule,
+  freezing: freezing_lib.Freezing = freezing_lib.NOTHING,
+) -> optax.GradientTransformation:
   """The optimizer `config.optimizer` for `params`, frozen parameters getting zero updates."""
   mask = decay_mask(params, optimizer.decay_bn_and_bias)
   if optimizer.name == "sgd":
-    tx = optax.chain(optax.add_decayed_weights(optimizer.weight_decay, mask),
-                     optax.sgd(schedule, optimizer.momentum, optimizer.nesterov))
+    tx = optax.chain(
+      optax.add_decayed_weights(optimizer.weight_decay, mask),
+      optax.sgd(schedule, optimizer.momentum, optimizer.nesterov),
+    )
   elif optimizer.name == "adamw":
-    tx = optax.adamw(schedule, optimizer.b1, optimizer.b2, optimizer.eps,
-                     weight_decay=optimizer.weight_decay, mask=mask)
+    tx = optax.adamw(
+      schedule,
+      optimizer.b1,
+      optimizer.b2,
+      optimizer.eps,
+      weight_decay=optimizer.weight_decay,
+      mask=mask,
+    )
   else:
-    tx = optax.lars(schedule, weight_decay=optimizer.weight_decay, weight_decay_mask=mask,
-                    trust_coefficient=optimizer.trust_coefficient, eps=optimizer.eps,
-                    trust_ratio_mask=mask, momentum=optimizer.momentum,
-                    nesterov=optimizer.nesterov)
+    tx = optax.lars(
+      schedule,
+      weight_decay=optimizer.weight_decay,
+      weight_decay_mask=mask,
+      trust_coefficient=optimizer.trust_coefficient,
+      eps=optimizer.eps,
+      trust_ratio_mask=mask,
+      momentum=optimizer.momentum,
+      nesterov=optimizer.nesterov,
+    )
   if optimizer.clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(optimizer.clip_norm), tx)
   if freezing.freezes_parameters:
-    tx = optax.multi_transform({freezing_lib.TRAINED: tx,
-                                freezing_lib.FROZEN: optax.set_to_zero()}, freezing.labels)
+    tx = optax.multi_transform(
+      {freezing_lib.TRAINED: tx, freezing_lib.FROZEN: optax.set_to_zero()}, freezing.labels
+    )
   return tx
 
 

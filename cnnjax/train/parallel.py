@@ -54,15 +54,18 @@ class Runner:
     `name` is the config key the error names (e.g. "eval_batch_size").
     """
     if global_batch <= 0 or global_batch % self.num_devices:
-      raise UsageError(f"{name} {global_batch} is not divisible by the {self.num_devices} "
-                       f"devices; use a positive multiple of {self.num_devices}.")
+      raise UsageError(
+        f"{name} {global_batch} is not divisible by the {self.num_devices} "
+        f"devices; use a positive multiple of {self.num_devices}."
+      )
     return global_batch // self.num_devices * self.local_device_count
 
   def replicate(self, tree: Any) -> Any:
     """Values identical on every process -> one copy per device."""
     if self.kind == "pmap":
       return jax.tree.map(
-          lambda x: np.broadcast_to(np.asarray(x), (self.local_device_count, *np.shape(x))), tree)
+        lambda x: np.broadcast_to(np.asarray(x), (self.local_device_count, *np.shape(x))), tree
+      )
     sharding = self.replicated_sharding()
 
     def put(x):
@@ -90,8 +93,9 @@ class Runner:
     sharding = NamedSharding(self.mesh, SHARDED)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
-  def compile(self, fn: Callable, in_specs: tuple, out_specs: Any,
-              donate_argnums: tuple[int, ...] = ()) -> Callable:
+  def compile(
+    self, fn: Callable, in_specs: tuple, out_specs: Any, donate_argnums: tuple[int, ...] = ()
+  ) -> Callable:
     """`fn` per device over all devices; specs are REPLICATED or SHARDED pytree prefixes."""
     if self.kind == "pmap":
       # pmap over a subset names its devices; over all of them (multi-host too) it needs none.
@@ -99,8 +103,9 @@ class Runner:
       return jax.pmap(fn, axis_name=AXIS, donate_argnums=donate_argnums, devices=devices)
     # check_vma=False keeps pmap's semantics: the gradient of a replicated parameter is
     # this device's gradient, and the step averages it with an explicit pmean.
-    mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
-                           check_vma=False)
+    mapped = jax.shard_map(
+      fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
+    )
     return jax.jit(mapped, donate_argnums=donate_argnums)
 
   def to_host(self, tree: Any, spec: PartitionSpec) -> Any:
@@ -111,6 +116,7 @@ class Runner:
       return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
     if self.kind == "pmap":
       tree = jax.tree.map(lambda x: np.asarray(x).reshape(-1, *x.shape[2:]), tree)
-      return multihost_utils.process_allgather(tree, tiled=True) if jax.process_count() > 1 \
-          else tree
+      return (
+        multihost_utils.process_allgather(tree, tiled=True) if jax.process_count() > 1 else tree
+      )
     return multihost_utils.process_allgather(tree, tiled=True)

@@ -52,6 +52,7 @@ class Chip:
     dims: dimensions of its topology shapes (2: AxB, 3: AxBxC).
     chip_config: libtpu's `chip_config_name` that makes one JAX device per chip.
   """
+
   name: str
   hbm_bytes: int
   peak_flops: float
@@ -67,16 +68,17 @@ class Chip:
 # 1.64 TB/s. v4 and v5p chips hold two TensorCores that JAX drives as one device
 # ("megacore"); libtpu makes one device per chip with chip_config_name="megacore".
 CHIPS = {
-    "v4": Chip("v4", 32 * GiB, 275e12, 1.2e12, 3, "megacore"),
-    "v5e": Chip("v5e", 16 * GiB, 197e12, 819e9, 2),
-    "v5p": Chip("v5p", 95 * GiB, 459e12, 2.76e12, 3, "megacore"),
-    "v6e": Chip("v6e", 32 * GiB, 918e12, 1.64e12, 2),
+  "v4": Chip("v4", 32 * GiB, 275e12, 1.2e12, 3, "megacore"),
+  "v5e": Chip("v5e", 16 * GiB, 197e12, 819e9, 2),
+  "v5p": Chip("v5p", 95 * GiB, 459e12, 2.76e12, 3, "megacore"),
+  "v6e": Chip("v6e", 32 * GiB, 918e12, 1.64e12, 2),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Topology:
   """A TPU slice by name, "v5e:2x4": its chip and the shape of its chip grid."""
+
   name: str
   chip: Chip
   shape: tuple[int, ...]
@@ -98,14 +100,18 @@ def parse_topology(name: str) -> Topology:
     raise UsageError(f"--topology={name} is not GENERATION:SHAPE; {examples}.")
   generation, shape_text = match.groups()
   if generation not in CHIPS:
-    raise UsageError(f"unknown TPU generation {generation!r} in --topology={name}; choose one "
-                     f"of {', '.join(CHIPS)}, {examples}.")
+    raise UsageError(
+      f"unknown TPU generation {generation!r} in --topology={name}; choose one "
+      f"of {', '.join(CHIPS)}, {examples}."
+    )
   chip = CHIPS[generation]
   shape = tuple(int(n) for n in shape_text.split("x"))
   if len(shape) != chip.dims or min(shape) < 1:
-    form = "x".join("ABC"[:chip.dims])
-    raise UsageError(f"a {generation} slice is {form} chips of {chip.dims} positive numbers, "
-                     f"not {shape_text}; {examples}.")
+    form = "x".join("ABC"[: chip.dims])
+    raise UsageError(
+      f"a {generation} slice is {form} chips of {chip.dims} positive numbers, "
+      f"not {shape_text}; {examples}."
+    )
   return Topology(f"{generation}:{shape_text}", chip, shape)
 
 
@@ -121,30 +127,42 @@ def topology_devices(topology: Topology) -> list[jax.Device]:
     UsageError: libtpu is missing, or it rejects the shape (e.g. v5e:3x3).
   """
   if not libtpu_available():
-    raise UsageError("cnnjax plan compiles with libtpu, which is not installed; install it "
-                     "with pip install 'jax[tpu]' (in a separate venv if this one runs on "
-                     "GPU).")
+    raise UsageError(
+      "cnnjax plan compiles with libtpu, which is not installed; install it "
+      "with pip install 'jax[tpu]' (in a separate venv if this one runs on "
+      "GPU)."
+    )
   from jax.experimental import topologies
+
   options = {}
   if min(topology.shape[:2]) < 2:  # One host with fewer chips than libtpu's default 2x2.
     options["chips_per_host_bounds"] = (min(topology.shape[0], 2), min(topology.shape[1], 2), 1)
   try:
     description = topologies.get_topology_desc(
-        topology_name=topology.name, platform="tpu", chip_config_name=topology.chip.chip_config,
-        **options)
+      topology_name=topology.name,
+      platform="tpu",
+      chip_config_name=topology.chip.chip_config,
+      **options,
+    )
   except Exception as error:  # noqa: BLE001 -- libtpu's JaxRuntimeError, one line of it.
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if "lockfile" in reason:
-      raise UsageError("another process holds libtpu (/tmp/libtpu_lockfile); wait for it to "
-                       "end, or set ALLOW_MULTIPLE_LIBTPU_LOAD=1 to compile beside it (safe "
-                       "when neither runs on a TPU).") from None
-    raise UsageError(f"libtpu rejects --topology={topology.name} ({reason}); use a slice "
-                     "shape that Cloud TPU offers, e.g. v5e:2x2, v5e:2x4, v5e:4x4.") from None
+      raise UsageError(
+        "another process holds libtpu (/tmp/libtpu_lockfile); wait for it to "
+        "end, or set ALLOW_MULTIPLE_LIBTPU_LOAD=1 to compile beside it (safe "
+        "when neither runs on a TPU)."
+      ) from None
+    raise UsageError(
+      f"libtpu rejects --topology={topology.name} ({reason}); use a slice "
+      "shape that Cloud TPU offers, e.g. v5e:2x2, v5e:2x4, v5e:4x4."
+    ) from None
   devices = list(description.devices)
   if len(devices) != topology.num_chips:
-    raise UsageError(f"libtpu made {len(devices)} devices of --topology={topology.name}, "
-                     f"not one per chip ({topology.num_chips}); cnnjax plan cannot count "
-                     "per-chip memory for it.")
+    raise UsageError(
+      f"libtpu made {len(devices)} devices of --topology={topology.name}, "
+      f"not one per chip ({topology.num_chips}); cnnjax plan cannot count "
+      "per-chip memory for it."
+    )
   return devices
 
 
@@ -154,15 +172,17 @@ def check_batch(global_batch: int, topology: Topology, key: str = "batch_size") 
   if global_batch > 0 and global_batch % n == 0:
     return global_batch // n
   below, above = global_batch // n * n, (global_batch // n + 1) * n
-  nearest = f"--config.{key}={above}" if below <= 0 else \
-      f"--config.{key}={below} or {above}"
-  raise UsageError(f"{key} {global_batch} is not divisible by the {n} chips of "
-                   f"{topology.name}; use a multiple of {n}, e.g. {nearest}.")
+  nearest = f"--config.{key}={above}" if below <= 0 else f"--config.{key}={below} or {above}"
+  raise UsageError(
+    f"{key} {global_batch} is not divisible by the {n} chips of "
+    f"{topology.name}; use a multiple of {n}, e.g. {nearest}."
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class StepCost:
   """What XLA says of one compiled step, per chip (bytes, FLOPs, seconds)."""
+
   per_chip_batch: int
   argument_bytes: int
   output_bytes: int
@@ -179,8 +199,9 @@ class StepCost:
   def total_bytes(self) -> int:
     """Peak HBM of the step: inputs, outputs not aliased to (donated) inputs, temporaries,
     the program (out of memory: the temporaries the compiler asked for, a lower bound)."""
-    return (self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes +
-            self.code_bytes)
+    return (
+      self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes + self.code_bytes
+    )
 
   def fits(self, chip: "Chip") -> bool:
     return not self.out_of_memory and self.total_bytes <= chip.hbm_bytes
@@ -200,15 +221,17 @@ def op_census(stablehlo: str) -> tuple[tuple[str, int], ...]:
       continue
     dtype = re.search(r"tensor<(?:[0-9?]+x)*([a-z0-9]+)>", line.rsplit(" : ", 1)[1])
     precision = re.search(r"precision(?:_config)? = \[([A-Z_]+)", line)
-    name = " ".join([match.group(1), dtype.group(1) if dtype else "?"] +
-                    ([precision.group(1)] if precision and precision.group(1) != "DEFAULT"
-                     else []))
+    name = " ".join(
+      [match.group(1), dtype.group(1) if dtype else "?"]
+      + ([precision.group(1)] if precision and precision.group(1) != "DEFAULT" else [])
+    )
     counts[name] = counts.get(name, 0) + 1
   return tuple(sorted(counts.items()))
 
 
-def step_cost(compiled: Any, per_chip_batch: int, compile_seconds: float,
-              ops: tuple[tuple[str, int], ...] = ()) -> StepCost:
+def step_cost(
+  compiled: Any, per_chip_batch: int, compile_seconds: float, ops: tuple[tuple[str, int], ...] = ()
+) -> StepCost:
   """The memory and cost analyses of `compiled` (a `jax.stages.Compiled`)."""
   memory = compiled.memory_analysis()
   costs = compiled.cost_analysis()
@@ -216,15 +239,17 @@ def step_cost(compiled: Any, per_chip_batch: int, compile_seconds: float,
     costs = costs[0] if costs else {}
   costs = costs or {}
   return StepCost(
-      per_chip_batch=per_chip_batch,
-      argument_bytes=int(memory.argument_size_in_bytes),
-      output_bytes=int(memory.output_size_in_bytes),
-      alias_bytes=int(memory.alias_size_in_bytes),
-      temp_bytes=int(memory.temp_size_in_bytes),
-      code_bytes=int(memory.generated_code_size_in_bytes),
-      flops=float(costs.get("flops", float("nan"))),
-      bytes_accessed=float(costs.get("bytes accessed", float("nan"))),
-      compile_seconds=compile_seconds, ops=ops)
+    per_chip_batch=per_chip_batch,
+    argument_bytes=int(memory.argument_size_in_bytes),
+    output_bytes=int(memory.output_size_in_bytes),
+    alias_bytes=int(memory.alias_size_in_bytes),
+    temp_bytes=int(memory.temp_size_in_bytes),
+    code_bytes=int(memory.generated_code_size_in_bytes),
+    flops=float(costs.get("flops", float("nan"))),
+    bytes_accessed=float(costs.get("bytes accessed", float("nan"))),
+    compile_seconds=compile_seconds,
+    ops=ops,
+  )
 
 
 def roofline(cost: StepCost, chip: Chip) -> tuple[float, str]:
@@ -236,9 +261,14 @@ def roofline(cost: StepCost, chip: Chip) -> tuple[float, str]:
   return cost.per_chip_batch / seconds, "compute" if compute >= memory else "HBM bandwidth"
 
 
-def largest_fitting(fits: Callable[[int], tuple[bool, int]], failing: int, total: int,
-                    limit: int, granule: int = 1,
-                    max_compiles: int = 6) -> tuple[int, int, int]:
+def largest_fitting(
+  fits: Callable[[int], tuple[bool, int]],
+  failing: int,
+  total: int,
+  limit: int,
+  granule: int = 1,
+  max_compiles: int = 6,
+) -> tuple[int, int, int]:
   """The largest per-chip batch (a multiple of `granule`) for which `fits` holds.
 
   A bisection between a batch known to fit and one known not to (`failing`), whose guesses
@@ -282,6 +312,7 @@ def largest_fitting(fits: Callable[[int], tuple[bool, int]], failing: int, total
 @dataclasses.dataclass
 class Plan:
   """A config's steps compiled for a topology; `markdown()` is what `cnnjax plan` prints."""
+
   config_name: str
   topology: Topology
   device_kind: str
@@ -307,47 +338,67 @@ class Plan:
     chip, n = self.topology.chip, self.topology.num_chips
     steps = [self.train] + ([self.eval] if self.eval else [])
     state = sum(self.state_bytes.values())
-    parts = ", ".join(f"{name} {_bytes(size)}" for name, size in self.state_bytes.items()
-                      if size)
+    parts = ", ".join(f"{name} {_bytes(size)}" for name, size in self.state_bytes.items() if size)
     rows: list[list[str]] = []
 
     def row(label: str, value: Callable[[StepCost], str] | str) -> None:
-      rows.append([label, *(value(cost) for cost in steps)] if callable(value) else
-                  [label, value, *[""] * (len(steps) - 1)])
+      rows.append(
+        [label, *(value(cost) for cost in steps)]
+        if callable(value)
+        else [label, value, *[""] * (len(steps) - 1)]
+      )
 
     row("chips", f"{n} x {self.device_kind} ({self.topology.name})")
-    row("global / per-chip batch", lambda cost: f"{cost.per_chip_batch * n} / "
-                                                f"{cost.per_chip_batch}")
+    row(
+      "global / per-chip batch", lambda cost: f"{cost.per_chip_batch * n} / {cost.per_chip_batch}"
+    )
     row("parameters + optimizer state per chip", f"{_bytes(state)} ({parts})")
     row("input batch per chip", _bytes(self.input_bytes))
     row("activations and temporaries per chip", lambda cost: _bytes(cost.temp_bytes))
-    row("compiled program per chip",
-        lambda cost: "n/a" if cost.out_of_memory else _bytes(cost.code_bytes))
-    row(f"total per chip, of {_bytes(chip.hbm_bytes)} HBM",
-        lambda cost: f"more than {_bytes(cost.temp_bytes)}: {cost.out_of_memory}"
-        if cost.out_of_memory else
-        f"{_bytes(cost.total_bytes)} ({100 * cost.total_bytes / chip.hbm_bytes:.1f}%)")
+    row(
+      "compiled program per chip",
+      lambda cost: "n/a" if cost.out_of_memory else _bytes(cost.code_bytes),
+    )
+    row(
+      f"total per chip, of {_bytes(chip.hbm_bytes)} HBM",
+      lambda cost: (
+        f"more than {_bytes(cost.temp_bytes)}: {cost.out_of_memory}"
+        if cost.out_of_memory
+        else f"{_bytes(cost.total_bytes)} ({100 * cost.total_bytes / chip.hbm_bytes:.1f}%)"
+      ),
+    )
     row("fits", lambda cost: "yes" if cost.fits(chip) else "**no**")
     row("FLOPs per step per chip", lambda cost: _count(cost.flops, "FLOP"))
     row("HBM bytes per step per chip", lambda cost: _count(cost.bytes_accessed, "B"))
-    row(f"roofline images/s per chip ({chip.peak_flops / 1e12:g} TFLOP/s, "
-        f"{chip.hbm_bandwidth / 1e9:,.0f} GB/s)", _roofline_text(chip))
-    row("convolutions and matmuls (lowered)",
-        lambda cost: ", ".join(f"{count} {name}" for name, count in cost.ops) or "none")
+    row(
+      f"roofline images/s per chip ({chip.peak_flops / 1e12:g} TFLOP/s, "
+      f"{chip.hbm_bandwidth / 1e9:,.0f} GB/s)",
+      _roofline_text(chip),
+    )
+    row(
+      "convolutions and matmuls (lowered)",
+      lambda cost: ", ".join(f"{count} {name}" for name, count in cost.ops) or "none",
+    )
     row("compile time", lambda cost: f"{cost.compile_seconds:.1f} s")
     if self.largest_batch is not None:
       exact = self.failing_batch - self.largest_batch <= self.granule
-      row("largest per-chip batch that fits",
-          f"{self.largest_batch} (global {self.largest_batch * n}); "
-          + ("" if exact else f"{self.failing_batch} does not; ")
-          + f"{self.search_compiles} compiles" if self.largest_batch else "none")
+      row(
+        "largest per-chip batch that fits",
+        f"{self.largest_batch} (global {self.largest_batch * n}); "
+        + ("" if exact else f"{self.failing_batch} does not; ")
+        + f"{self.search_compiles} compiles"
+        if self.largest_batch
+        else "none",
+      )
     if self.knobs:
       row("would help", "; ".join(self.knobs))
     header = ["", "train step"] + (["eval step"] if self.eval else [])
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
-    title = (f"{self.config_name} on {self.topology.name}: compiled by XLA for "
-             f"{n} {self.device_kind} chips (libtpu, compile-only), not run")
+    title = (
+      f"{self.config_name} on {self.topology.name}: compiled by XLA for "
+      f"{n} {self.device_kind} chips (libtpu, compile-only), not run"
+    )
     return "\n".join([title, "", *lines, *([""] + self.notes if self.notes else [])])
 
 
@@ -355,6 +406,7 @@ def _roofline_text(chip: Chip) -> Callable[[StepCost], str]:
   def text(cost: StepCost) -> str:
     rate, bound = roofline(cost, chip)
     return "n/a" if math.isnan(rate) else f"{rate:,.0f} ({bound} bound)"
+
   return text
 
 
@@ -375,25 +427,39 @@ def _count(value: float, unit: str) -> str:
   return f"{value:.3g} {unit}"
 
 
-def batch_spec(features: Sequence[str], image_shape: tuple[int, int, int], max_objects: int,
-               batch_size: int, sharding: jax.sharding.Sharding | None = None,
-               valid: bool = False) -> dict[str, jax.ShapeDtypeStruct]:
+def batch_spec(
+  features: Sequence[str],
+  image_shape: tuple[int, int, int],
+  max_objects: int,
+  batch_size: int,
+  sharding: jax.sharding.Sharding | None = None,
+  valid: bool = False,
+) -> dict[str, jax.ShapeDtypeStruct]:
   """The global batch the input pipeline yields, as ShapeDtypeStructs (no data is read).
 
   The shapes and dtypes are those of `cnnjax.data.adapters` (module docstring); `valid`
   adds the eval batches' mask.
   """
   h, w, c = image_shape
-  known = {"image": ((h, w, c), np.uint8), "label": ((), np.int32), "mask": ((h, w), np.uint8),
-           "boxes": ((max_objects, 4), np.float32), "box_labels": ((max_objects,), np.int32),
-           "box_valid": ((max_objects,), np.bool_), "valid": ((), np.bool_)}
+  known = {
+    "image": ((h, w, c), np.uint8),
+    "label": ((), np.int32),
+    "mask": ((h, w), np.uint8),
+    "boxes": ((max_objects, 4), np.float32),
+    "box_labels": ((max_objects,), np.int32),
+    "box_valid": ((max_objects,), np.bool_),
+    "valid": ((), np.bool_),
+  }
   names = (*features, "valid") if valid else tuple(features)
   missing = [name for name in names if name not in known]
   if missing:
-    raise ValueError(f"cnnjax.train.plan.batch_spec does not know the features {missing}; add "
-                     "their shapes there.")
-  return {name: jax.ShapeDtypeStruct((batch_size, *known[name][0]), known[name][1],
-                                     sharding=sharding) for name in names}
+    raise ValueError(
+      f"cnnjax.train.plan.batch_spec does not know the features {missing}; add their shapes there."
+    )
+  return {
+    name: jax.ShapeDtypeStruct((batch_size, *known[name][0]), known[name][1], sharding=sharding)
+    for name in names
+  }
 
 
 def _max_objects(dataset: str, data_dir: str | None) -> int:
@@ -401,6 +467,7 @@ def _max_objects(dataset: str, data_dir: str | None) -> int:
   import tensorflow_datasets as tfds
   from cnnjax.data import adapters
   from cnnjax.data import pipeline
+
   builder = tfds.builder(dataset, data_dir=pipeline.resolve_data_dir(data_dir))
   features = builder.info.features
   if "boxes" in features:  # cnnjax's shapes: stored padded.
@@ -413,6 +480,7 @@ def _prepared(dataset: str, data_dir: str | None) -> bool:
   import tensorflow_datasets as tfds
   from cnnjax.data import builders
   from cnnjax.data import pipeline
+
   try:
     builder = tfds.builder(dataset, data_dir=pipeline.resolve_data_dir(data_dir))
   except Exception:  # noqa: BLE001 -- an unknown name: Experiment says what to do.
@@ -420,15 +488,20 @@ def _prepared(dataset: str, data_dir: str | None) -> bool:
   return isinstance(builder, builders.BUILDERS) or builder.is_prepared()
 
 
-def _experiment(config: ml_collections.ConfigDict, devices: list[jax.Device],
-                notes: list[str]) -> Any:
+def _experiment(
+  config: ml_collections.ConfigDict, devices: list[jax.Device], notes: list[str]
+) -> Any:
   """`Experiment` over `devices`; an unprepared dataset is described by its TFDS features."""
   from cnnjax.train import loop
+
   if _prepared(config.dataset, config.data_dir or None):
     return loop.Experiment(config, "", devices=devices)
   import tensorflow_datasets as tfds
-  notes.append(f"{config.dataset} is not prepared here: its TFDS feature spec describes the "
-               "batch (tfds.testing.mock_data); no example was read.")
+
+  notes.append(
+    f"{config.dataset} is not prepared here: its TFDS feature spec describes the "
+    "batch (tfds.testing.mock_data); no example was read."
+  )
   if not config.num_steps:
     # The split sizes are unknown; the schedule's length changes constants only.
     config.num_steps = 1
@@ -438,20 +511,27 @@ def _experiment(config: ml_collections.ConfigDict, devices: list[jax.Device],
 
 def _state_bytes(state: Any) -> dict[str, int]:
   """Bytes per chip of the (replicated) train state, by part."""
+
   def size(tree: Any) -> int:
-    return int(sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
-                   for leaf in jax.tree.leaves(tree)))
+    return int(
+      sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree))
+    )
+
   params, batch_stats = size(state.params), size(state.batch_stats)
   # The optimizer's state, with the plateau scale and the step counters (a few bytes).
-  return {"params": params, "optimizer": size(state) - params - batch_stats,
-          "batch_stats": batch_stats}
+  return {
+    "params": params,
+    "optimizer": size(state) - params - batch_stats,
+    "batch_stats": batch_stats,
+  }
 
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-def out_of_memory_cost(message: str, per_chip_batch: int, compile_seconds: float,
-                       ops: tuple[tuple[str, int], ...] = ()) -> StepCost | None:
+def out_of_memory_cost(
+  message: str, per_chip_batch: int, compile_seconds: float, ops: tuple[tuple[str, int], ...] = ()
+) -> StepCost | None:
   """The StepCost of a compile that XLA refused for want of HBM; None for other errors.
 
   The TPU compiler checks the program against the chip's HBM itself ("RESOURCE_EXHAUSTED:
@@ -463,8 +543,19 @@ def out_of_memory_cost(message: str, per_chip_batch: int, compile_seconds: float
   needed = re.search(r"required for HLO temporaries \(([\d.]+)([KMGT]?)", message)
   temp = int(float(needed.group(1)) * _UNITS[needed.group(2)]) if needed else 0
   first = message.strip().splitlines()[0]
-  return StepCost(per_chip_batch, 0, 0, 0, temp, 0, float("nan"), float("nan"),
-                  compile_seconds, ops, out_of_memory=first[first.find("Ran out"):] or first)
+  return StepCost(
+    per_chip_batch,
+    0,
+    0,
+    0,
+    temp,
+    0,
+    float("nan"),
+    float("nan"),
+    compile_seconds,
+    ops,
+    out_of_memory=first[first.find("Ran out") :] or first,
+  )
 
 
 def _compile(step: Callable, args: tuple, per_chip_batch: int) -> StepCost:
@@ -481,9 +572,15 @@ def _compile(step: Callable, args: tuple, per_chip_batch: int) -> StepCost:
   return step_cost(compiled, per_chip_batch, time.perf_counter() - start, ops)
 
 
-def plan(config: ml_collections.ConfigDict, topology: str, config_name: str = "the config",
-         evaluate: bool = True, search: bool = True, max_compiles: int = 6,
-         log: Callable[[str], None] = lambda message: None) -> Plan:
+def plan(
+  config: ml_collections.ConfigDict,
+  topology: str,
+  config_name: str = "the config",
+  evaluate: bool = True,
+  search: bool = True,
+  max_compiles: int = 6,
+  log: Callable[[str], None] = lambda message: None,
+) -> Plan:
   """Compiles `config`'s train step (and eval step) for `topology`; see the module docstring.
 
   Args:
@@ -501,26 +598,44 @@ def plan(config: ml_collections.ConfigDict, topology: str, config_name: str = "t
       or a step that fits the chip at no batch size.
   """
   from cnnjax.train import config as config_lib
+
   target = parse_topology(topology)
   config = copy.deepcopy(config)
   config_lib.validate(config)
   notes: list[str] = []
   if config.parallel != "shard_map":
-    notes.append(f"config.parallel is {config.parallel!r}: compiled with shard_map, which "
-                 "runs the same per-device step.")
+    notes.append(
+      f"config.parallel is {config.parallel!r}: compiled with shard_map, which "
+      "runs the same per-device step."
+    )
     config.parallel = "shard_map"
   check_batch(config.batch_size, target)
   if config.eval_batch_size:
     check_batch(config.eval_batch_size, target, "eval_batch_size")
-  return compile_plan(config, target, topology_devices(target), config_name, evaluate, search,
-                      max_compiles, log, notes)
+  return compile_plan(
+    config,
+    target,
+    topology_devices(target),
+    config_name,
+    evaluate,
+    search,
+    max_compiles,
+    log,
+    notes,
+  )
 
 
-def compile_plan(config: ml_collections.ConfigDict, target: Topology,
-                 devices: Sequence[jax.Device], config_name: str = "the config",
-                 evaluate: bool = True, search: bool = True, max_compiles: int = 6,
-                 log: Callable[[str], None] = lambda message: None,
-                 notes: list[str] | None = None) -> Plan:
+def compile_plan(
+  config: ml_collections.ConfigDict,
+  target: Topology,
+  devices: Sequence[jax.Device],
+  config_name: str = "the config",
+  evaluate: bool = True,
+  search: bool = True,
+  max_compiles: int = 6,
+  log: Callable[[str], None] = lambda message: None,
+  notes: list[str] | None = None,
+) -> Plan:
   """`plan` for the given devices, one per chip of `target`: abstract TPU devices, or
   (tests) real ones, whose compiler then answers in place of the TPU's."""
   notes = [] if notes is None else notes
@@ -532,36 +647,51 @@ def compile_plan(config: ml_collections.ConfigDict, target: Topology,
   state = experiment.abstract_state()
   state_bytes = _state_bytes(state)
   _check_state_fits(state_bytes, target.chip, config_name)
-  max_objects = _max_objects(config.dataset, config.data_dir or None) \
-      if "boxes" in experiment.data.features else 0
+  max_objects = (
+    _max_objects(config.dataset, config.data_dir or None)
+    if "boxes" in experiment.data.features
+    else 0
+  )
   train_step, eval_step = experiment.compile_steps()
   n = target.num_chips
 
   def batch(size: int, valid: bool = False) -> dict[str, jax.ShapeDtypeStruct]:
-    return batch_spec(experiment.data.features, experiment.data.image_shape, max_objects,
-                      size, sharded, valid)
+    return batch_spec(
+      experiment.data.features, experiment.data.image_shape, max_objects, size, sharded, valid
+    )
 
   def compile_train(per_chip: int) -> StepCost:
     log(f"compiling the train step at per-chip batch {per_chip} for {target.name} ...")
     inputs = batch(per_chip * n)
     metrics = jax.eval_shape(train_step, state, None, inputs)[1]
-    sums = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                        metrics)
+    sums = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), metrics
+    )
     return _compile(train_step, (state, sums, inputs), per_chip)
 
   train = compile_train(config.batch_size // n)
-  input_bytes = sum(math.prod(s.shape) * np.dtype(s.dtype).itemsize
-                    for s in batch(config.batch_size).values()) // n
+  input_bytes = (
+    sum(math.prod(s.shape) * np.dtype(s.dtype).itemsize for s in batch(config.batch_size).values())
+    // n
+  )
   eval_cost = None
   eval_batch = config.eval_batch_size or config.batch_size
   if evaluate:
     log(f"compiling the eval step at per-chip batch {eval_batch // n} ...")
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     eval_cost = _compile(eval_step, (variables, batch(eval_batch, valid=True)), eval_batch // n)
-  result = Plan(config_name=config_name, topology=target,
-                device_kind=devices[0].device_kind, global_batch=config.batch_size,
-                eval_batch=eval_batch, state_bytes=state_bytes,
-                input_bytes=input_bytes, train=train, eval=eval_cost, notes=notes)
+  result = Plan(
+    config_name=config_name,
+    topology=target,
+    device_kind=devices[0].device_kind,
+    global_batch=config.batch_size,
+    eval_batch=eval_batch,
+    state_bytes=state_bytes,
+    input_bytes=input_bytes,
+    train=train,
+    eval=eval_cost,
+    notes=notes,
+  )
   if not result.fits:
     _advise(result, config, experiment, compile_train, search, max_compiles)
   return result
@@ -572,14 +702,21 @@ def _check_state_fits(state_bytes: dict[str, int], chip: Chip, config_name: str)
   state = sum(state_bytes.values())
   if state + state_bytes["params"] >= chip.hbm_bytes:
     raise UsageError(
-        f"{config_name} cannot fit a {chip.name} chip ({_bytes(chip.hbm_bytes)}) at any "
-        f"batch: its parameters + optimizer state take {_bytes(state)} per chip and its "
-        f"gradients {_bytes(state_bytes['params'])}; use a smaller model, an optimizer with "
-        f"less state (sgd), or a chip with more HBM ({_more_hbm(chip)}).")
+      f"{config_name} cannot fit a {chip.name} chip ({_bytes(chip.hbm_bytes)}) at any "
+      f"batch: its parameters + optimizer state take {_bytes(state)} per chip and its "
+      f"gradients {_bytes(state_bytes['params'])}; use a smaller model, an optimizer with "
+      f"less state (sgd), or a chip with more HBM ({_more_hbm(chip)})."
+    )
 
 
-def _advise(result: Plan, config: ml_collections.ConfigDict, experiment: Any,
-            compile_train: Callable[[int], StepCost], search: bool, max_compiles: int) -> None:
+def _advise(
+  result: Plan,
+  config: ml_collections.ConfigDict,
+  experiment: Any,
+  compile_train: Callable[[int], StepCost],
+  search: bool,
+  max_compiles: int,
+) -> None:
   """Fills `result.largest_batch` and `result.knobs` for a train step that does not fit."""
   chip, n = result.topology.chip, result.topology.num_chips
   state = sum(result.state_bytes.values())
@@ -588,19 +725,27 @@ def _advise(result: Plan, config: ml_collections.ConfigDict, experiment: Any,
     granule = int(config.metric.examples_per_class)
   knobs = []
   if search:
+
     def fits(per_chip: int) -> tuple[bool, int]:
       cost = compile_train(per_chip)
       return cost.fits(chip), cost.total_bytes
-    largest, failing, compiles = largest_fitting(fits, result.train.per_chip_batch,
-                                                 result.train.total_bytes, chip.hbm_bytes,
-                                                 granule, max_compiles)
+
+    largest, failing, compiles = largest_fitting(
+      fits,
+      result.train.per_chip_batch,
+      result.train.total_bytes,
+      chip.hbm_bytes,
+      granule,
+      max_compiles,
+    )
     if not largest:
       raise UsageError(
-          f"{result.config_name} does not fit a {chip.name} chip ({_bytes(chip.hbm_bytes)}) "
-          f"even at {granule} example(s) per chip; "
-          + ("set --config.dtype=bfloat16, " if config.dtype == "float32" else "")
-          + f"shrink config.input.size or the model, or use a chip with more HBM "
-          f"({_more_hbm(chip)}).")
+        f"{result.config_name} does not fit a {chip.name} chip ({_bytes(chip.hbm_bytes)}) "
+        f"even at {granule} example(s) per chip; "
+        + ("set --config.dtype=bfloat16, " if config.dtype == "float32" else "")
+        + f"shrink config.input.size or the model, or use a chip with more HBM "
+        f"({_more_hbm(chip)})."
+      )
     result.largest_batch, result.failing_batch = largest, failing
     result.search_compiles, result.granule = compiles, granule
     knobs.append(f"a smaller batch: --config.batch_size={largest * n}")
@@ -612,9 +757,11 @@ def _advise(result: Plan, config: ml_collections.ConfigDict, experiment: Any,
   if hasattr(model, "memory_efficient") and not model.memory_efficient:
     knobs.append("remat: --config.model_kwargs.memory_efficient=True")
   elif result.train.temp_bytes > state:
-    knobs.append(f"remat (activations are {_bytes(result.train.temp_bytes)}; "
-                 f"{config.model} has no remat option: nn.remat around its blocks would trade "
-                 "recomputation for them)")
+    knobs.append(
+      f"remat (activations are {_bytes(result.train.temp_bytes)}; "
+      f"{config.model} has no remat option: nn.remat around its blocks would trade "
+      "recomputation for them)"
+    )
   result.knobs = knobs
 
 

@@ -34,6 +34,7 @@ class TrainState:
     ema: {"params", "batch_stats"}, exponential moving averages of both
       (`config.ema_decay`), or {} without them.
   """
+
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -43,8 +44,12 @@ class TrainState:
   ema: Any = flax.struct.field(default_factory=dict)
 
 
-def create_state(variables: dict[str, Any], tx: optax.GradientTransformation,
-                 plateau: optax.GradientTransformation, ema: bool = False) -> TrainState:
+def create_state(
+  variables: dict[str, Any],
+  tx: optax.GradientTransformation,
+  plateau: optax.GradientTransformation,
+  ema: bool = False,
+) -> TrainState:
   """A fresh state at step 0 for `variables` = {"params", "batch_stats"}.
 
   With `ema`, the moving averages start at the initial values.
@@ -52,19 +57,29 @@ def create_state(variables: dict[str, Any], tx: optax.GradientTransformation,
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   # Copies: the step donates the state's buffers, and one buffer cannot be donated twice.
-  averages = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats}) \
-      if ema else {}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params), plateau=plateau.init(params),
-                    nonfinite_step=jnp.full((), -1, jnp.int32), ema=averages)
+  averages = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats}) if ema else {}
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=tx.init(params),
+    plateau=plateau.init(params),
+    nonfinite_step=jnp.full((), -1, jnp.int32),
+    ema=averages,
+  )
 
 
-def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    base_rng: jax.Array,
-                    freezing: freezing_lib.Freezing = freezing_lib.NOTHING, *,
-                    accumulate_steps: int = 1, micro_batch_size: int = 0,
-                    ema_decay: float = 0.0
-                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+def make_train_step(
+  task: Task,
+  tx: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  base_rng: jax.Array,
+  freezing: freezing_lib.Freezing = freezing_lib.NOTHING,
+  *,
+  accumulate_steps: int = 1,
+  micro_batch_size: int = 0,
+  ema_decay: float = 0.0,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """The per-device train step (state, batch shard) -> (new state, averaged metrics).
 
   The gradient comes from `cnnjax.train.gradients`: the whole shard at once, the mean over
@@ -84,16 +99,18 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: opta
   model_train = not freezing.batch_stats
 
   def loss_fn(params, batch_stats, batch, rng):
-    return task.loss_fn(freezing.stop_gradients(params), batch_stats, batch, rng,
-                        train=model_train)
+    return task.loss_fn(freezing.stop_gradients(params), batch_stats, batch, rng, train=model_train)
 
   def grad_fn(batch: dict) -> gradients.GradFn:
     if micro_batch_size:
       chunks = jax.tree.leaves(batch)[0].shape[0] // micro_batch_size
       return gradients.cached(
-          lambda params, batch_stats, chunk, rng: task.embed(
-              freezing.stop_gradients(params), batch_stats, chunk, rng, train=model_train),
-          task.embedding_loss, chunks)
+        lambda params, batch_stats, chunk, rng: task.embed(
+          freezing.stop_gradients(params), batch_stats, chunk, rng, train=model_train
+        ),
+        task.embedding_loss,
+        chunks,
+      )
     if accumulate_steps > 1:
       return gradients.accumulated(loss_fn, accumulate_steps)
     return gradients.whole_batch(loss_fn)
@@ -102,8 +119,9 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: opta
     rng = jax.random.fold_in(base_rng, state.step)
     preprocess_rng, loss_rng = jax.random.split(rng)
     batch = task.preprocess(batch, preprocess_rng, train=True)
-    (loss, (metrics, batch_stats)), grads = grad_fn(batch)(state.params, state.batch_stats,
-                                                           batch, loss_rng)
+    (loss, (metrics, batch_stats)), grads = grad_fn(batch)(
+      state.params, state.batch_stats, batch, loss_rng
+    )
     grads = jax.lax.pmean(grads, AXIS)
     metrics = jax.lax.pmean({**metrics, "loss": loss}, AXIS)
     # Replicas that normalise their own shard still keep identical running statistics.
@@ -120,14 +138,20 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: opta
     ok = finite & (state.nonfinite_step < 0)
     ema = state.ema
     if ema_decay:
-      ema = jax.tree.map(lambda average, new: ema_decay * average + (1 - ema_decay) * new,
-                         state.ema, {"params": params, "batch_stats": batch_stats})
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state, ema=ema)
-    new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state,
-                             state.replace(step=state.step + 1))
-    nonfinite_step = jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
-                               state.nonfinite_step)
+      ema = jax.tree.map(
+        lambda average, new: ema_decay * average + (1 - ema_decay) * new,
+        state.ema,
+        {"params": params, "batch_stats": batch_stats},
+      )
+    new_state = state.replace(
+      step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, ema=ema
+    )
+    new_state = jax.tree.map(
+      lambda new, old: jnp.where(ok, new, old), new_state, state.replace(step=state.step + 1)
+    )
+    nonfinite_step = jnp.where(
+      (state.nonfinite_step < 0) & ~finite, state.step, state.nonfinite_step
+    )
     return new_state.replace(nonfinite_step=nonfinite_step), metrics
 
   return train_step

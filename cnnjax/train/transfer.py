@@ -46,45 +46,57 @@ def load_source(transfer: ml_collections.ConfigDict) -> dict[str, Any]:
   prefix = transfer.prefix
   if prefix:
     if prefix not in variables["params"]:
-      raise UsageError(f"transfer.prefix {prefix!r} is not in the source parameters "
-                       f"({', '.join(sorted(variables['params']))}); fix transfer.prefix.")
-    variables = {"params": variables["params"][prefix],
-                 "batch_stats": variables.get("batch_stats", {}).get(prefix, {})}
+      raise UsageError(
+        f"transfer.prefix {prefix!r} is not in the source parameters "
+        f"({', '.join(sorted(variables['params']))}); fix transfer.prefix."
+      )
+    variables = {
+      "params": variables["params"][prefix],
+      "batch_stats": variables.get("batch_stats", {}).get(prefix, {}),
+    }
   return variables
 
 
 def load_source_workdir(path: str) -> dict[str, Any]:
   """{"params", "batch_stats"} (numpy) of the newest checkpoint of a cnnjax workdir."""
-  directory = os.path.join(path, "checkpoints") if os.path.isdir(
-      os.path.join(path, "checkpoints")) else path
+  directory = (
+    os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
+  )
   if not os.path.isdir(directory):
-    raise UsageError(f"transfer.init_from {path!r} is not a cnnjax workdir; pass one that "
-                     "holds checkpoints/.")
+    raise UsageError(
+      f"transfer.init_from {path!r} is not a cnnjax workdir; pass one that holds checkpoints/."
+    )
   manager = ocp.CheckpointManager(
-      os.path.abspath(directory),
-      item_handlers={"state": ocp.StandardCheckpointHandler(),
-                     "data": ocp.JsonCheckpointHandler()})
+    os.path.abspath(directory),
+    item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+  )
   step = manager.latest_step()
   if step is None:
     raise UsageError(f"transfer.init_from {path!r} holds no checkpoint; train it first.")
   state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
   manager.close()
-  return jax.tree.map(np.asarray, {"params": state["params"],
-                                   "batch_stats": state.get("batch_stats", {})})
+  return jax.tree.map(
+    np.asarray, {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
+  )
 
 
 def _from_torchvision(name: str, weights: str | None) -> dict[str, Any]:
   from cnnjax.convert import torchvision as convert_torchvision
+
   if not weights or not os.path.isfile(weights):
-    raise UsageError(f"transfer.torchvision_weights {weights!r} is not a file; save "
-                     f"torchvision's {name} state_dict with torch.save and pass its path.")
+    raise UsageError(
+      f"transfer.torchvision_weights {weights!r} is not a file; save "
+      f"torchvision's {name} state_dict with torch.save and pass its path."
+    )
   import torch  # Only torchvision imports need it.
+
   state_dict = torch.load(weights, map_location="cpu", weights_only=True)
   return jax.tree.map(np.asarray, convert_torchvision.convert(name, state_dict))
 
 
-def merge(fresh: dict[str, Any], source: dict[str, Any],
-          head_patterns: tuple[str, ...] = ()) -> tuple[dict[str, Any], list[str]]:
+def merge(
+  fresh: dict[str, Any], source: dict[str, Any], head_patterns: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], list[str]]:
   """Fresh variables with every leaf the source has in the same shape copied over.
 
   Returns:
@@ -95,8 +107,12 @@ def merge(fresh: dict[str, Any], source: dict[str, Any],
 
   def pick(collection):
     names = path_names(fresh[collection])
-    source_leaves = dict(zip(jax.tree.leaves(path_names(source.get(collection, {}))),
-                             jax.tree.leaves(source.get(collection, {}))))
+    source_leaves = dict(
+      zip(
+        jax.tree.leaves(path_names(source.get(collection, {}))),
+        jax.tree.leaves(source.get(collection, {})),
+      )
+    )
 
     def choose(name, value):
       other = source_leaves.get(name)
@@ -110,13 +126,15 @@ def merge(fresh: dict[str, Any], source: dict[str, Any],
 
   merged = {"params": pick("params"), "batch_stats": pick("batch_stats")}
   if len(kept) == len(jax.tree.leaves(fresh["params"])):
-    raise UsageError("no pretrained parameter fits this model; check transfer.prefix and "
-                     "the model name.")
+    raise UsageError(
+      "no pretrained parameter fits this model; check transfer.prefix and the model name."
+    )
   return merged, kept
 
 
-def freezing(transfer: ml_collections.ConfigDict, params: Any,
-             head: list[str]) -> freezing_lib.Freezing:
+def freezing(
+  transfer: ml_collections.ConfigDict, params: Any, head: list[str]
+) -> freezing_lib.Freezing:
   """What `config.transfer` leaves unchanged in training, for `params` with head `head`.
 
   `transfer.freeze` regexes freeze in every mode; with pretrained weights, "linear_probe"
@@ -125,8 +143,7 @@ def freezing(transfer: ml_collections.ConfigDict, params: Any,
   """
   frozen = [re.compile(p) for p in transfer.freeze]
   mode = transfer.mode if enabled(transfer) else "finetune_all"
-  trainable = [re.compile(p) for p in transfer.trainable] \
-      if mode == "finetune_last_stages" else []
+  trainable = [re.compile(p) for p in transfer.trainable] if mode == "finetune_last_stages" else []
   kept = set(head)
 
   def label(name: str) -> str:

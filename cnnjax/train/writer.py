@@ -40,8 +40,13 @@ MIN_POINTS_TO_SMOOTH = 50
 class MetricsWriter:
   """Progress bar (or periodic lines), TensorBoard and JSON-lines output for one run."""
 
-  def __init__(self, workdir: str | os.PathLike, num_steps: int, initial_step: int = 0,
-               progress: bool | None = None):
+  def __init__(
+    self,
+    workdir: str | os.PathLike,
+    num_steps: int,
+    initial_step: int = 0,
+    progress: bool | None = None,
+  ):
     self.workdir = checkpoint.workdir_path(workdir)
     self.num_steps = num_steps
     self.active = jax.process_index() == 0
@@ -51,14 +56,18 @@ class MetricsWriter:
     if not self.active:
       return
     from tensorboardX import SummaryWriter  # Imported here: only process 0 writes events.
+
     # A resumed run repeats the steps after its checkpoint: TensorBoard drops the earlier
     # events of those steps instead of drawing both.
-    self._tensorboard = SummaryWriter(os.fspath(self.workdir / TENSORBOARD_DIR),
-                                      purge_step=initial_step + 1 if initial_step else None)
+    self._tensorboard = SummaryWriter(
+      os.fspath(self.workdir / TENSORBOARD_DIR),
+      purge_step=initial_step + 1 if initial_step else None,
+    )
     self._jsonl = _JsonLines(self.workdir / METRICS_FILE)
     if self.progress:
-      self._bar = tqdm.tqdm(total=num_steps, initial=initial_step, dynamic_ncols=True,
-                            unit="step", file=sys.stderr)
+      self._bar = tqdm.tqdm(
+        total=num_steps, initial=initial_step, dynamic_ncols=True, unit="step", file=sys.stderr
+      )
 
   def write(self, step: int, split: str, metrics: dict[str, Any]) -> None:
     """Records scalar `metrics` of `split` ("train", or an evaluator's name) at `step`.
@@ -77,13 +86,16 @@ class MetricsWriter:
   def _report(self, step: int, split: str, scalars: dict[str, float]) -> None:
     if self._bar is not None and split == "train":
       # The postfix first: `update` redraws, so the bar shows this interval, not the last.
-      self._bar.set_postfix(loss=f"{scalars['loss']:.4f}",
-                            steps_s=f"{scalars['steps_per_second']:.1f}", refresh=False)
+      self._bar.set_postfix(
+        loss=f"{scalars['loss']:.4f}", steps_s=f"{scalars['steps_per_second']:.1f}", refresh=False
+      )
       self._bar.update(step - self._bar.n)
       return
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()
-                      if k in ("loss", "accuracy", "steps_per_second", "learning_rate")
-                      or split != "train")
+    shown = ", ".join(
+      f"{k}={v:.4g}"
+      for k, v in scalars.items()
+      if k in ("loss", "accuracy", "steps_per_second", "learning_rate") or split != "train"
+    )
     line = f"[{split}] step {step}/{self.num_steps}: {shown}"
     if split == "train" and scalars.get("steps_per_second", 0) > 0:
       eta = (self.num_steps - step) / scalars["steps_per_second"]
@@ -100,8 +112,9 @@ class MetricsWriter:
       print(text, file=sys.stderr, flush=True)
     logging.info(text)
 
-  def write_config(self, config: Mapping[str, Any], commit: str | None = None,
-                   step: int = 0) -> None:
+  def write_config(
+    self, config: Mapping[str, Any], commit: str | None = None, step: int = 0
+  ) -> None:
     """Records how the run was made in TensorBoard (process 0 only).
 
     The values, "commit" first, go to the text tag "config" as a markdown table (the Text
@@ -115,8 +128,11 @@ class MetricsWriter:
     if not self.active:
       return
     from tensorboardX import summary  # Imported here, as SummaryWriter is.
-    values = {"commit": commit or "unknown",
-              **{k: _hparam_value(v) for k, v in sorted(config.items())}}
+
+    values = {
+      "commit": commit or "unknown",
+      **{k: _hparam_value(v) for k, v in sorted(config.items())},
+    }
     self._tensorboard.add_text("config", _markdown_table(values), step)
     # add_hparams would write to a new sub-run; the session-start summary alone puts the
     # values on this run, and TensorBoard then offers this run's scalars as its metrics.
@@ -209,16 +225,18 @@ def eval_record(workdir: str | os.PathLike, step: int) -> dict[str, float] | Non
   found = {}
   for record in read_metrics(workdir):
     if record["split"] != "train" and record["step"] == step:
-      found.update({f"{record['split']}/{k}": v for k, v in record.items()
-                    if k not in ("step", "split")})
+      found.update(
+        {f"{record['split']}/{k}": v for k, v in record.items() if k not in ("step", "split")}
+      )
   return found or None
 
 
 def write_summary(workdir: str | os.PathLike, metrics: dict[str, Any]) -> None:
   """`workdir/summary.json` with the final metrics (process 0 only)."""
   if jax.process_index() == 0:
-    checkpoint.write_atomically(checkpoint.workdir_path(workdir) / SUMMARY_FILE,
-                                json.dumps(metrics, indent=2, sort_keys=True))
+    checkpoint.write_atomically(
+      checkpoint.workdir_path(workdir) / SUMMARY_FILE, json.dumps(metrics, indent=2, sort_keys=True)
+    )
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str | None:
@@ -232,12 +250,16 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
     The 40-digit hash (plus "-dirty"); None when `path` has no tracked files in a git
     checkout (an installed package), or git is missing, fails or takes over 5 s.
   """
-  directory = os.fspath(path) if path is not None else os.path.dirname(
-      os.path.dirname(os.path.abspath(__file__)))
+  directory = (
+    os.fspath(path)
+    if path is not None
+    else os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  )
 
   def git(*args: str) -> str:
-    return subprocess.run(["git", "-C", directory, *args], capture_output=True, text=True,
-                          timeout=5, check=True).stdout.strip()
+    return subprocess.run(
+      ["git", "-C", directory, *args], capture_output=True, text=True, timeout=5, check=True
+    ).stdout.strip()
 
   try:
     # A package installed inside some other checkout (a venv in a repo) is not its code.
@@ -269,8 +291,10 @@ def _markdown_table(values: Mapping[str, Any]) -> str:
 def _pyplot() -> Any:
   """matplotlib.pyplot on the file-only Agg backend (runs have no display)."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -278,8 +302,7 @@ def _grid(plt: Any, count: int, width: float, height: float) -> tuple[Any, list[
   """A figure of `count` panels of `width` x `height` inches, MAX_COLUMNS to a row."""
   columns = max(1, min(MAX_COLUMNS, count))
   rows = max(1, math.ceil(count / columns))
-  fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows),
-                           squeeze=False)
+  fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
   for ax in axes.flat[count:]:
     fig.delaxes(ax)
   return fig, list(axes.flat[:count])
@@ -296,8 +319,9 @@ def _is_per_class(name: str) -> bool:
   return "/" in name
 
 
-def _series(records: Sequence[Mapping[str, Any]], split: str,
-            name: str) -> tuple[np.ndarray, np.ndarray]:
+def _series(
+  records: Sequence[Mapping[str, Any]], split: str, name: str
+) -> tuple[np.ndarray, np.ndarray]:
   """Steps and values of `name` in `split` by step; a step logged again (resumed) keeps its last."""
   by_step = {r["step"]: r[name] for r in records if r["split"] == split and name in r}
   steps = sorted(by_step)
@@ -317,8 +341,9 @@ def _ema(values: np.ndarray, weight: float) -> np.ndarray:
 _NOT_CURVES = ("step", "split", "steps_per_second", "count")
 
 
-def _curve_panels(records: Sequence[Mapping[str, Any]]
-                  ) -> list[tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+def _curve_panels(
+  records: Sequence[Mapping[str, Any]],
+) -> list[tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]]:
   """(metric, {split: (steps, values)}) for each panel.
 
   Loss comes first, then the evaluated metrics, then train-only ones, learning rate last.
@@ -330,8 +355,9 @@ def _curve_panels(records: Sequence[Mapping[str, Any]]
   splits = ["train", *dict.fromkeys(r["split"] for r in records if r["split"] != "train")]
   panels, shown = [], []
   # In panel order, so that of two equal series the one shown is the earlier panel's.
-  for name in sorted(names, key=lambda n: (n != "loss", n not in evaluated,
-                                           n == "learning_rate", n)):
+  for name in sorted(
+    names, key=lambda n: (n != "loss", n not in evaluated, n == "learning_rate", n)
+  ):
     series = {}
     for split in splits:
       steps, values = _series(records, split, name)
@@ -347,8 +373,9 @@ def _curve_panels(records: Sequence[Mapping[str, Any]]
   return panels
 
 
-def _draw_curve(ax: Any, name: str, split: str, steps: np.ndarray, values: np.ndarray,
-                colour: str) -> None:
+def _draw_curve(
+  ax: Any, name: str, split: str, steps: np.ndarray, values: np.ndarray, colour: str
+) -> None:
   """One split's series of metric `name` on `ax`, labelled with its last value."""
   last = f"last {values[-1]:.4g}"
   if split != "train":
@@ -357,11 +384,17 @@ def _draw_curve(ax: Any, name: str, split: str, steps: np.ndarray, values: np.nd
   elif len(values) >= MIN_POINTS_TO_SMOOTH and name != "learning_rate":
     # Single-batch train values are noisy; the raw ones stay, faint, under the average.
     ax.plot(steps, values, color="C0", alpha=0.25, linewidth=0.8, label="train, raw")
-    ax.plot(steps, _ema(values, EMA_WEIGHT), color="C0",
-            label=f"train, EMA {EMA_WEIGHT} ({last} raw)")
+    ax.plot(
+      steps, _ema(values, EMA_WEIGHT), color="C0", label=f"train, EMA {EMA_WEIGHT} ({last} raw)"
+    )
   else:
-    ax.plot(steps, values, color="C0", marker="." if len(values) < MIN_POINTS_TO_SMOOTH
-            else None, label=f"train ({last})")
+    ax.plot(
+      steps,
+      values,
+      color="C0",
+      marker="." if len(values) < MIN_POINTS_TO_SMOOTH else None,
+      label=f"train ({last})",
+    )
 
 
 def plot_curves(workdir: str | os.PathLike, notes: Mapping[str, str] | None = None) -> str:
@@ -382,8 +415,9 @@ def plot_curves(workdir: str | os.PathLike, notes: Mapping[str, str] | None = No
   notes = notes or {}
   panels = _curve_panels(read_metrics(workdir))
   fig, axes = _grid(plt, len(panels), 4.3, 3.2)
-  evaluators = list(dict.fromkeys(split for _, series in panels for split in series
-                                  if split != "train"))
+  evaluators = list(
+    dict.fromkeys(split for _, series in panels for split in series if split != "train")
+  )
   for ax, (name, series) in zip(axes, panels):
     for split, (steps, values) in series.items():
       colour = "C0" if split == "train" else f"C{1 + evaluators.index(split)}"
@@ -405,8 +439,9 @@ def _class_order(label: str) -> tuple[int, int, str]:
   return (0, int(label), "") if label.isdigit() else (1, 0, label)
 
 
-def plot_per_class(workdir: str | os.PathLike,
-                   class_names: Sequence[str] | None = None) -> str | None:
+def plot_per_class(
+  workdir: str | os.PathLike, class_names: Sequence[str] | None = None
+) -> str | None:
   """Bars of each class's value at the last evaluation with per-class metrics, as per_class.png.
 
   One panel per metric ("ap" from "ap/<class>" of detection, "iou" from "iou/<class>" of
@@ -418,8 +453,14 @@ def plot_per_class(workdir: str | os.PathLike,
   Returns:
     The path of per_class.png; None, writing nothing, when no evaluation has per-class metrics.
   """
-  last = next((r for r in reversed(read_metrics(workdir))
-               if r["split"] != "train" and any(map(_is_per_class, r))), None)
+  last = next(
+    (
+      r
+      for r in reversed(read_metrics(workdir))
+      if r["split"] != "train" and any(map(_is_per_class, r))
+    ),
+    None,
+  )
   if last is None:
     return None
   groups: dict[str, dict[str, float]] = {}
@@ -432,8 +473,10 @@ def plot_per_class(workdir: str | os.PathLike,
   for ax, (metric, by_class) in zip(axes, sorted(groups.items())):
     labels = sorted(by_class, key=_class_order)
     values = [by_class[c] for c in labels]
-    names = [class_names[int(c)] if class_names and c.isdigit() and int(c) < len(class_names)
-             else c for c in labels]
+    names = [
+      class_names[int(c)] if class_names and c.isdigit() and int(c) < len(class_names) else c
+      for c in labels
+    ]
     bars = ax.barh(range(len(labels)), values, color="C0")
     ax.set_yticks(range(len(labels)), names)
     ax.invert_yaxis()  # Class 0 on top.
@@ -441,9 +484,10 @@ def plot_per_class(workdir: str | os.PathLike,
     mean = float(np.mean(values))
     ax.axvline(mean, color="C1", linestyle="--", zorder=0)
     ax.set_xlim(0, 1.15 * max(1.0, *values))  # Room for the value labels.
-    ax.set_title(f"{last['split']} {metric} per class, step {last['step']}\n"
-                 f"mean {mean:.3f} (dashed)",
-                 fontsize=10)
+    ax.set_title(
+      f"{last['split']} {metric} per class, step {last['step']}\nmean {mean:.3f} (dashed)",
+      fontsize=10,
+    )
     ax.grid(axis="x", alpha=0.3)
   fig.tight_layout()
   path = checkpoint.workdir_path(workdir) / PER_CLASS_FILE
@@ -452,10 +496,10 @@ def plot_per_class(workdir: str | os.PathLike,
   return os.fspath(path)
 
 
-def plot_embeddings(workdir: str | os.PathLike, embeddings: np.ndarray,
-                    labels: np.ndarray) -> str:
+def plot_embeddings(workdir: str | os.PathLike, embeddings: np.ndarray, labels: np.ndarray) -> str:
   """A 2-D PCA projection of embeddings [N, D] coloured by labels [N], as embeddings.png."""
   from sklearn.decomposition import PCA
+
   plt = _pyplot()
 
   points = PCA(n_components=2).fit_transform(np.asarray(embeddings, np.float64))
@@ -484,17 +528,25 @@ def record_config(directory: epath.Path, config: dict[str, Any], step: int) -> l
   previous = json.loads(path.read_text()) if path.exists() else None
   messages = []
   if previous is not None:
-    changed = {key: [previous.get(key), current.get(key)]
-               for key in sorted(set(previous) | set(current))
-               if previous.get(key) != current.get(key)}
+    changed = {
+      key: [previous.get(key), current.get(key)]
+      for key in sorted(set(previous) | set(current))
+      if previous.get(key) != current.get(key)
+    }
     if changed:
       with (directory / CONFIG_HISTORY_FILE).open("a") as f:
-        f.write(json.dumps({"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                 time.gmtime()),
-                            "changed": changed}) + "\n")
+        f.write(
+          json.dumps(
+            {
+              "step": step,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "changed": changed,
+            }
+          )
+          + "\n"
+        )
       shown = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items())
-      messages.append(f"config changed at step {step}: {shown} (recorded in "
-                      f"{CONFIG_HISTORY_FILE})")
+      messages.append(f"config changed at step {step}: {shown} (recorded in {CONFIG_HISTORY_FILE})")
   checkpoint.write_atomically(path, json.dumps(current, indent=2, sort_keys=True))
   return messages
 

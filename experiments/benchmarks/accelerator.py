@@ -62,14 +62,28 @@ flags.DEFINE_bool("torch", True, "add the PyTorch columns when torch is importab
 flags.DEFINE_bool("torch_compile", True, "also time PyTorch under torch.compile")
 flags.DEFINE_bool("search", True, "find the largest batch that fits (accelerators only)")
 flags.DEFINE_float("budget_s", 230.0, "measure until this many seconds have passed")
-flags.DEFINE_string("out", None, "where to write the table (default: RESULTS_<device>.md "
-                    "beside this script)")
-flags.DEFINE_string("torch_worker", None, "internal: run the PyTorch measurements of this "
-                    "JSON request and print them as JSON")
+flags.DEFINE_string(
+  "out", None, "where to write the table (default: RESULTS_<device>.md beside this script)"
+)
+flags.DEFINE_string(
+  "torch_worker",
+  None,
+  "internal: run the PyTorch measurements of this JSON request and print them as JSON",
+)
 
-TINY = {"imagenet_model": "resnet18", "image_size": 32, "batch_sizes": "2", "cifar_batch": 2,
-        "triplet_sizes": "64,128", "nt_xent_sizes": "128,256", "nt_xent_block": 32, "steps": 1,
-        "warmup": 1, "pipeline_examples": 16, "pipeline_batches": 2}
+TINY = {
+  "imagenet_model": "resnet18",
+  "image_size": 32,
+  "batch_sizes": "2",
+  "cifar_batch": 2,
+  "triplet_sizes": "64,128",
+  "nt_xent_sizes": "128,256",
+  "nt_xent_block": 32,
+  "steps": 1,
+  "warmup": 1,
+  "pipeline_examples": 16,
+  "pipeline_batches": 2,
+}
 NUM_CLASSES = 1000
 EMBEDDING_DIM = 128
 SKIPPED = "skipped (time budget)"
@@ -112,8 +126,17 @@ def _torch_net(torch: Any, torchvision: Any, model: str, cifar: bool) -> Any:
   return net
 
 
-def _torch_rate(torch: Any, net: Any, batch: int, size: int, classes: int, device: str,
-                steps: int, warmup: int, compiled: bool) -> float:
+def _torch_rate(
+  torch: Any,
+  net: Any,
+  batch: int,
+  size: int,
+  classes: int,
+  device: str,
+  steps: int,
+  warmup: int,
+  compiled: bool,
+) -> float:
   """Images/s of an AMP (bf16 autocast), channels_last SGD-momentum train step."""
   net = net.to(device, memory_format=torch.channels_last).train()
   forward = torch.compile(net) if compiled else net
@@ -143,9 +166,11 @@ def _torch_rate(torch: Any, net: Any, batch: int, size: int, classes: int, devic
   return batch * steps / (time.perf_counter() - start)
 
 
-def _torch_largest(torch: Any, torchvision: Any, model: str, size: int, start: int,
-                   budget: Budget) -> str:
+def _torch_largest(
+  torch: Any, torchvision: Any, model: str, size: int, start: int, budget: Budget
+) -> str:
   """The largest batch whose eager AMP step runs on the CUDA device: doubling, bisection."""
+
   def runs(batch: int) -> bool:
     try:
       net = _torch_net(torch, torchvision, model, cifar=False)
@@ -175,10 +200,12 @@ def torch_worker(request: dict[str, Any]) -> dict[str, Any]:
   """
   import torch
   import torchvision
+
   budget = Budget(request["budget_s"])
   device = "cuda" if torch.cuda.is_available() else "cpu"
-  rates: dict[str, dict[str, str]] = {f"{row['name']}@{row['batch']}": {}
-                                      for row in request["rows"]}
+  rates: dict[str, dict[str, str]] = {
+    f"{row['name']}@{row['batch']}": {} for row in request["rows"]
+  }
   result: dict[str, Any] = {"version": torch.__version__, "device": device, "rates": rates}
 
   def measure(compiled: bool) -> None:
@@ -190,9 +217,19 @@ def torch_worker(request: dict[str, Any]) -> dict[str, Any]:
         continue
       try:
         net = _torch_net(torch, torchvision, row["model"], row["cifar"])
-        cells[label] = _rate(_torch_rate(torch, net, row["batch"], row["size"],
-                                         row["classes"], device, request["steps"],
-                                         request["warmup"], compiled))
+        cells[label] = _rate(
+          _torch_rate(
+            torch,
+            net,
+            row["batch"],
+            row["size"],
+            row["classes"],
+            device,
+            request["steps"],
+            request["warmup"],
+            compiled,
+          )
+        )
       except Exception as error:  # noqa: BLE001 -- one cell of the table, not the run.
         cells[label] = _short(error)
       finally:
@@ -201,8 +238,14 @@ def torch_worker(request: dict[str, Any]) -> dict[str, Any]:
 
   measure(compiled=False)
   if request["search"] and device == "cuda":
-    result["largest"] = _torch_largest(torch, torchvision, request["largest_model"],
-                                       request["largest_size"], request["largest_start"], budget)
+    result["largest"] = _torch_largest(
+      torch,
+      torchvision,
+      request["largest_model"],
+      request["largest_size"],
+      request["largest_start"],
+      budget,
+    )
   else:
     result["largest"] = f"n/a on {device}"
   if request["compile"]:
@@ -214,8 +257,9 @@ def run_torch(request: dict[str, Any]) -> dict[str, Any] | str:
   """`torch_worker(request)` in a fresh process; its result, or why there is none."""
   command = [sys.executable, __file__, f"--torch_worker={json.dumps(request)}"]
   try:
-    done = subprocess.run(command, capture_output=True, text=True,
-                          timeout=request["budget_s"] + 120)
+    done = subprocess.run(
+      command, capture_output=True, text=True, timeout=request["budget_s"] + 120
+    )
   except subprocess.TimeoutExpired:
     return "PyTorch timed out"
   if done.returncode:
@@ -227,8 +271,14 @@ def run_torch(request: dict[str, Any]) -> dict[str, Any] | str:
 # ------------------------------------------------------------------------------ JAX ---
 
 
-def jax_train_step(model: str, size: int, batch: int, classes: int, dtype: str,
-                   model_kwargs: dict[str, Any] | None = None) -> tuple[Callable, Any, Any]:
+def jax_train_step(
+  model: str,
+  size: int,
+  batch: int,
+  classes: int,
+  dtype: str,
+  model_kwargs: dict[str, Any] | None = None,
+) -> tuple[Callable, Any, Any]:
   """(cnnjax's compiled train step, replicated state, sharded uint8 batch) at `batch`."""
   import jax
   from cnnjax.train import config as config_lib
@@ -236,6 +286,7 @@ def jax_train_step(model: str, size: int, batch: int, classes: int, dtype: str,
   from cnnjax.train import parallel
   from cnnjax.train import state as state_lib
   from cnnjax.train import tasks
+
   config = config_lib.defaults("classification")
   config.model, config.dataset, config.batch_size, config.dtype = model, "synthetic", batch, dtype
   config.model_kwargs = model_kwargs or {}
@@ -247,29 +298,40 @@ def jax_train_step(model: str, size: int, batch: int, classes: int, dtype: str,
   variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(0)))
   schedule = optim.create_schedule(config.schedule, 100, batch)
   tx = optim.create_optimizer(config.optimizer, variables["params"], schedule)
-  state = runner.replicate(jax.device_get(
-      state_lib.create_state(variables, tx, optim.plateau_transform(config.schedule))))
-  step = runner.compile(state_lib.make_train_step(task, tx, schedule, jax.random.key(1)),
-                        in_specs=(parallel.REPLICATED, parallel.SHARDED),
-                        out_specs=(parallel.REPLICATED, parallel.REPLICATED),
-                        donate_argnums=(0,))
+  state = runner.replicate(
+    jax.device_get(state_lib.create_state(variables, tx, optim.plateau_transform(config.schedule)))
+  )
+  step = runner.compile(
+    state_lib.make_train_step(task, tx, schedule, jax.random.key(1)),
+    in_specs=(parallel.REPLICATED, parallel.SHARDED),
+    out_specs=(parallel.REPLICATED, parallel.REPLICATED),
+    donate_argnums=(0,),
+  )
   rng = np.random.default_rng(0)
-  arrays = runner.shard_batch({
+  arrays = runner.shard_batch(
+    {
       "image": rng.integers(0, 256, (local_batch, size, size, 3), dtype=np.uint8),
-      "label": rng.integers(0, classes, (local_batch,), dtype=np.int32)})
+      "label": rng.integers(0, classes, (local_batch,), dtype=np.int32),
+    }
+  )
   return step.lower(state, arrays).compile(), state, arrays
 
 
 def xla_need(compiled: Any) -> int:
   """Peak device bytes of a compiled program, per device (donated inputs counted once)."""
   memory = compiled.memory_analysis()
-  return int(memory.argument_size_in_bytes + memory.output_size_in_bytes -
-             memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  return int(
+    memory.argument_size_in_bytes
+    + memory.output_size_in_bytes
+    - memory.alias_size_in_bytes
+    + memory.temp_size_in_bytes
+  )
 
 
 def device_limit() -> int | None:
   """Bytes one device may allocate, when the backend says (GPU, TPU); None on CPU."""
   import jax
+
   stats = jax.local_devices()[0].memory_stats() or {}
   return stats.get("bytes_limit")
 
@@ -277,6 +339,7 @@ def device_limit() -> int | None:
 def jax_rate(compiled: Any, state: Any, batch: Any, size: int, steps: int, warmup: int) -> float:
   """Images/s of `steps` calls of a compiled train step after `warmup` calls."""
   import jax
+
   for _ in range(warmup):
     state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
@@ -287,14 +350,22 @@ def jax_rate(compiled: Any, state: Any, batch: Any, size: int, steps: int, warmu
   return size * steps / (time.perf_counter() - start)
 
 
-def jax_largest(model: str, size: int, measured: dict[int, int], limit: int,
-                budget: Budget, num_devices: int, multiple: int = 8) -> str:
+def jax_largest(
+  model: str,
+  size: int,
+  measured: dict[int, int],
+  limit: int,
+  budget: Budget,
+  num_devices: int,
+  multiple: int = 8,
+) -> str:
   """The largest per-device batch (a multiple of `multiple`) that fits one device.
 
   The line through the two largest measured needs (per-device batch -> bytes) gives a
   guess; it is compiled, shrunk while XLA's need exceeds `limit`, and run once to confirm.
   """
   import jax
+
   (b1, m1), (b2, m2) = sorted(measured.items())[-2:]
   per_example = (m2 - m1) / (b2 - b1)
   if per_example <= 0:
@@ -304,13 +375,13 @@ def jax_largest(model: str, size: int, measured: dict[int, int], limit: int,
     if budget.left() <= 0 or guess < multiple:
       return SKIPPED if budget.left() <= 0 else "n/a"
     try:
-      compiled, state, batch = jax_train_step(model, size, guess * num_devices, NUM_CLASSES,
-                                              "bfloat16")
+      compiled, state, batch = jax_train_step(
+        model, size, guess * num_devices, NUM_CLASSES, "bfloat16"
+      )
       need = xla_need(compiled)
       if need <= limit:
         jax.block_until_ready(compiled(state, batch))
-        return (f"{guess:,} per device (XLA needs {need / 2**30:.1f} of "
-                f"{limit / 2**30:.1f} GiB)")
+        return f"{guess:,} per device (XLA needs {need / 2**30:.1f} of {limit / 2**30:.1f} GiB)"
       del compiled, state, batch
     except Exception as error:  # noqa: BLE001 -- out of memory at run time: shrink.
       if _short(error) != "out of memory":
@@ -319,12 +390,14 @@ def jax_largest(model: str, size: int, measured: dict[int, int], limit: int,
   return f"below {guess:,} per device"
 
 
-def loss_row(kind: str, size: int, block: int, limit: int | None,
-             budget: Budget) -> tuple[str, str]:
+def loss_row(
+  kind: str, size: int, block: int, limit: int | None, budget: Budget
+) -> tuple[str, str]:
   """(ms per loss + gradient, XLA's need) of one loss at one size."""
   import jax
   from cnnjax.losses import nt_xent_loss
   from cnnjax.losses import triplet_semihard_loss
+
   if budget.left() <= 0:
     return SKIPPED, ""
   rng = np.random.default_rng(0)
@@ -337,8 +410,11 @@ def loss_row(kind: str, size: int, block: int, limit: int | None,
     z1 = rng.normal(size=(size // 2, EMBEDDING_DIM)).astype(np.float32)
     z2 = (z1 + rng.normal(size=z1.shape)).astype(np.float32)
     block_size = block if kind == "blockwise" else None
-    fn = jax.jit(jax.value_and_grad(
-        lambda a, b: nt_xent_loss(a, b, 0.5, block_size=block_size), argnums=(0, 1)))
+    fn = jax.jit(
+      jax.value_and_grad(
+        lambda a, b: nt_xent_loss(a, b, 0.5, block_size=block_size), argnums=(0, 1)
+      )
+    )
     inputs = (z1, z2)
   try:
     compiled = fn.lower(*inputs).compile()
@@ -357,8 +433,7 @@ def loss_row(kind: str, size: int, block: int, limit: int | None,
     return _short(error), ""
 
 
-def pipeline_rate(size: int, examples: int, batch: int, batches: int,
-                  worker_count: int) -> float:
+def pipeline_rate(size: int, examples: int, batch: int, batches: int, worker_count: int) -> float:
   """Images/s of `cnnjax.data.train_iterator` over `size`x`size` JPEGs, after 2 batches."""
   import PIL.Image
   import tensorflow_datasets as tfds
@@ -370,9 +445,15 @@ def pipeline_rate(size: int, examples: int, batch: int, batches: int,
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          "image": tfds.features.Image(shape=(size, size, 3), encoding_format="jpeg"),
-          "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES)}))
+      return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict(
+          {
+            "image": tfds.features.Image(shape=(size, size, 3), encoding_format="jpeg"),
+            "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+          }
+        ),
+      )
 
     def _split_generators(self, dl_manager):
       del dl_manager
@@ -387,8 +468,14 @@ def pipeline_rate(size: int, examples: int, batch: int, batches: int,
 
   with tempfile.TemporaryDirectory() as data_dir:
     AcceleratorJpegs(data_dir=data_dir).download_and_prepare(file_format="array_record")
-    iterator = data.train_iterator("accelerator_jpegs", split="train", batch_size=batch,
-                                   seed=0, data_dir=data_dir, worker_count=worker_count)
+    iterator = data.train_iterator(
+      "accelerator_jpegs",
+      split="train",
+      batch_size=batch,
+      seed=0,
+      data_dir=data_dir,
+      worker_count=worker_count,
+    )
     for _ in range(2):
       next(iterator)
     start = time.perf_counter()
@@ -412,7 +499,7 @@ def markdown(rows: list[list[str]], torch_columns: bool) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
   for row in rows:
     row = row + [""] * (len(header) - len(row))
-    lines.append("| " + " | ".join(row[:len(header)]) + " |")
+    lines.append("| " + " | ".join(row[: len(header)]) + " |")
   return "\n".join(lines)
 
 
@@ -429,19 +516,45 @@ def main() -> None:
   model, size = args.imagenet_model, args.image_size
   batches = _sizes(args.batch_sizes)
   model_name = {"resnet50": "ResNet-50", "resnet18": "ResNet-18"}.get(model, model)
-  torch_rows = [{"name": "imagenet", "model": model, "cifar": False, "size": size,
-                 "classes": NUM_CLASSES, "batch": b} for b in batches]
-  torch_rows.append({"name": "cifar", "model": "resnet18", "cifar": True, "size": 32,
-                     "classes": 10, "batch": args.cifar_batch})
+  torch_rows = [
+    {
+      "name": "imagenet",
+      "model": model,
+      "cifar": False,
+      "size": size,
+      "classes": NUM_CLASSES,
+      "batch": b,
+    }
+    for b in batches
+  ]
+  torch_rows.append(
+    {
+      "name": "cifar",
+      "model": "resnet18",
+      "cifar": True,
+      "size": 32,
+      "classes": 10,
+      "batch": args.cifar_batch,
+    }
+  )
   torch_result: dict[str, Any] | str | None = None
   if args.torch and importlib_available("torch") and importlib_available("torchvision"):
-    torch_result = run_torch({
-        "rows": torch_rows, "compile": args.torch_compile, "steps": args.steps,
-        "warmup": args.warmup, "search": args.search and not args.tiny,
-        "largest_model": model, "largest_size": size, "largest_start": max(batches),
-        "budget_s": max(budget.left() * 0.45, 1.0)})
+    torch_result = run_torch(
+      {
+        "rows": torch_rows,
+        "compile": args.torch_compile,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "search": args.search and not args.tiny,
+        "largest_model": model,
+        "largest_size": size,
+        "largest_start": max(batches),
+        "budget_s": max(budget.left() * 0.45, 1.0),
+      }
+    )
 
   import jax  # After PyTorch has given the device back.
+
   devices = jax.local_devices()
   kind = devices[0].device_kind
   limit = device_limit()
@@ -452,17 +565,23 @@ def main() -> None:
     if isinstance(torch_result, str):
       return [torch_result, ""]
     cells = torch_result["rates"].get(key, {})
-    return [cells.get("eager", ""), cells.get("compile", "not run" if not args.torch_compile
-                                              else "")]
+    return [
+      cells.get("eager", ""),
+      cells.get("compile", "not run" if not args.torch_compile else ""),
+    ]
 
   rows: list[list[str]] = []
   measured_need: dict[int, int] = {}
   rates: dict[int, float] = {}
   for name, net, side, b, classes, kwargs in (
-      *[("imagenet", model, size, b, NUM_CLASSES, None) for b in batches],
-      ("cifar", "resnet18", 32, args.cifar_batch, 10, {"stem": "cifar"})):
-    label = (f"{model_name} train step, bf16, {side}x{side}, images/s" if name == "imagenet"
-             else "ResNet-18 CIFAR train step, bf16, 32x32, images/s")
+    *[("imagenet", model, size, b, NUM_CLASSES, None) for b in batches],
+    ("cifar", "resnet18", 32, args.cifar_batch, 10, {"stem": "cifar"}),
+  ):
+    label = (
+      f"{model_name} train step, bf16, {side}x{side}, images/s"
+      if name == "imagenet"
+      else "ResNet-18 CIFAR train step, bf16, 32x32, images/s"
+    )
     if budget.left() <= 0:
       rows.append([label, f"batch {b}", SKIPPED, "", *torch_cells(f"{name}@{b}")])
       continue
@@ -478,13 +597,22 @@ def main() -> None:
     rows.append([label, f"batch {b}", *cells, *torch_cells(f"{name}@{b}")])
 
   for kind_name, sizes, label in (
-      ("semihard", _sizes(args.triplet_sizes), "semi-hard triplet loss + grad"),
-      ("dense", _sizes(args.nt_xent_sizes), "NT-Xent loss + grad, dense"),
-      ("blockwise", _sizes(args.nt_xent_sizes),
-       f"NT-Xent loss + grad, blockwise ({args.nt_xent_block})")):
+    ("semihard", _sizes(args.triplet_sizes), "semi-hard triplet loss + grad"),
+    ("dense", _sizes(args.nt_xent_sizes), "NT-Xent loss + grad, dense"),
+    (
+      "blockwise",
+      _sizes(args.nt_xent_sizes),
+      f"NT-Xent loss + grad, blockwise ({args.nt_xent_block})",
+    ),
+  ):
     for n in sizes:
-      rows.append([label, f"{'B' if kind_name == 'semihard' else '2N'} = {n:,}",
-                   *loss_row(kind_name, n, args.nt_xent_block, limit, budget)])
+      rows.append(
+        [
+          label,
+          f"{'B' if kind_name == 'semihard' else '2N'} = {n:,}",
+          *loss_row(kind_name, n, args.nt_xent_block, limit, budget),
+        ]
+      )
 
   pipeline_batch = max(batches)
   label = f"input pipeline vs {model_name} step, {size}x{size} JPEG, images/s"
@@ -492,50 +620,73 @@ def main() -> None:
     rows.append([label, f"batch {pipeline_batch}", SKIPPED])
   else:
     try:
-      rate = pipeline_rate(size, args.pipeline_examples, pipeline_batch, args.pipeline_batches,
-                           args.worker_count)
+      rate = pipeline_rate(
+        size, args.pipeline_examples, pipeline_batch, args.pipeline_batches, args.worker_count
+      )
       step = rates.get(pipeline_batch)
       versus = f"{_rate(rate)} vs {_rate(step)}" if step else _rate(rate)
       ratio = f" ({rate / step:.3g}x the step)" if step else ""
-      rows.append([label, f"batch {pipeline_batch}, {os.cpu_count()} host cores",
-                   versus + ratio])
+      rows.append([label, f"batch {pipeline_batch}, {os.cpu_count()} host cores", versus + ratio])
     except Exception as error:  # noqa: BLE001
       rows.append([label, f"batch {pipeline_batch}", _short(error)])
 
   label = f"largest {model_name} bf16 batch that fits one device"
   if not args.search or limit is None or len(measured_need) < 2:
-    why = "not searched" if not args.search else f"n/a on {jax.default_backend()}" \
-        if limit is None else "n/a (needs two measured batches)"
+    why = (
+      "not searched"
+      if not args.search
+      else f"n/a on {jax.default_backend()}"
+      if limit is None
+      else "n/a (needs two measured batches)"
+    )
     largest = why
   else:
-    largest = jax_largest(model, size, {b // len(devices): need for b, need in
-                                        measured_need.items()}, limit, budget, len(devices))
-  torch_largest = [] if torch_result is None else [
-      torch_result if isinstance(torch_result, str) else torch_result.get("largest", ""), ""]
+    largest = jax_largest(
+      model,
+      size,
+      {b // len(devices): need for b, need in measured_need.items()},
+      limit,
+      budget,
+      len(devices),
+    )
+  torch_largest = (
+    []
+    if torch_result is None
+    else [torch_result if isinstance(torch_result, str) else torch_result.get("largest", ""), ""]
+  )
   rows.append([label, f"{size}x{size}", largest, "", *torch_largest])
 
-  torch_text = ("" if torch_result is None else f", PyTorch {torch_result['version']} "
-                f"on {torch_result['device']}" if isinstance(torch_result, dict)
-                else f", PyTorch: {torch_result}")
-  title = (f"{len(devices)} x {kind} ({jax.default_backend()}), jax {jax.__version__}"
-           f"{torch_text}, host {platform.processor() or platform.machine()}; "
-           f"{args.steps} timed steps after {args.warmup}; "
-           f"{time.perf_counter() - budget.start:.0f} s in all")
+  torch_text = (
+    ""
+    if torch_result is None
+    else f", PyTorch {torch_result['version']} on {torch_result['device']}"
+    if isinstance(torch_result, dict)
+    else f", PyTorch: {torch_result}"
+  )
+  title = (
+    f"{len(devices)} x {kind} ({jax.default_backend()}), jax {jax.__version__}"
+    f"{torch_text}, host {platform.processor() or platform.machine()}; "
+    f"{args.steps} timed steps after {args.warmup}; "
+    f"{time.perf_counter() - budget.start:.0f} s in all"
+  )
   table = markdown(rows, torch_result is not None)
   print(title + "\n\n" + table)
   out = pathlib.Path(args.out) if args.out else HERE / f"RESULTS_{device_slug(kind)}.md"
   command = "python experiments/benchmarks/accelerator.py " + " ".join(sys.argv[1:])
-  out.write_text(f"# Accelerator benchmark: {kind}\n\n    {command.strip()}\n\n{title}\n\n"
-                 f"{table}\n")
+  out.write_text(
+    f"# Accelerator benchmark: {kind}\n\n    {command.strip()}\n\n{title}\n\n{table}\n"
+  )
   print(f"\nwritten to {out}")
 
 
 def importlib_available(name: str) -> bool:
   import importlib.util
+
   return importlib.util.find_spec(name) is not None
 
 
 if __name__ == "__main__":
   sys.path.insert(0, str(HERE))
   import _script  # experiments/benchmarks/_script.py: absl flags with cnnjax's --help.
+
   _script.run(main)

@@ -48,14 +48,18 @@ def _images_and_proposals(batch: int, size: int, num_proposals: int):
     image = shapes.render(rng, size, 4)["image"]
     found = selective_search(image, max_proposals=num_proposals)
     padded = np.zeros((num_proposals, 4), np.float32)
-    padded[:len(found)] = found
+    padded[: len(found)] = found
     images.append(image)
     proposals.append(padded)
     valid.append(np.arange(num_proposals) < len(found))
   search_seconds = (time.perf_counter() - start) / batch
   images = (np.stack(images).astype(np.float32) / 255.0 - 0.5) / 0.5
-  return jnp.asarray(images), jnp.asarray(np.stack(proposals)), jnp.asarray(np.stack(valid)), \
-      search_seconds
+  return (
+    jnp.asarray(images),
+    jnp.asarray(np.stack(proposals)),
+    jnp.asarray(np.stack(valid)),
+    search_seconds,
+  )
 
 
 def _seconds_per_image(name: str, kwargs: dict, images, proposals, valid, repeats: int) -> float:
@@ -77,14 +81,17 @@ def _seconds_per_image(name: str, kwargs: dict, images, proposals, valid, repeat
 
 def main() -> None:
   args = flags.FLAGS
-  images, proposals, valid, search = _images_and_proposals(args.batch, args.size,
-                                                           args.proposals)
-  fast = _seconds_per_image("fast_rcnn", _model_kwargs("fast_rcnn_shapes"), images, proposals,
-                            valid, args.repeats)
-  slow = _seconds_per_image("rcnn", _model_kwargs("rcnn_shapes"), images, proposals, valid,
-                            args.repeats)
-  print(f"{args.proposals} proposals per image, batch {args.batch}, {args.size}x{args.size} "
-        f"images, {jax.devices()[0].platform} ({len(jax.devices())} devices visible)\n")
+  images, proposals, valid, search = _images_and_proposals(args.batch, args.size, args.proposals)
+  fast = _seconds_per_image(
+    "fast_rcnn", _model_kwargs("fast_rcnn_shapes"), images, proposals, valid, args.repeats
+  )
+  slow = _seconds_per_image(
+    "rcnn", _model_kwargs("rcnn_shapes"), images, proposals, valid, args.repeats
+  )
+  print(
+    f"{args.proposals} proposals per image, batch {args.batch}, {args.size}x{args.size} "
+    f"images, {jax.devices()[0].platform} ({len(jax.devices())} devices visible)\n"
+  )
   print("| stage | ms per image | relative |")
   print("| --- | --- | --- |")
   print(f"| selective search (host, both) | {1e3 * search:.2f} | |")

@@ -8,7 +8,8 @@ with a global batch up to --run_max_batch also run: a fresh process per row comp
 times --steps steps and reports its peak resident memory. Prints one markdown table.
 
     python experiments/benchmarks/large_batch.py                       # the default rows
-    python experiments/benchmarks/large_batch.py --rows=simclr:resnet18:4096:0,simclr:resnet18:4096:32
+    python experiments/benchmarks/large_batch.py \\
+        --rows=simclr:resnet18:4096:0,simclr:resnet18:4096:32
 """
 
 import json
@@ -30,10 +31,12 @@ from cnnjax.train import tasks
 import _script  # experiments/benchmarks/_script.py: absl flags with cnnjax's --help.
 
 # task:model:global batch:micro_batch_size (0: the whole batch at once).
-DEFAULT_ROWS = ("simclr:resnet18:1024:0,simclr:resnet18:1024:32,"
-                "simclr:resnet18:4096:0,simclr:resnet18:4096:32,"
-                "simclr:resnet50:1024:0,simclr:resnet50:1024:32,"
-                "metric_learning:resnet18:1800:0,metric_learning:resnet18:1800:36")
+DEFAULT_ROWS = (
+  "simclr:resnet18:1024:0,simclr:resnet18:1024:32,"
+  "simclr:resnet18:4096:0,simclr:resnet18:4096:32,"
+  "simclr:resnet50:1024:0,simclr:resnet50:1024:32,"
+  "metric_learning:resnet18:1800:0,metric_learning:resnet18:1800:36"
+)
 flags.DEFINE_string("rows", DEFAULT_ROWS, "comma-separated task:model:batch:micro_batch_size")
 flags.DEFINE_integer("image_size", 32, "side of the (CIFAR-sized) model input")
 flags.DEFINE_integer("run_max_batch", 256, "rows with a larger global batch are compiled only")
@@ -61,21 +64,28 @@ def _step_and_state(task_name: str, model: str, batch_size: int, micro_batch_siz
   variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(0)))
   schedule = optim.create_schedule(config.schedule, 10, batch_size)
   tx = optim.create_optimizer(config.optimizer, variables["params"], schedule)
-  state = jax.device_get(state_lib.create_state(variables, tx,
-                                                optim.plateau_transform(config.schedule)))
+  state = jax.device_get(
+    state_lib.create_state(variables, tx, optim.plateau_transform(config.schedule))
+  )
   step = runner.compile(
-      state_lib.make_train_step(task, tx, schedule, jax.random.key(1),
-                                micro_batch_size=micro_batch_size // runner.num_devices),
-      in_specs=(parallel.REPLICATED, parallel.SHARDED),
-      out_specs=(parallel.REPLICATED, parallel.REPLICATED), donate_argnums=(0,))
+    state_lib.make_train_step(
+      task, tx, schedule, jax.random.key(1), micro_batch_size=micro_batch_size // runner.num_devices
+    ),
+    in_specs=(parallel.REPLICATED, parallel.SHARDED),
+    out_specs=(parallel.REPLICATED, parallel.REPLICATED),
+    donate_argnums=(0,),
+  )
   return step, runner.replicate(state), runner
 
 
 def _batch(batch_size: int) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(0)
-  return {"image": rng.integers(0, 256, (batch_size, FLAGS.image_size, FLAGS.image_size, 3),
-                                dtype=np.uint8),
-          "label": np.repeat(np.arange(batch_size // 4) % 10, 4).astype(np.int32)}
+  return {
+    "image": rng.integers(
+      0, 256, (batch_size, FLAGS.image_size, FLAGS.image_size, 3), dtype=np.uint8
+    ),
+    "label": np.repeat(np.arange(batch_size // 4) % 10, 4).astype(np.int32),
+  }
 
 
 def temporary_bytes(task_name: str, model: str, batch_size: int, micro: int) -> tuple[int, float]:
@@ -97,8 +107,10 @@ def run_one(task_name: str, model: str, batch_size: int, micro: int) -> dict[str
   for _ in range(FLAGS.steps):
     state, metrics = step(state, runner.shard_batch(_batch(batch_size)))
   jax.block_until_ready(metrics)
-  return {"seconds": (time.perf_counter() - start) / FLAGS.steps,
-          "rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+  return {
+    "seconds": (time.perf_counter() - start) / FLAGS.steps,
+    "rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+  }
 
 
 def _parse(row: str) -> tuple[str, str, int, int]:
@@ -110,11 +122,15 @@ def main() -> None:
   if FLAGS.one:
     print(json.dumps(run_one(*_parse(FLAGS.one))))
     return
-  print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; "
-        f"{platform.processor() or platform.machine()}; input {FLAGS.image_size}x"
-        f"{FLAGS.image_size}x3, global BN\n")
-  print("| task | model | global batch | micro batch (global) | temp memory | vs whole batch "
-        "| compile s | s / step | peak RSS |")
+  print(
+    f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; "
+    f"{platform.processor() or platform.machine()}; input {FLAGS.image_size}x"
+    f"{FLAGS.image_size}x3, global BN\n"
+  )
+  print(
+    "| task | model | global batch | micro batch (global) | temp memory | vs whole batch "
+    "| compile s | s / step | peak RSS |"
+  )
   print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   whole: dict[tuple[str, str, int], int] = {}
   for row in FLAGS.rows.split(","):
@@ -126,14 +142,25 @@ def main() -> None:
     ratio = f"{temp / base:.3f}" if base else ""
     seconds = rss = "not run"
     if batch_size <= FLAGS.run_max_batch:
-      out = subprocess.run([sys.executable, __file__, f"--one={row}",
-                            f"--image_size={FLAGS.image_size}", f"--steps={FLAGS.steps}"],
-                           capture_output=True, text=True, check=True).stdout
+      out = subprocess.run(
+        [
+          sys.executable,
+          __file__,
+          f"--one={row}",
+          f"--image_size={FLAGS.image_size}",
+          f"--steps={FLAGS.steps}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+      ).stdout
       measured = json.loads(out.strip().splitlines()[-1])
       seconds, rss = f"{measured['seconds']:.2f}", f"{measured['rss_gib']:.2f} GiB"
-    print(f"| {task_name} | {model} | {batch_size} | {micro or 'off'} | "
-          f"{temp / 2**30:.2f} GiB | {ratio} | {compile_seconds:.0f} | {seconds} | {rss} |",
-          flush=True)
+    print(
+      f"| {task_name} | {model} | {batch_size} | {micro or 'off'} | "
+      f"{temp / 2**30:.2f} GiB | {ratio} | {compile_seconds:.0f} | {seconds} | {rss} |",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

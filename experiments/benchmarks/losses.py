@@ -33,11 +33,15 @@ from cnnjax.losses import pairwise_distances
 from cnnjax.losses import triplet_semihard_loss
 import _script  # experiments/benchmarks/_script.py: absl flags with cnnjax's --help.
 
-flags.DEFINE_bool('quick', False, 'small sizes only (a smoke test)')
-flags.DEFINE_integer('repeats', 2, 'timed calls after a warm-up; the best counts')
-flags.DEFINE_float('max_gb', 10.0, 'do not run a configuration whose XLA buffers need more')
-flags.DEFINE_string('one', None, 'internal: measure one KIND:SIZE in this process (the '
-                    'benchmark runs each configuration so, in a subprocess)')
+flags.DEFINE_bool("quick", False, "small sizes only (a smoke test)")
+flags.DEFINE_integer("repeats", 2, "timed calls after a warm-up; the best counts")
+flags.DEFINE_float("max_gb", 10.0, "do not run a configuration whose XLA buffers need more")
+flags.DEFINE_string(
+  "one",
+  None,
+  "internal: measure one KIND:SIZE in this process (the "
+  "benchmark runs each configuration so, in a subprocess)",
+)
 
 DIM = 128
 NUM_CLASSES_DIVISOR = 8  # Batches of B examples hold B / 8 classes of about 8 each.
@@ -69,16 +73,17 @@ def _triplet_inputs(batch: int):
 
 def _program(kind: str, size: int):
   """(jitted loss+grad function, its inputs) for one configuration."""
-  if kind in ('semihard', 'semihard_cubic'):
+  if kind in ("semihard", "semihard_cubic"):
     embeddings, labels = _triplet_inputs(size)
-    loss = triplet_semihard_loss if kind == 'semihard' else semihard_cubic
+    loss = triplet_semihard_loss if kind == "semihard" else semihard_cubic
     return jax.jit(jax.value_and_grad(lambda x: loss(x, labels))), (embeddings,)
   rng = np.random.default_rng(0)
   z1 = rng.normal(size=(size, DIM)).astype(np.float32)
   z2 = (z1 + rng.normal(size=z1.shape)).astype(np.float32)
-  block_size = NT_XENT_BLOCK if kind == 'nt_xent_blockwise' else None
-  return jax.jit(jax.value_and_grad(
-      lambda a, b: nt_xent_loss(a, b, 0.1, block_size=block_size), argnums=(0, 1))), (z1, z2)
+  block_size = NT_XENT_BLOCK if kind == "nt_xent_blockwise" else None
+  return jax.jit(
+    jax.value_and_grad(lambda a, b: nt_xent_loss(a, b, 0.1, block_size=block_size), argnums=(0, 1))
+  ), (z1, z2)
 
 
 def measure(kind: str, size: int, repeats: int, max_gb: float) -> dict:
@@ -86,9 +91,10 @@ def measure(kind: str, size: int, repeats: int, max_gb: float) -> dict:
   fn, inputs = _program(kind, size)
   compiled = fn.lower(*inputs).compile()
   analysis = compiled.memory_analysis()
-  xla_bytes = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
-               + analysis.output_size_in_bytes)
-  result = {'kind': kind, 'size': size, 'xla_gb': xla_bytes / 2**30}
+  xla_bytes = (
+    analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+  )
+  result = {"kind": kind, "size": size, "xla_gb": xla_bytes / 2**30}
   if xla_bytes > max_gb * 2**30:
     return result
   loss, _ = jax.block_until_ready(compiled(*inputs))
@@ -97,30 +103,39 @@ def measure(kind: str, size: int, repeats: int, max_gb: float) -> dict:
     start = time.perf_counter()
     jax.block_until_ready(compiled(*inputs))
     times.append(time.perf_counter() - start)
-  result.update(seconds=min(times), loss=float(loss),
-                peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+  result.update(
+    seconds=min(times),
+    loss=float(loss),
+    peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+  )
   return result
 
 
 def _in_subprocess(kind: str, size: int, repeats: int, max_gb: float) -> dict:
-  command = [sys.executable, __file__, '--one', f'{kind}:{size}', f'--repeats={repeats}',
-             f'--max_gb={max_gb}']
+  command = [
+    sys.executable,
+    __file__,
+    "--one",
+    f"{kind}:{size}",
+    f"--repeats={repeats}",
+    f"--max_gb={max_gb}",
+  ]
   output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
   return json.loads(output.strip().splitlines()[-1])
 
 
-def _row(result: dict, name: str, note: str = '') -> str:
-  if 'seconds' in result:
+def _row(result: dict, name: str, note: str = "") -> str:
+  if "seconds" in result:
     timing = f"{result['seconds']:.3f} | {result['peak_rss_gb']:.2f}"
   else:
-    timing = 'not run | not run'
-  return (f"| {name} | {result['size']} | {timing} | {result['xla_gb']:.2f} | {note} |")
+    timing = "not run | not run"
+  return f"| {name} | {result['size']} | {timing} | {result['xla_gb']:.2f} | {note} |"
 
 
 def main() -> None:
   args = flags.FLAGS
   if args.one:
-    kind, size = args.one.split(':')
+    kind, size = args.one.split(":")
     print(json.dumps(measure(kind, int(size), args.repeats, args.max_gb)))
     return
 
@@ -131,32 +146,44 @@ def main() -> None:
     cubic_sizes = [256, 512, 1024]
     nt_xent_sizes = [1024, 4096, 16384]
     dense_sizes = [1024, 4096, 16384]
-  print(f'jax {jax.__version__}, backend {jax.default_backend()}, '
-        f'{jax.local_device_count()} device(s); D={DIM}, loss + gradient, best of '
-        f'{args.repeats} after a warm-up\n')
-  print('| loss | B (triplet) or N pairs (NT-Xent) | time (s) | peak RSS (GB) '
-        '| XLA buffers (GB) | note |')
-  print('| --- | ---: | ---: | ---: | ---: | --- |')
+  print(
+    f"jax {jax.__version__}, backend {jax.default_backend()}, "
+    f"{jax.local_device_count()} device(s); D={DIM}, loss + gradient, best of "
+    f"{args.repeats} after a warm-up\n"
+  )
+  print(
+    "| loss | B (triplet) or N pairs (NT-Xent) | time (s) | peak RSS (GB) "
+    "| XLA buffers (GB) | note |"
+  )
+  print("| --- | ---: | ---: | ---: | ---: | --- |")
   semihard = {}
   for size in triplet_sizes:
-    semihard[size] = _in_subprocess('semihard', size, args.repeats, args.max_gb)
-    print(_row(semihard[size], 'triplet_semihard_loss (sort)'), flush=True)
+    semihard[size] = _in_subprocess("semihard", size, args.repeats, args.max_gb)
+    print(_row(semihard[size], "triplet_semihard_loss (sort)"), flush=True)
   for size in cubic_sizes:
-    cubic = _in_subprocess('semihard_cubic', size, args.repeats, args.max_gb)
-    note = ''
-    if 'seconds' in cubic and 'seconds' in semihard.get(size, {}):
-      if not np.isclose(cubic['loss'], semihard[size]['loss'], rtol=1e-5):
-        raise AssertionError(f'B={size}: baseline loss {cubic["loss"]} differs from '
-                             f'{semihard[size]["loss"]}')
+    cubic = _in_subprocess("semihard_cubic", size, args.repeats, args.max_gb)
+    note = ""
+    if "seconds" in cubic and "seconds" in semihard.get(size, {}):
+      if not np.isclose(cubic["loss"], semihard[size]["loss"], rtol=1e-5):
+        raise AssertionError(
+          f"B={size}: baseline loss {cubic['loss']} differs from {semihard[size]['loss']}"
+        )
       note = f"same loss; sort version {cubic['seconds'] / semihard[size]['seconds']:.0f}x faster"
-    print(_row(cubic, 'B^3 baseline (TFA form)', note), flush=True)
+    print(_row(cubic, "B^3 baseline (TFA form)", note), flush=True)
   for size in nt_xent_sizes:
-    print(_row(_in_subprocess('nt_xent_blockwise', size, args.repeats, args.max_gb),
-               f'nt_xent_loss blockwise ({NT_XENT_BLOCK} columns)'), flush=True)
+    print(
+      _row(
+        _in_subprocess("nt_xent_blockwise", size, args.repeats, args.max_gb),
+        f"nt_xent_loss blockwise ({NT_XENT_BLOCK} columns)",
+      ),
+      flush=True,
+    )
   for size in dense_sizes:
-    print(_row(_in_subprocess('nt_xent_dense', size, args.repeats, args.max_gb),
-               'nt_xent_loss dense'), flush=True)
+    print(
+      _row(_in_subprocess("nt_xent_dense", size, args.repeats, args.max_gb), "nt_xent_loss dense"),
+      flush=True,
+    )
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   _script.run(main)

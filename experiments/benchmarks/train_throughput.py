@@ -31,18 +31,22 @@ flags.DEFINE_bool("no_torch", False, "skip the PyTorch column")
 
 # name: (cnnjax model, input (H, W, C), classes)
 MODELS = {
-    "lenet5": ("lenet5", (32, 32, 1), 10),
-    "resnet18": ("resnet18", (32, 32, 3), 10),
-    "resnet50": ("resnet50", (224, 224, 3), 1000),
+  "lenet5": ("lenet5", (32, 32, 1), 10),
+  "resnet18": ("resnet18", (32, 32, 3), 10),
+  "resnet50": ("resnet50", (224, 224, 3), 1000),
 }
 
 
-def jax_images_per_second(name: str, batch_size: int, steps: int, warmup: int,
-                          dtype: str) -> float:
+def jax_images_per_second(name: str, batch_size: int, steps: int, warmup: int, dtype: str) -> float:
   """Images/s of the cnnjax train step on all devices, after `warmup` steps."""
   model, shape, num_classes = MODELS[name]
   config = config_lib.defaults("classification")
-  config.model, config.dataset, config.batch_size, config.dtype = model, "synthetic", batch_size, dtype
+  config.model, config.dataset, config.batch_size, config.dtype = (
+    model,
+    "synthetic",
+    batch_size,
+    dtype,
+  )
   config.input.mean, config.input.std = (0.5,) * shape[2], (0.25,) * shape[2]
   config.schedule.name = "constant"
   task = tasks.create(config, tasks.DataInfo(num_classes, shape, {}))
@@ -51,15 +55,22 @@ def jax_images_per_second(name: str, batch_size: int, steps: int, warmup: int,
   variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(0)))
   schedule = optim.create_schedule(config.schedule, steps + warmup, config.batch_size)
   tx = optim.create_optimizer(config.optimizer, variables["params"], schedule)
-  state = runner.replicate(jax.device_get(
-      state_lib.create_state(variables, tx, optim.plateau_transform(config.schedule))))
-  step = runner.compile(state_lib.make_train_step(task, tx, schedule, jax.random.key(1)),
-                        in_specs=(parallel.REPLICATED, parallel.SHARDED),
-                        out_specs=(parallel.REPLICATED, parallel.REPLICATED), donate_argnums=(0,))
+  state = runner.replicate(
+    jax.device_get(state_lib.create_state(variables, tx, optim.plateau_transform(config.schedule)))
+  )
+  step = runner.compile(
+    state_lib.make_train_step(task, tx, schedule, jax.random.key(1)),
+    in_specs=(parallel.REPLICATED, parallel.SHARDED),
+    out_specs=(parallel.REPLICATED, parallel.REPLICATED),
+    donate_argnums=(0,),
+  )
   rng = np.random.default_rng(0)
-  batch = runner.shard_batch({
+  batch = runner.shard_batch(
+    {
       "image": rng.integers(0, 256, (local_batch, *shape), dtype=np.uint8),
-      "label": rng.integers(0, num_classes, (local_batch,), dtype=np.int32)})
+      "label": rng.integers(0, num_classes, (local_batch,), dtype=np.int32),
+    }
+  )
   for _ in range(warmup):
     state, metrics = step(state, batch)
   jax.block_until_ready(metrics)
@@ -81,10 +92,19 @@ def torch_images_per_second(name: str, batch_size: int, steps: int, warmup: int)
   device = "cuda" if torch.cuda.is_available() else "cpu"
   if name == "lenet5":
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 6, 5), torch.nn.Tanh(), torch.nn.AvgPool2d(2),
-        torch.nn.Conv2d(6, 16, 5), torch.nn.Tanh(), torch.nn.AvgPool2d(2), torch.nn.Flatten(),
-        torch.nn.Linear(400, 120), torch.nn.Tanh(), torch.nn.Linear(120, 84), torch.nn.Tanh(),
-        torch.nn.Linear(84, num_classes))
+      torch.nn.Conv2d(1, 6, 5),
+      torch.nn.Tanh(),
+      torch.nn.AvgPool2d(2),
+      torch.nn.Conv2d(6, 16, 5),
+      torch.nn.Tanh(),
+      torch.nn.AvgPool2d(2),
+      torch.nn.Flatten(),
+      torch.nn.Linear(400, 120),
+      torch.nn.Tanh(),
+      torch.nn.Linear(120, 84),
+      torch.nn.Tanh(),
+      torch.nn.Linear(84, num_classes),
+    )
   else:
     net = getattr(torchvision.models, name)(num_classes=num_classes)
   net = net.to(device).train()
@@ -113,18 +133,25 @@ def torch_images_per_second(name: str, batch_size: int, steps: int, warmup: int)
 def main() -> None:
   args = flags.FLAGS
   devices = jax.devices()
-  print(f"devices: {len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), "
-        f"host: {platform.processor() or platform.machine()}, batch {args.batch_size}, "
-        f"{args.steps} timed steps after {args.warmup}\n")
+  print(
+    f"devices: {len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), "
+    f"host: {platform.processor() or platform.machine()}, batch {args.batch_size}, "
+    f"{args.steps} timed steps after {args.warmup}\n"
+  )
   print("| model | input | JAX img/s | PyTorch img/s |")
   print("| --- | --- | --- | --- |")
   for name in args.models.split(","):
     shape = "x".join(map(str, MODELS[name][1]))
     ours = jax_images_per_second(name, args.batch_size, args.steps, args.warmup, args.dtype)
-    theirs = None if args.no_torch else torch_images_per_second(name, args.batch_size, args.steps,
-                                                                args.warmup)
-    print(f"| {name} | {shape} | {ours:,.1f} | "
-          f"{'n/a' if theirs is None else f'{theirs:,.1f}'} |", flush=True)
+    theirs = (
+      None
+      if args.no_torch
+      else torch_images_per_second(name, args.batch_size, args.steps, args.warmup)
+    )
+    print(
+      f"| {name} | {shape} | {ours:,.1f} | {'n/a' if theirs is None else f'{theirs:,.1f}'} |",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ regression, trained with the multi-task loss on 32 sampled RoIs per image (25% f
 Training RoIs are jittered object boxes plus random boxes (`detection.train_proposals`);
 evaluation scores the selective-search proposals of each test image, as the paper.
 
-    cnnjax train --config=experiments/configs/fast_rcnn_shapes.py --workdir=workdirs/fast_rcnn_shapes
+    cnnjax train --config=experiments/configs/fast_rcnn_shapes.py \
+        --workdir=workdirs/fast_rcnn_shapes
 """
 
 import ml_collections
@@ -20,8 +21,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("region_cnn")
   config.model = "fast_rcnn"
-  config.model_kwargs = {"backbone": "conv", "backbone_widths": (32, 64), "pool": "roi_pool",
-                         "pool_size": 4, "hidden": 256, "dropout_rate": 0.0}
+  config.model_kwargs = {
+    "backbone": "conv",
+    "backbone_widths": (32, 64),
+    "pool": "roi_pool",
+    "pool_size": 4,
+    "hidden": 256,
+    "dropout_rate": 0.0,
+  }
   config.dataset = "shapes/small"
   config.batch_size = 32
   config.num_steps = 800

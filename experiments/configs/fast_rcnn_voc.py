@@ -19,8 +19,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   options = config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("region_cnn")
   config.model = "fast_rcnn"
-  config.model_kwargs = {"backbone": "resnet18", "pool": "roi_pool", "pool_size": 7,
-                         "hidden": 1024, "dropout_rate": 0.5}
+  config.model_kwargs = {
+    "backbone": "resnet18",
+    "pool": "roi_pool",
+    "pool_size": 7,
+    "hidden": 1024,
+    "dropout_rate": 0.5,
+  }
   config.dataset = "voc"
   config.train_split = "train"
   config.input.size = 384
@@ -43,8 +48,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every = 1000
   config.best_metric = "test/map50"
   if "local" in options:
-    config.model_kwargs = {"backbone": "conv", "backbone_widths": (8, 16), "pool": "roi_pool",
-                           "pool_size": 4, "hidden": 32, "dropout_rate": 0.5}
+    config.model_kwargs = {
+      "backbone": "conv",
+      "backbone_widths": (8, 16),
+      "pool": "roi_pool",
+      "pool_size": 4,
+      "hidden": 32,
+      "dropout_rate": 0.5,
+    }
     config.input.size = 64
     config.batch_size = 8
     config.num_epochs = 1.0

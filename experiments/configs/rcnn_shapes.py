@@ -18,8 +18,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("region_cnn")
   config.model = "rcnn"
-  config.model_kwargs = {"backbone": "conv", "backbone_widths": (32, 64), "crop_size": 16,
-                         "context": 2.0, "hidden": 256, "dropout_rate": 0.0}
+  config.model_kwargs = {
+    "backbone": "conv",
+    "backbone_widths": (32, 64),
+    "crop_size": 16,
+    "context": 2.0,
+    "hidden": 256,
+    "dropout_rate": 0.0,
+  }
   config.dataset = "shapes/small"
   config.batch_size = 16
   config.num_steps = 600

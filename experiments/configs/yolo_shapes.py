@@ -21,8 +21,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("yolo")
   config.model = "yolo_v1"
-  config.model_kwargs = {"backbone": "conv", "backbone_widths": (32, 64), "grid_size": 8,
-                         "num_boxes": 2, "head_width": 64, "hidden": 512, "dropout_rate": 0.0}
+  config.model_kwargs = {
+    "backbone": "conv",
+    "backbone_widths": (32, 64),
+    "grid_size": 8,
+    "num_boxes": 2,
+    "head_width": 64,
+    "hidden": 512,
+    "dropout_rate": 0.0,
+  }
   config.dataset = "shapes"
   config.input.size = 32
   config.batch_size = 32

@@ -18,8 +18,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   options = config_args.parse(arg, ("local",), __file__)
   config = config_lib.defaults("yolo")
   config.model = "yolo_v1"
-  config.model_kwargs = {"backbone": "resnet18", "grid_size": 7, "num_boxes": 2,
-                         "head_width": 1024, "hidden": 4096, "dropout_rate": 0.5}
+  config.model_kwargs = {
+    "backbone": "resnet18",
+    "grid_size": 7,
+    "num_boxes": 2,
+    "head_width": 1024,
+    "hidden": 4096,
+    "dropout_rate": 0.5,
+  }
   config.dataset = "voc"
   config.train_split = "train"
   config.input.size = 448
@@ -36,8 +42,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every = 1000
   config.best_metric = "test/map50"
   if "local" in options:
-    config.model_kwargs = {"backbone": "conv", "backbone_widths": (8, 16), "grid_size": 7,
-                           "num_boxes": 2, "head_width": 16, "hidden": 64, "dropout_rate": 0.5}
+    config.model_kwargs = {
+      "backbone": "conv",
+      "backbone_widths": (8, 16),
+      "grid_size": 7,
+      "num_boxes": 2,
+      "head_width": 16,
+      "hidden": 64,
+      "dropout_rate": 0.5,
+    }
     config.input.size = 56
     config.batch_size = 8
     config.num_epochs = 1.0

@@ -26,8 +26,7 @@ def _images(size: int) -> np.ndarray:
   return np.random.default_rng(0).normal(size=(2, 3, size, size)).astype(np.float32)
 
 
-def _run_cnnjax(name: str, state_dict, images: np.ndarray, train: bool = False,
-                **model_kwargs):
+def _run_cnnjax(name: str, state_dict, images: np.ndarray, train: bool = False, **model_kwargs):
   """Converts `state_dict` and runs the cnnjax model on NCHW `images`."""
   variables = convert(name, state_dict, **model_kwargs)
   _, implied_kwargs = mapping.prefix_mapping(name, state_dict)
@@ -35,7 +34,8 @@ def _run_cnnjax(name: str, state_dict, images: np.ndarray, train: bool = False,
   nhwc = images.transpose(0, 2, 3, 1)
   if train:
     outputs, _ = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
-        variables, nhwc)
+      variables, nhwc
+    )
     return outputs
   return jax.jit(model.apply)(variables, nhwc)
 
@@ -62,8 +62,9 @@ def test_alexnet(alexnet_state_dict):
   _assert_close(_run_cnnjax("alexnet", alexnet_state_dict, images), expected)
 
 
-@pytest.mark.parametrize("name", ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn",
-                                  "vgg19", "vgg19_bn"])
+@pytest.mark.parametrize(
+  "name", ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
+)
 def test_vgg(name):
   model = helpers.random_torch_model(name, num_classes=10)
   images = _images(64)
@@ -73,27 +74,31 @@ def test_vgg(name):
 
 
 def test_googlenet_without_aux_heads_and_with_input_transform():
-  model = helpers.random_torch_model("googlenet", num_classes=10, aux_logits=False,
-                                     transform_input=True, init_weights=False)
+  model = helpers.random_torch_model(
+    "googlenet", num_classes=10, aux_logits=False, transform_input=True, init_weights=False
+  )
   images = _images(64)
   with torch.no_grad():
     expected = model(torch.from_numpy(images))
   variables = convert("googlenet", model.state_dict())
   assert "aux1" not in variables["params"]
-  _assert_close(_run_cnnjax("googlenet", model.state_dict(), images, transform_input=True),
-                expected)
+  _assert_close(
+    _run_cnnjax("googlenet", model.state_dict(), images, transform_input=True), expected
+  )
 
 
 def test_googlenet_aux_heads_in_training():
   # Training mode with dropout off: BatchNorm uses batch statistics in both frameworks and
   # both return the auxiliary logits (torchvision as (logits, aux2, aux1)).
-  model = helpers.random_torch_model("googlenet", num_classes=10, aux_logits=True,
-                                     init_weights=False, dropout=0.0, dropout_aux=0.0).train()
+  model = helpers.random_torch_model(
+    "googlenet", num_classes=10, aux_logits=True, init_weights=False, dropout=0.0, dropout_aux=0.0
+  ).train()
   images = _images(64)
   with torch.no_grad():
     expected, expected_aux2, expected_aux1 = model(torch.from_numpy(images))
-  logits, aux1, aux2 = _run_cnnjax("googlenet", model.state_dict(), images, train=True,
-                                   dropout_rate=0.0, aux_dropout_rate=0.0)
+  logits, aux1, aux2 = _run_cnnjax(
+    "googlenet", model.state_dict(), images, train=True, dropout_rate=0.0, aux_dropout_rate=0.0
+  )
   _assert_close(logits, expected)
   _assert_close(aux1, expected_aux1)
   _assert_close(aux2, expected_aux2)

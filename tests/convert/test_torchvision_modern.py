@@ -48,16 +48,23 @@ def test_converted_weights_give_torchvision_logits(name):
   model = models.create(name)
   nhwc = images.transpose(0, 2, 3, 1)
   # Unoptimised XLA: compiling a full-depth net otherwise takes longer than the test itself.
-  apply = jax.jit(model.apply).lower(variables, nhwc).compile(
-      {"xla_backend_optimization_level": 0})
+  apply = jax.jit(model.apply).lower(variables, nhwc).compile({"xla_backend_optimization_level": 0})
   got = np.asarray(apply(variables, nhwc))
   assert np.abs(want).max() > 0.05  # The comparison is not between two near-zero outputs.
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("name, classifier", [
-    ("resnet34", "fc"), ("resnet101", "fc"), ("resnet152", "fc"),
-    ("densenet161", "classifier"), ("densenet169", "classifier"), ("densenet201", "classifier")])
+@pytest.mark.parametrize(
+  "name, classifier",
+  [
+    ("resnet34", "fc"),
+    ("resnet101", "fc"),
+    ("resnet152", "fc"),
+    ("densenet161", "classifier"),
+    ("densenet169", "classifier"),
+    ("densenet201", "classifier"),
+  ],
+)
 def test_every_variant_maps_every_key(name, classifier):
   variables = tv_convert.convert(name, _zeros_state_dict(name, num_classes=7))
   assert variables["params"][classifier]["bias"].shape == (7,)
@@ -65,11 +72,15 @@ def test_every_variant_maps_every_key(name, classifier):
 
 def test_densenet_released_checkpoint_key_names_convert():
   # A distinct constant per tensor, so a tensor landing in the wrong place shows.
-  state_dict = {key: np.full(value.shape, i, np.float32)
-                for i, (key, value) in enumerate(_zeros_state_dict("densenet121").items())}
+  state_dict = {
+    key: np.full(value.shape, i, np.float32)
+    for i, (key, value) in enumerate(_zeros_state_dict("densenet121").items())
+  }
   # torchvision's downloadable files spell "denselayer1.norm1" as "denselayer1.norm.1".
-  released = {re.sub(r"(denselayer\d+)\.(norm|conv)(\d)", r"\1.\2.\3", key): value
-              for key, value in state_dict.items()}
+  released = {
+    re.sub(r"(denselayer\d+)\.(norm|conv)(\d)", r"\1.\2.\3", key): value
+    for key, value in state_dict.items()
+  }
   assert "features.denseblock1.denselayer1.norm.1.weight" in released
   converted = tv_convert.convert("densenet121", released)
   expected = tv_convert.convert("densenet121", state_dict)
@@ -87,17 +98,24 @@ def test_mobilenet_v2_width_multipliers_match_torchvision(alpha):
   assert num_params == sum(v.size for k, v in state_dict.items() if not k.endswith(statistics))
 
 
-@pytest.mark.parametrize("edit, named", [
+@pytest.mark.parametrize(
+  "edit, named",
+  [
     (lambda sd: sd.pop("layer1.0.bn1.running_var"), "layer1.0.bn1.running_var"),
     (lambda sd: sd.pop("layer1.0.bn1.weight"), "layer1.0.bn1.weight"),
-    (lambda sd: [sd.pop(f"layer1.0.bn1.running_{s}") for s in ("mean", "var")],
-     "layer1.0.bn1.running_mean"),
+    (
+      lambda sd: [sd.pop(f"layer1.0.bn1.running_{s}") for s in ("mean", "var")],
+      "layer1.0.bn1.running_mean",
+    ),
     (lambda sd: sd.update({"fc.weight": sd["fc.weight"][..., None]}), "fc.weight"),
     (lambda sd: sd.pop("layer2.0.downsample.0.weight"), "layer2.0.downsample.0"),
-    (lambda sd: sd.update({"layer1.0.conv9.weight": sd.pop("layer1.0.conv1.weight")}),
-     "layer1.0.conv9.weight"),
+    (
+      lambda sd: sd.update({"layer1.0.conv9.weight": sd.pop("layer1.0.conv1.weight")}),
+      "layer1.0.conv9.weight",
+    ),
     (lambda sd: sd.update({"fc.kernel": sd.pop("fc.weight")}), "fc.weight"),
-])
+  ],
+)
 def test_removed_or_renamed_key_is_named(edit, named):
   state_dict = _zeros_state_dict("resnet18")
   edit(state_dict)

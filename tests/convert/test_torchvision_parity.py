@@ -112,8 +112,11 @@ def _mapped_statistics(name: str, state_dict, statistics) -> dict[str, np.ndarra
   batch_stats paths -> float32 arrays. `state_dict` supplies the rest of each layer."""
   prefixes, _ = mapping.prefix_mapping(name, state_dict)
   norms = {p: path for p, path in prefixes.items() if f"{p}.running_mean" in statistics}
-  tensors = {f"{p}.{leaf}": (statistics if leaf.startswith("running") else state_dict)[
-      f"{p}.{leaf}"] for p in norms for leaf in ("weight", "bias", *_STATISTICS)}
+  tensors = {
+    f"{p}.{leaf}": (statistics if leaf.startswith("running") else state_dict)[f"{p}.{leaf}"]
+    for p in norms
+    for leaf in ("weight", "bias", *_STATISTICS)
+  }
   return _flat(mapping.map_state_dict(tensors, norms)["batch_stats"])
 
 
@@ -150,10 +153,13 @@ def _torch_pass(model, images, loss_weights, train: bool, param_keys) -> dict:
   loss = sum((out * torch.from_numpy(w).to(dtype)).sum() for out, w in zip(outputs, loss_weights))
   loss.backward()
   parameters = dict(model.named_parameters())
-  return {"outputs": [out.detach().double().numpy() for out in outputs],
-          "input_grad": x.grad.double().numpy(),
-          "param_grads": {k: parameters[k].grad.double().numpy() for k in param_keys
-                          if parameters[k].grad is not None}}
+  return {
+    "outputs": [out.detach().double().numpy() for out in outputs],
+    "input_grad": x.grad.double().numpy(),
+    "param_grads": {
+      k: parameters[k].grad.double().numpy() for k in param_keys if parameters[k].grad is not None
+    },
+  }
 
 
 def _torch_reference(name, torch_kwargs, images, loss_weights, named_params) -> dict:
@@ -184,13 +190,15 @@ def _torch_reference(name, torch_kwargs, images, loss_weights, named_params) -> 
   return tuple(runs)
 
 
-def _cnnjax_run(name, state_dict, cnnjax_kwargs, images, loss_weights, named_params,
-                dtype=jnp.float32) -> dict:
+def _cnnjax_run(
+  name, state_dict, cnnjax_kwargs, images, loss_weights, named_params, dtype=jnp.float32
+) -> dict:
   """cnnjax's evaluation and training passes, with gradients of the same loss with respect
   to the input and the `named_params` leaves, from one compiled program, in `dtype`
   (float64 needs `jax.enable_x64`)."""
-  variables = jax.tree.map(lambda a: np.asarray(a, dtype),
-                           convert(name, state_dict, **cnnjax_kwargs))
+  variables = jax.tree.map(
+    lambda a: np.asarray(a, dtype), convert(name, state_dict, **cnnjax_kwargs)
+  )
   _, implied_kwargs = mapping.prefix_mapping(name, state_dict)
   model = models.create(name, **implied_kwargs, **cnnjax_kwargs, dtype=dtype)
   images = images.astype(dtype)
@@ -200,8 +208,10 @@ def _cnnjax_run(name, state_dict, cnnjax_kwargs, images, loss_weights, named_par
   batch_stats = variables.get("batch_stats", {})
 
   def loss_fn(leaves, x, rest, train):
-    variables = {"params": flax.traverse_util.unflatten_dict({**rest, **leaves}, sep="/"),
-                 "batch_stats": batch_stats}
+    variables = {
+      "params": flax.traverse_util.unflatten_dict({**rest, **leaves}, sep="/"),
+      "batch_stats": batch_stats,
+    }
     outputs, updates = model.apply(variables, x, train=train, mutable=["batch_stats"])
     outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
     loss = sum(jnp.sum(out * w) for out, w in zip(outputs, loss_weights))
@@ -215,10 +225,14 @@ def _cnnjax_run(name, state_dict, cnnjax_kwargs, images, loss_weights, named_par
 
   results = {}
   for train, ((_, (outputs, stats)), (leaf_grads, input_grad)) in passes(
-      leaves, helpers.nchw_to_nhwc(images), params).items():
+    leaves, helpers.nchw_to_nhwc(images), params
+  ).items():
     results["train" if train else "eval"] = {
-        "outputs": [np.asarray(out) for out in outputs], "statistics": _flat(stats),
-        "input_grad": np.asarray(input_grad), "param_grads": _flat(leaf_grads)}
+      "outputs": [np.asarray(out) for out in outputs],
+      "statistics": _flat(stats),
+      "input_grad": np.asarray(input_grad),
+      "param_grads": _flat(leaf_grads),
+    }
   return results
 
 
@@ -229,8 +243,10 @@ def _errors(got, want32, want64, error=helpers.relative_error) -> list[float]:
 
 def _grad_errors(got, want32, want64) -> dict[str, list[float]]:
   """_errors of a gradient: worst-entry ("max") and whole-tensor ("l2") relative errors."""
-  return {"max": _errors(got, want32, want64),
-          "l2": _errors(got, want32, want64, helpers.relative_l2_error)}
+  return {
+    "max": _errors(got, want32, want64),
+    "l2": _errors(got, want32, want64, helpers.relative_l2_error),
+  }
 
 
 def _worst(errors: list[list[float]]) -> list[float]:
@@ -241,8 +257,9 @@ def _check_parity(name, torch_kwargs, cnnjax_kwargs, size, named_params, num_out
   """Runs both frameworks, prints the errors as one PARITY JSON line, asserts the bounds."""
   images = helpers.nchw_images(BATCH, size)
   rng = np.random.default_rng(1)
-  loss_weights = [rng.normal(size=(BATCH, NUM_CLASSES)).astype(np.float32)
-                  for _ in range(num_outputs)]
+  loss_weights = [
+    rng.normal(size=(BATCH, NUM_CLASSES)).astype(np.float32) for _ in range(num_outputs)
+  ]
   refs = ref32, ref64 = _torch_reference(name, torch_kwargs, images, loss_weights, named_params)
   got = _cnnjax_run(name, ref32["state_dict"], cnnjax_kwargs, images, loss_weights, named_params)
 
@@ -252,33 +269,41 @@ def _check_parity(name, torch_kwargs, cnnjax_kwargs, size, named_params, num_out
     assert len(outputs) == len(ref32[mode]["outputs"]) == (num_outputs if mode == "train" else 1)
     for i, out in enumerate(outputs):
       errors[f"{mode} {'logits' if i == 0 else f'aux{i}'}"] = _errors(
-          out, ref32[mode]["outputs"][i], ref64[mode]["outputs"][i])
+        out, ref32[mode]["outputs"][i], ref64[mode]["outputs"][i]
+      )
     errors[f"{mode} grad input"] = _grad_errors(
-        got[mode]["input_grad"], *(helpers.nchw_to_nhwc(r[mode]["input_grad"]) for r in refs))
+      got[mode]["input_grad"], *(helpers.nchw_to_nhwc(r[mode]["input_grad"]) for r in refs)
+    )
     for path in named_params:
       key = ref32["param_keys"][path]
       if key not in ref32[mode]["param_grads"]:  # GoogLeNet's aux heads do not run in eval.
         continue
       errors[f"{mode} grad {path}"] = _grad_errors(
-          got[mode]["param_grads"][path],
-          *(helpers.torch_param_to_flax(r[mode]["param_grads"][key]) for r in refs))
+        got[mode]["param_grads"][path],
+        *(helpers.torch_param_to_flax(r[mode]["param_grads"][key]) for r in refs),
+      )
 
   if ref32["counts"]:
     state_dict = ref32["state_dict"]
     got_stats = got["train"]["statistics"]
     assert len(got_stats) == 2 * len(ref32["counts"])  # Every BatchNorm, mean and var.
-    biased, unbiased = [[_mapped_statistics(name, state_dict, s) for s in pair] for pair in (
+    biased, unbiased = [
+      [_mapped_statistics(name, state_dict, s) for s in pair]
+      for pair in (
         [_biased_running_vars(r["before"], r["after"], r["counts"]) for r in refs],
-        [r["after"] for r in refs])]
+        [r["after"] for r in refs],
+      )
+    ]
     assert got_stats.keys() == biased[0].keys()
     for stat in ("mean", "var"):
       keys = [k for k in got_stats if k.endswith(f"/{stat}")]
-      errors[f"running_{stat}"] = _worst([_errors(got_stats[k], *(b[k] for b in biased))
-                                          for k in keys])
+      errors[f"running_{stat}"] = _worst(
+        [_errors(got_stats[k], *(b[k] for b in biased)) for k in keys]
+      )
     # For the record only: against torch's own running variances (unbiased update).
     errors["record running_var vs torch unbiased"] = _worst(
-        [_errors(got_stats[k], *(u[k] for u in unbiased)) for k in got_stats
-         if k.endswith("/var")])
+      [_errors(got_stats[k], *(u[k] for u in unbiased)) for k in got_stats if k.endswith("/var")]
+    )
   print("\nPARITY " + json.dumps({"model": name, **errors}))
 
   for what, values in errors.items():
@@ -289,37 +314,62 @@ def _check_parity(name, torch_kwargs, cnnjax_kwargs, size, named_params, num_out
     else:
       kind, (_, error, torch_error) = ("stats" if what.startswith("running") else "logits"), values
     bound = max(TOLERANCE[kind], NOISE_FACTOR * torch_error)
-    assert error < bound, (f"{name} {what}: relative error {error:.3g} against float64 torch "
-                           f"(float32 torch: {torch_error:.3g}) >= {bound:.3g}")
+    assert error < bound, (
+      f"{name} {what}: relative error {error:.3g} against float64 torch "
+      f"(float32 torch: {torch_error:.3g}) >= {bound:.3g}"
+    )
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", _slow("resnet101"),
-                                  _slow("resnet152")])
+@pytest.mark.parametrize(
+  "name", ["resnet18", "resnet34", "resnet50", _slow("resnet101"), _slow("resnet152")]
+)
 def test_resnet_parity(name):
   _check_parity(name, {}, {}, size=64, named_params=RESNET_PARAMS)
 
 
-@pytest.mark.parametrize("name", ["densenet121", _slow("densenet161"), _slow("densenet169"),
-                                  _slow("densenet201")])
+@pytest.mark.parametrize(
+  "name", ["densenet121", _slow("densenet161"), _slow("densenet169"), _slow("densenet201")]
+)
 def test_densenet_parity(name):
   # torchvision's DenseNet drop_rate defaults to 0: no dropout to disable.
-  _check_parity(name, {}, {}, size=64,
-                named_params=["conv0/kernel", "denseblock3_denselayer1/norm2/scale",
-                              "classifier/kernel"])
+  _check_parity(
+    name,
+    {},
+    {},
+    size=64,
+    named_params=["conv0/kernel", "denseblock3_denselayer1/norm2/scale", "classifier/kernel"],
+  )
 
 
-@pytest.mark.parametrize("name", ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn",
-                                  _slow("vgg19"), _slow("vgg19_bn")])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    _slow("vgg19"),
+    _slow("vgg19_bn"),
+  ],
+)
 def test_vgg_parity(name):
   # 64 -> 2x2 after the five pools: the 7x7 adaptive pool repeats values.
-  _check_parity(name, {"dropout": 0.0}, {"dropout_rate": 0.0}, size=64,
-                named_params=_vgg_params(name))
+  _check_parity(
+    name, {"dropout": 0.0}, {"dropout_rate": 0.0}, size=64, named_params=_vgg_params(name)
+  )
 
 
 def test_alexnet_parity():
   # 64 is about the smallest input (63): 15 -> 7 -> 3 -> 1 before the 6x6 adaptive pool.
-  _check_parity("alexnet", {"dropout": 0.0}, {"dropout_rate": 0.0}, size=64,
-                named_params=["conv1/kernel", "conv3/kernel", "fc8/kernel"])
+  _check_parity(
+    "alexnet",
+    {"dropout": 0.0},
+    {"dropout_rate": 0.0},
+    size=64,
+    named_params=["conv1/kernel", "conv3/kernel", "fc8/kernel"],
+  )
 
 
 def test_googlenet_parity():
@@ -328,24 +378,44 @@ def test_googlenet_parity():
   # transform_input defaults to False too (pretrained weights need True on both sides).
   # 80x80 gives inception4a a 5x5 map, so the heads' 4x4 adaptive pool is not the identity,
   # and odd sizes for the ceil-mode pools.
-  _check_parity("googlenet",
-                {"aux_logits": True, "transform_input": False, "init_weights": False,
-                 "dropout": 0.0, "dropout_aux": 0.0},
-                {"dropout_rate": 0.0, "aux_dropout_rate": 0.0}, size=80,
-                named_params=["conv1/conv/kernel", "inception4a/branch2_1/bn/scale",
-                              "fc/kernel", "aux1/fc2/kernel"],
-                num_outputs=3)
+  _check_parity(
+    "googlenet",
+    {
+      "aux_logits": True,
+      "transform_input": False,
+      "init_weights": False,
+      "dropout": 0.0,
+      "dropout_aux": 0.0,
+    },
+    {"dropout_rate": 0.0, "aux_dropout_rate": 0.0},
+    size=80,
+    named_params=[
+      "conv1/conv/kernel",
+      "inception4a/branch2_1/bn/scale",
+      "fc/kernel",
+      "aux1/fc2/kernel",
+    ],
+    num_outputs=3,
+  )
 
 
 def test_mobilenet_v2_parity():
-  _check_parity("mobilenet_v2", {"dropout": 0.0}, {"dropout_rate": 0.0}, size=64,
-                named_params=["features_0/conv/kernel", "features_9/conv_1/bn/scale",
-                              "classifier/kernel"])
+  _check_parity(
+    "mobilenet_v2",
+    {"dropout": 0.0},
+    {"dropout_rate": 0.0},
+    size=64,
+    named_params=["features_0/conv/kernel", "features_9/conv_1/bn/scale", "classifier/kernel"],
+  )
 
 
-@pytest.mark.parametrize("name, torch_kwargs, cnnjax_kwargs, named_params", [
+@pytest.mark.parametrize(
+  "name, torch_kwargs, cnnjax_kwargs, named_params",
+  [
     ("vgg16", {"dropout": 0.0}, {"dropout_rate": 0.0}, _vgg_params("vgg16")),
-    _slow("resnet50", {}, {}, RESNET_PARAMS)])
+    _slow("resnet50", {}, {}, RESNET_PARAMS),
+  ],
+)
 def test_float64_matches_torch_to_rounding(name, torch_kwargs, cnnjax_kwargs, named_params):
   # The two models whose float32 gradients differ most from torch's, at 64x64: VGG-16 in
   # evaluation (ReLU inputs within rounding of 0), ResNet-50 in training (BatchNorm's
@@ -355,26 +425,39 @@ def test_float64_matches_torch_to_rounding(name, torch_kwargs, cnnjax_kwargs, na
   loss_weights = [np.random.default_rng(1).normal(size=(BATCH, NUM_CLASSES))]
   ref32, ref64 = _torch_reference(name, torch_kwargs, images, loss_weights, named_params)
   with jax.enable_x64(True):
-    got = _cnnjax_run(name, ref32["state_dict"], cnnjax_kwargs, images, loss_weights,
-                      named_params, dtype=jnp.float64)
+    got = _cnnjax_run(
+      name,
+      ref32["state_dict"],
+      cnnjax_kwargs,
+      images,
+      loss_weights,
+      named_params,
+      dtype=jnp.float64,
+    )
   errors = {}
   for mode in ("eval", "train"):
-    errors[f"{mode} logits"] = helpers.relative_error(got[mode]["outputs"][0],
-                                                      ref64[mode]["outputs"][0])
+    errors[f"{mode} logits"] = helpers.relative_error(
+      got[mode]["outputs"][0], ref64[mode]["outputs"][0]
+    )
     errors[f"{mode} grad input"] = helpers.relative_error(
-        got[mode]["input_grad"], helpers.nchw_to_nhwc(ref64[mode]["input_grad"]))
+      got[mode]["input_grad"], helpers.nchw_to_nhwc(ref64[mode]["input_grad"])
+    )
     for path in named_params:
       errors[f"{mode} grad {path}"] = helpers.relative_error(
-          got[mode]["param_grads"][path],
-          helpers.torch_param_to_flax(ref64[mode]["param_grads"][ref32["param_keys"][path]]))
+        got[mode]["param_grads"][path],
+        helpers.torch_param_to_flax(ref64[mode]["param_grads"][ref32["param_keys"][path]]),
+      )
   print("\nPARITY64 " + json.dumps({"model": name, **errors}))
   for what, error in errors.items():
     assert error < 1e-10, f"{name} {what} in float64: relative error {error:.3g}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="cnnjax's BatchNorm (flax.linen.BatchNorm) updates the running "
-                   "variance with the biased batch variance; torch uses n - 1")
+@pytest.mark.xfail(
+  strict=True,
+  raises=AssertionError,
+  reason="cnnjax's BatchNorm (flax.linen.BatchNorm) updates the running "
+  "variance with the biased batch variance; torch uses n - 1",
+)
 def test_running_var_matches_torch_unbiased_update():
   model = helpers.random_torch_model("resnet18", num_classes=NUM_CLASSES)
   variables = convert("resnet18", _state_copy(model))
@@ -384,7 +467,8 @@ def test_running_var_matches_torch_unbiased_update():
     model(torch.from_numpy(images))
   want = _flat(convert("resnet18", model.state_dict())["batch_stats"])
   _, updates = models.create("resnet18", num_classes=NUM_CLASSES).apply(
-      variables, helpers.nchw_to_nhwc(images), train=True, mutable=["batch_stats"])
+    variables, helpers.nchw_to_nhwc(images), train=True, mutable=["batch_stats"]
+  )
   got = _flat(updates["batch_stats"])
   # layer4's BatchNorms average n = 2 * 2 * 2 = 8 values: n / (n - 1) is 14% on the update.
   worst = max(helpers.relative_error(got[k], want[k]) for k in got if k.endswith("/var"))

@@ -88,8 +88,10 @@ def bn_sample_counts(model: torch.nn.Module) -> tuple[dict[str, int], list]:
   handles = []
   for prefix, module in model.named_modules():
     if isinstance(module, torch.nn.BatchNorm2d):
+
       def hook(module, inputs, output, prefix=prefix):
         del module, output
         counts[prefix] = inputs[0].numel() // inputs[0].shape[1]
+
       handles.append(module.register_forward_hook(hook))
   return counts, handles

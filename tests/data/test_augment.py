@@ -22,12 +22,12 @@ def _images(batch: int = 4, shape=(16, 16, 3)) -> jnp.ndarray:
 
 
 SINGLE = {
-    "random_resized_crop": functools.partial(augment.random_resized_crop, size=12),
-    "pad_and_random_crop": augment.pad_and_random_crop,
-    "random_flip": augment.random_flip,
-    "color_jitter": functools.partial(augment.color_jitter, strength=1.0, prob=1.0),
-    "random_grayscale": functools.partial(augment.random_grayscale, prob=0.5),
-    "gaussian_blur": functools.partial(augment.gaussian_blur, kernel_fraction=0.3, prob=1.0),
+  "random_resized_crop": functools.partial(augment.random_resized_crop, size=12),
+  "pad_and_random_crop": augment.pad_and_random_crop,
+  "random_flip": augment.random_flip,
+  "color_jitter": functools.partial(augment.color_jitter, strength=1.0, prob=1.0),
+  "random_grayscale": functools.partial(augment.random_grayscale, prob=0.5),
+  "gaussian_blur": functools.partial(augment.gaussian_blur, kernel_fraction=0.3, prob=1.0),
 }
 JITTED = {name: jax.jit(fn) for name, fn in SINGLE.items()}
 
@@ -60,14 +60,14 @@ def test_identities_at_zero_strength_or_probability():
   @jax.jit
   def identities(key, image):
     return [
-        augment.color_jitter(key, image, strength=0.0, prob=1.0),
-        augment.color_jitter(key, image, strength=1.0, prob=0.0),
-        augment.gaussian_blur(key, image, kernel_fraction=0.3, prob=0.0),
-        augment.random_flip(key, image, prob=0.0),
-        augment.random_grayscale(key, image, prob=0.0),
-        augment.random_resized_crop(key, image, 16, area=(1.0, 1.0), aspect=(1.0, 1.0)),
-        augment.center_crop(image, 16, crop_fraction=1.0),
-        augment.pad_and_random_crop(key, image, pad=0),
+      augment.color_jitter(key, image, strength=0.0, prob=1.0),
+      augment.color_jitter(key, image, strength=1.0, prob=0.0),
+      augment.gaussian_blur(key, image, kernel_fraction=0.3, prob=0.0),
+      augment.random_flip(key, image, prob=0.0),
+      augment.random_grayscale(key, image, prob=0.0),
+      augment.random_resized_crop(key, image, 16, area=(1.0, 1.0), aspect=(1.0, 1.0)),
+      augment.center_crop(image, 16, crop_fraction=1.0),
+      augment.pad_and_random_crop(key, image, pad=0),
     ]
 
   for out in identities(KEY, image):
@@ -86,15 +86,16 @@ def test_hsv_round_trip_and_known_colours():
   image = _image(shape=(8, 8, 3))
   np.testing.assert_allclose(augment.hsv_to_rgb(augment.rgb_to_hsv(image)), image, atol=1e-5)
   colours = jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.5, 0.5]])
-  np.testing.assert_allclose(augment.rgb_to_hsv(colours),
-                             [[0, 1, 1], [1 / 3, 1, 1], [2 / 3, 1, 1], [0, 0, 0.5]], atol=1e-6)
+  np.testing.assert_allclose(
+    augment.rgb_to_hsv(colours), [[0, 1, 1], [1 / 3, 1, 1], [2 / 3, 1, 1], [0, 0, 0.5]], atol=1e-6
+  )
 
 
 def test_pad_and_random_crop_is_a_shifted_window_of_the_padded_image():
   image = _image()
   out = augment.pad_and_random_crop(KEY, image, pad=4)
   padded = np.pad(np.asarray(image), ((4, 4), (4, 4), (0, 0)))
-  windows = [padded[i:i + 16, j:j + 16] for i in range(9) for j in range(9)]
+  windows = [padded[i : i + 16, j : j + 16] for i in range(9) for j in range(9)]
   assert any(np.array_equal(out, window) for window in windows)
 
 
@@ -134,8 +135,12 @@ def test_supervised_recipes_shapes_and_normalisation():
 
   @jax.jit
   def recipes(key, images):
-    return (augment.cifar_train(key, images), augment.cifar_train(key, images, mean=mean, std=std),
-            augment.inception_train(key, images, 8), augment.eval_resize_center_crop(images, 8))
+    return (
+      augment.cifar_train(key, images),
+      augment.cifar_train(key, images, mean=mean, std=std),
+      augment.inception_train(key, images, 8),
+      augment.eval_resize_center_crop(images, 8),
+    )
 
   cifar, normalised, inception, evaluated = recipes(KEY, images)
   assert cifar.shape == (2, 16, 16, 3) and float(cifar.min()) >= 0 and float(cifar.max()) <= 1

@@ -12,7 +12,10 @@ def _iou(box, boxes):
   top_left = np.maximum(box[:2], boxes[:, :2])
   bottom_right = np.minimum(box[2:], boxes[:, 2:])
   inter = np.prod(np.maximum(bottom_right - top_left, 0), axis=1)
-  area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+
+  def area(b):
+    return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+
   return inter / (area(box) + area(boxes) - inter)
 
 

@@ -16,8 +16,9 @@ def _truth(boxes, labels, difficult=None):
 def test_voc_all_point_ap_by_hand():
   truth = [_truth([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 0])]
   # TP (0.9), FP far away (0.8), TP (0.7): recall .5 .5 1, precision 1 .5 2/3.
-  dets = [(np.array([[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 31]]), [0.9, 0.8, 0.7],
-           [0, 0, 0])]
+  dets = [
+    (np.array([[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 31]]), [0.9, 0.8, 0.7], [0, 0, 0])
+  ]
   assert detection.voc_map(dets, truth, 1) == pytest.approx(0.5 + 0.5 * 2 / 3)
   coco_101 = (51 * 1.0 + 50 * 2 / 3) / 101
   result = detection.mean_average_precision(dets, truth, 1, (0.5,), "coco")
@@ -26,9 +27,10 @@ def test_voc_all_point_ap_by_hand():
 
 def test_duplicates_difficult_and_missing_classes():
   truth = [_truth([[0, 0, 10, 10], [20, 20, 30, 30]], [1, 1], [False, True]), _truth([], [])]
-  dets = [(np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]]), [0.9, 0.8, 0.95],
-           [1, 1, 1]),
-          (np.array([[0, 0, 5, 5]]), [0.85], [1])]
+  dets = [
+    (np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]]), [0.9, 0.8, 0.95], [1, 1, 1]),
+    (np.array([[0, 0, 5, 5]]), [0.85], [1]),
+  ]
   # Difficult match ignored; 0.9 TP; 0.85 FP (image without truth); 0.8 duplicate FP.
   result = detection.mean_average_precision(dets, truth, 3)
   assert result["ap/1"] == pytest.approx(1.0)
@@ -79,14 +81,17 @@ def test_coco_counts_each_images_100_best_detections_per_class():
   assert detection.coco_map(dets, truth, 2) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("detections, ground_truth, message", [
+@pytest.mark.parametrize(
+  "detections, ground_truth, message",
+  [
     ([(np.zeros((2, 4)), [0.5], [0, 0])], [_truth([[0, 0, 1, 1]], [0])], "2 boxes, 1 scores"),
     ([(np.zeros((1, 4)), [0.5], [0])], [_truth([[0, 0, 1, 1]], [0, 0])], "1 boxes, 2 labels"),
     ([(np.zeros((1, 4)), [0.5], [3])], [_truth([[0, 0, 1, 1]], [0])], "detection labels"),
     ([(np.zeros((1, 4)), [0.5], [0])], [_truth([[0, 0, 1, 1]], [-1])], "ground-truth labels"),
     ([(np.array([[5, 0, 1, 1]]), [0.5], [0])], [_truth([[0, 0, 1, 1]], [0])], "x2 < x1"),
     ([(np.zeros((1, 4)), [0.5], [0])], [_truth([[0, 3, 1, 1]], [0])], "x2 < x1"),
-])
+  ],
+)
 def test_inconsistent_detections_or_truth_raise(detections, ground_truth, message):
   with pytest.raises(UsageError, match=message):
     detection.voc_map(detections, ground_truth, 2)

@@ -14,8 +14,11 @@ def _reference_predictions(train, train_labels, test, k, exclude_self=False):
   """
   predictions = []
   for q, query in enumerate(test.tolist()):
-    ranked = sorted((sum((a - b) ** 2 for a, b in zip(query, key)), i)
-                    for i, key in enumerate(train.tolist()) if not (exclude_self and i == q))
+    ranked = sorted(
+      (sum((a - b) ** 2 for a, b in zip(query, key)), i)
+      for i, key in enumerate(train.tolist())
+      if not (exclude_self and i == q)
+    )
     labels = [int(train_labels[i]) for _, i in ranked[:k]]
     most = max(labels.count(label) for label in labels)
     predictions.append(next(label for label in labels if labels.count(label) == most))
@@ -31,8 +34,7 @@ def test_issue_example_tie_goes_to_the_nearest_neighbours_class():
 def test_three_way_tie_goes_to_the_class_met_first():
   # k=6, votes by rank 2, 0, 1, 1, 0, 2: all tied at two, class 2 ranks first.
   train = np.arange(1, 7)[:, None]
-  np.testing.assert_array_equal(
-      retrieval.knn_predict(train, [2, 0, 1, 1, 0, 2], [[0]], k=6), [2])
+  np.testing.assert_array_equal(retrieval.knn_predict(train, [2, 0, 1, 1, 0, 2], [[0]], k=6), [2])
   # A strict majority beats a nearer minority: votes 0, 1, 1.
   np.testing.assert_array_equal(retrieval.knn_predict(train[:3], [0, 1, 1], [[0]], k=3), [1])
 
@@ -45,8 +47,10 @@ def test_equal_distances_rank_by_train_index():
   np.testing.assert_array_equal(retrieval.nearest_neighbours([[0]], keys, 3), [[1, 3, 0]])
   np.testing.assert_array_equal(retrieval.nearest_neighbours([[0]], keys, 4), [[1, 3, 0, 2]])
   same = np.zeros((5, 2))
-  np.testing.assert_array_equal(retrieval.nearest_neighbours(same, same, 3, exclude_self=True),
-                                [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2], [0, 1, 2]])
+  np.testing.assert_array_equal(
+    retrieval.nearest_neighbours(same, same, 3, exclude_self=True),
+    [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2], [0, 1, 2]],
+  )
 
 
 @pytest.mark.parametrize("k", range(1, 11))
@@ -61,10 +65,12 @@ def test_votes_match_the_reference_with_many_ties(k):
     expected = _reference_predictions(train, train_labels, test, k)
     np.testing.assert_array_equal(retrieval.knn_predict(train, train_labels, test, k), expected)
     assert retrieval.knn_accuracy(train, train_labels, test, test_labels, k) == float(
-        np.mean(expected == test_labels))
+      np.mean(expected == test_labels)
+    )
     expected_self = _reference_predictions(train, train_labels, train, k, exclude_self=True)
     np.testing.assert_array_equal(
-        retrieval.knn_predict(train, train_labels, train, k, exclude_self=True), expected_self)
+      retrieval.knn_predict(train, train_labels, train, k, exclude_self=True), expected_self
+    )
 
 
 def test_votes_match_the_reference_across_query_chunks(monkeypatch):
@@ -74,4 +80,5 @@ def test_votes_match_the_reference_across_query_chunks(monkeypatch):
   train_labels = rng.integers(0, 2, 25)
   expected = _reference_predictions(train, train_labels, train, 4, exclude_self=True)
   np.testing.assert_array_equal(
-      retrieval.knn_predict(train, train_labels, train, 4, exclude_self=True), expected)
+    retrieval.knn_predict(train, train_labels, train, 4, exclude_self=True), expected
+  )

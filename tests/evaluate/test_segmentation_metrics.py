@@ -8,7 +8,7 @@ from cnnjax.evaluate import segmentation
 
 
 def test_counts_do_not_stall_at_two_to_the_24():
-  n = 2 ** 24 + 10
+  n = 2**24 + 10
   zeros = np.zeros(n, np.int32)
   confusion = np.asarray(segmentation.confusion_matrix(zeros, zeros, 2))
   assert confusion.dtype == np.int32
@@ -38,9 +38,15 @@ def test_miou_from_integer_counts_equals_numpy_reference():
   valid = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])  # The first batch is padded.
   mask = np.broadcast_to(valid[:, :, None, None].astype(bool), labels.shape)
   # Two calls, summed in int64 as the trainer does.
-  confusion = sum(np.asarray(segmentation.confusion_matrix(
-      predictions[b], labels[b], num_classes, 255, valid[b][:, None, None]), np.int64)
-                  for b in range(2))
+  confusion = sum(
+    np.asarray(
+      segmentation.confusion_matrix(
+        predictions[b], labels[b], num_classes, 255, valid[b][:, None, None]
+      ),
+      np.int64,
+    )
+    for b in range(2)
+  )
   ious = _reference_ious(predictions, labels, num_classes, 255, mask)
   assert ious[3] == 0.0  # Never a label (all 255), but predicted: a false-positive-only class.
   got = segmentation.per_class_iou(confusion)
@@ -48,7 +54,8 @@ def test_miou_from_integer_counts_equals_numpy_reference():
   assert segmentation.mean_iou(confusion) == sum(ious) / num_classes
   counted = (labels >= 0) & (labels < num_classes) & (labels != 255) & mask
   assert segmentation.pixel_accuracy(confusion) == (
-      int((counted & (predictions == labels)).sum()) / int(counted.sum()))
+    int((counted & (predictions == labels)).sum()) / int(counted.sum())
+  )
 
 
 def test_ignore_index_inside_the_class_range_is_left_out_of_the_mean():
@@ -57,8 +64,9 @@ def test_ignore_index_inside_the_class_range_is_left_out_of_the_mean():
   confusion = np.asarray(segmentation.confusion_matrix(predictions, labels, 3, ignore_index=0))
   np.testing.assert_array_equal(confusion, [[0, 0, 0], [0, 2, 0], [1, 0, 1]])
   # Class 1: 2 / 2; class 2: 1 / 2 (its pixel predicted as 0 is a miss).
-  np.testing.assert_array_equal(segmentation.per_class_iou(confusion, ignore_index=0),
-                                [np.nan, 1.0, 0.5])
+  np.testing.assert_array_equal(
+    segmentation.per_class_iou(confusion, ignore_index=0), [np.nan, 1.0, 0.5]
+  )
   assert segmentation.mean_iou(confusion, ignore_index=0) == 0.75
   # Without it the empty row scores 0 because of that one pixel, a 1/K jump.
   assert segmentation.mean_iou(confusion) == 0.5

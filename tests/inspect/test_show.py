@@ -22,12 +22,19 @@ from cnnjax.train.tasks import inputs
 CONFIGS = pathlib.Path(__file__).parents[2] / "experiments" / "configs"
 # What each workdir's task draws, and what it refuses.
 EXPECTED = {
-    "classifier": ("filters", "features", "receptive-field", "gradcam", "saliency",
-                   "predictions", "augment"),
-    "segmentation": ("filters", "features", "receptive-field", "predictions", "augment"),
-    "detection": ("filters", "features", "receptive-field", "predictions", "augment"),
-    "metric": ("filters", "features", "receptive-field", "neighbours", "augment"),
-    "simclr": ("filters", "features", "receptive-field", "neighbours", "augment"),
+  "classifier": (
+    "filters",
+    "features",
+    "receptive-field",
+    "gradcam",
+    "saliency",
+    "predictions",
+    "augment",
+  ),
+  "segmentation": ("filters", "features", "receptive-field", "predictions", "augment"),
+  "detection": ("filters", "features", "receptive-field", "predictions", "augment"),
+  "metric": ("filters", "features", "receptive-field", "neighbours", "augment"),
+  "simclr": ("filters", "features", "receptive-field", "neighbours", "augment"),
 }
 
 
@@ -67,8 +74,15 @@ def _segmentation(data_dir):
 
 def _detection(data_dir):
   config = _tiny(_config("yolo_shapes"), data_dir, dataset="shapes/tiny", batch_size=16)
-  config.model_kwargs = {"backbone": "conv", "backbone_widths": (4, 8), "grid_size": 4,
-                         "num_boxes": 2, "head_width": 8, "hidden": 16, "dropout_rate": 0.0}
+  config.model_kwargs = {
+    "backbone": "conv",
+    "backbone_widths": (4, 8),
+    "grid_size": 4,
+    "num_boxes": 2,
+    "head_width": 8,
+    "hidden": 16,
+    "dropout_rate": 0.0,
+  }
   return config
 
 
@@ -86,8 +100,13 @@ def _simclr(data_dir):
   return config
 
 
-BUILD = {"classifier": _classifier, "segmentation": _segmentation, "detection": _detection,
-         "metric": _metric, "simclr": _simclr}
+BUILD = {
+  "classifier": _classifier,
+  "segmentation": _segmentation,
+  "detection": _detection,
+  "metric": _metric,
+  "simclr": _simclr,
+}
 
 
 @pytest.fixture(scope="session")
@@ -117,10 +136,17 @@ def _untrained(config, workdir: str) -> show.Run:
   state = experiment.initial_state
   mean, std = inputs.normalization(config.input, config.dataset)
   return show.Run(
-      task=experiment.task, variables={"params": state.params, "batch_stats": state.batch_stats},
-      step=0, batches=lambda split, size: pipeline.eval_iterator(
-          config.dataset, split=split, batch_size=size, data_dir=config.data_dir or None),
-      class_names=tuple(map(str, range(10))), mean=mean, std=std, workdir=workdir)
+    task=experiment.task,
+    variables={"params": state.params, "batch_stats": state.batch_stats},
+    step=0,
+    batches=lambda split, size: pipeline.eval_iterator(
+      config.dataset, split=split, batch_size=size, data_dir=config.data_dir or None
+    ),
+    class_names=tuple(map(str, range(10))),
+    mean=mean,
+    std=std,
+    workdir=workdir,
+  )
 
 
 @pytest.fixture(scope="session")
@@ -186,8 +212,10 @@ def _error(capsys, argv: list[str]) -> str:
 @pytest.mark.slow
 def test_command_line_writes_the_default_path_from_config_json(capsys, workdirs):
   workdir = workdirs("classifier")
-  assert _cli(["show", "receptive-field", f"--workdir={workdir}", "--n=2", "--unit=4,28",
-               "--stage=c3"]) == 0
+  assert (
+    _cli(["show", "receptive-field", f"--workdir={workdir}", "--n=2", "--unit=4,28", "--stage=c3"])
+    == 0
+  )
   path = pathlib.Path(workdir) / "show" / "receptive-field.png"
   assert capsys.readouterr().out.strip() == str(path)
   _assert_picture(str(path))
@@ -195,8 +223,19 @@ def test_command_line_writes_the_default_path_from_config_json(capsys, workdirs)
   config = json.loads((pathlib.Path(workdir) / "config.json").read_text())
   assert config["model"] == "lenet5"
   out = pathlib.Path(workdir) / "mine.png"
-  assert _cli(["show", "gradcam", f"--workdir={workdir}", "--n=2", f"--out={out}",
-               f"--config={CONFIGS / 'lenet_digits.py'}"]) == 0
+  assert (
+    _cli(
+      [
+        "show",
+        "gradcam",
+        f"--workdir={workdir}",
+        "--n=2",
+        f"--out={out}",
+        f"--config={CONFIGS / 'lenet_digits.py'}",
+      ]
+    )
+    == 0
+  )
   _assert_picture(str(out))
 
 

@@ -12,25 +12,25 @@ from cnnjax.inspect.summary import NUM_PROPOSALS, format_summary, summarize
 
 # shared/ANCHORS.md, torchvision models at 224x224x3 and 1000 classes: (params, GMACs).
 TORCHVISION_ANCHORS = {
-    "alexnet": (61_100_840, 0.714),
-    "vgg11": (132_863_336, 7.609),
-    "vgg11_bn": (132_868_840, 7.609),
-    "vgg13": (133_047_848, 11.308),
-    "vgg13_bn": (133_053_736, 11.308),
-    "vgg16": (138_357_544, 15.47),
-    "vgg16_bn": (138_365_992, 15.47),
-    "vgg19": (143_667_240, 19.632),
-    "vgg19_bn": (143_678_248, 19.632),
-    "googlenet": (6_624_904, 1.498),
-    "resnet18": (11_689_512, 1.814),
-    "resnet34": (21_797_672, 3.664),
-    "resnet50": (25_557_032, 4.089),
-    "resnet101": (44_549_160, 7.801),
-    "resnet152": (60_192_808, 11.514),
-    "densenet121": (7_978_856, 2.834),
-    "densenet169": (14_149_480, 3.36),
-    "densenet201": (20_013_928, 4.291),
-    "mobilenet_v2": (3_504_872, 0.301),
+  "alexnet": (61_100_840, 0.714),
+  "vgg11": (132_863_336, 7.609),
+  "vgg11_bn": (132_868_840, 7.609),
+  "vgg13": (133_047_848, 11.308),
+  "vgg13_bn": (133_053_736, 11.308),
+  "vgg16": (138_357_544, 15.47),
+  "vgg16_bn": (138_365_992, 15.47),
+  "vgg19": (143_667_240, 19.632),
+  "vgg19_bn": (143_678_248, 19.632),
+  "googlenet": (6_624_904, 1.498),
+  "resnet18": (11_689_512, 1.814),
+  "resnet34": (21_797_672, 3.664),
+  "resnet50": (25_557_032, 4.089),
+  "resnet101": (44_549_160, 7.801),
+  "resnet152": (60_192_808, 11.514),
+  "densenet121": (7_978_856, 2.834),
+  "densenet169": (14_149_480, 3.36),
+  "densenet201": (20_013_928, 4.291),
+  "mobilenet_v2": (3_504_872, 0.301),
 }
 
 
@@ -39,8 +39,10 @@ def test_every_model_summarizes_at_its_native_input(name):
   summary = summarize(name)
   native = models.native_input(name)
   assert summary.input_shape == native
-  assert summary.notes[:2] == (f"{name}'s native input {'x'.join(map(str, native))}",
-                               f"{name}'s default num_classes={models.create(name).num_classes}")
+  assert summary.notes[:2] == (
+    f"{name}'s native input {'x'.join(map(str, native))}",
+    f"{name}'s default num_classes={models.create(name).num_classes}",
+  )
   assert summary.rows and summary.total_macs > 0
   assert sum(row.params for row in summary.rows) == summary.total_params
   if name in TORCHVISION_ANCHORS:  # Native: 224x224x3 and 1000 classes, as the anchors.
@@ -61,9 +63,15 @@ def test_resnet20_at_its_native_32x32():
   # conv1 3x3x3 -> 16 at 32x32; stage 1: six 3x3 16 -> 16 convs at 32x32; stages 2 and 3:
   # one 3x3 conv from the narrower width, five at the width, at 16x16 and 8x8 (the zero-pad
   # shortcuts have no MACs); fc 64 -> 10.
-  expected = (32 * 32 * 27 * 16 + 6 * 32 * 32 * 9 * 16 * 16 + 16 * 16 * 9 * 16 * 32
-              + 5 * 16 * 16 * 9 * 32 * 32 + 8 * 8 * 9 * 32 * 64 + 5 * 8 * 8 * 9 * 64 * 64
-              + 64 * 10)
+  expected = (
+    32 * 32 * 27 * 16
+    + 6 * 32 * 32 * 9 * 16 * 16
+    + 16 * 16 * 9 * 16 * 32
+    + 5 * 16 * 16 * 9 * 32 * 32
+    + 8 * 8 * 9 * 32 * 64
+    + 5 * 8 * 8 * 9 * 64 * 64
+    + 64 * 10
+  )
   assert summary.total_macs == expected == 40_551_040  # 0.041 GMACs.
   assert summary.total_params == 269_722
 
@@ -126,8 +134,14 @@ def test_lenet5_receptive_fields():
   # c1 5x5: 5, jump 1; s2 2x2/2: 5 + 1 = 6, jump 2; c3 5x5: 6 + 4 * 2 = 14; s4: 14 + 2 = 16,
   # jump 4; c5 flattens 5x5 units: 16 + 4 * 4 = 32, no jump.
   assert [(row.receptive_field, row.jump) for row in summary.rows] == [
-      ((5, 5), (1, 1)), ((6, 6), (2, 2)), ((14, 14), (2, 2)), ((16, 16), (4, 4)),
-      ((32, 32), None), ((32, 32), None), ((32, 32), None)]
+    ((5, 5), (1, 1)),
+    ((6, 6), (2, 2)),
+    ((14, 14), (2, 2)),
+    ((16, 16), (4, 4)),
+    ((32, 32), None),
+    ((32, 32), None),
+    ((32, 32), None),
+  ]
   assert summary.total_params == 61_706
   assert summary.rows[0].macs == 28 * 28 * 6 * 5 * 5
 
@@ -136,11 +150,24 @@ def test_vgg16_receptive_fields():
   summary = summarize("vgg16", (224, 224, 3))
   # Each 3x3 conv adds 2 * jump, each 2x2/2 pool adds one jump and doubles it.
   expected = [
-      (3, 1), (5, 1), (6, 2),                       # conv1_1, conv1_2, pool1
-      (10, 2), (14, 2), (16, 4),                    # conv2_x, pool2
-      (24, 4), (32, 4), (40, 4), (44, 8),           # conv3_x, pool3
-      (60, 8), (76, 8), (92, 8), (100, 16),         # conv4_x, pool4
-      (132, 16), (164, 16), (196, 16), (212, 32),   # conv5_x, pool5
+    (3, 1),
+    (5, 1),
+    (6, 2),  # conv1_1, conv1_2, pool1
+    (10, 2),
+    (14, 2),
+    (16, 4),  # conv2_x, pool2
+    (24, 4),
+    (32, 4),
+    (40, 4),
+    (44, 8),  # conv3_x, pool3
+    (60, 8),
+    (76, 8),
+    (92, 8),
+    (100, 16),  # conv4_x, pool4
+    (132, 16),
+    (164, 16),
+    (196, 16),
+    (212, 32),  # conv5_x, pool5
   ]
   assert _field(summary, ("Conv", "MaxPool")) == expected
   dense = [row for row in summary.rows if row.kind == "Dense"]
@@ -153,17 +180,17 @@ class _Branches(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    x = nn.Conv(4, (3, 3), strides=2, name="stem")(x)                 # 3, jump 2
-    one = nn.Conv(4, (1, 1), name="one")(x)                            # 3
-    three = nn.Conv(4, (3, 3), name="three")(x)                        # 3 + 2 * 2 = 7
+    x = nn.Conv(4, (3, 3), strides=2, name="stem")(x)  # 3, jump 2
+    one = nn.Conv(4, (1, 1), name="one")(x)  # 3
+    three = nn.Conv(4, (3, 3), name="three")(x)  # 3 + 2 * 2 = 7
     deep = nn.Conv(4, (3, 3), name="deep_b")(nn.Conv(4, (3, 3), name="deep_a")(x))  # 7, 11
-    pooled = layers.MaxPool(3, 1, padding=1, name="pool")(x)           # 7
+    pooled = layers.MaxPool(3, 1, padding=1, name="pool")(x)  # 7
     x = jnp.concatenate([one, three, deep, pooled], axis=-1)
-    x = nn.Conv(8, (1, 1), name="mix")(x)                              # max over paths: 11
+    x = nn.Conv(8, (1, 1), name="mix")(x)  # max over paths: 11
     residual = nn.Conv(8, (3, 3), kernel_dilation=2, name="dilated")(x)  # 11 + 4 * 2 = 19
     x = nn.relu(x + residual)
-    x = nn.Conv(8, (1, 1), name="after_add")(x)                        # 19
-    x = layers.AdaptiveAvgPool(3, name="adaptive")(x)                  # 7 -> 3: bins of 3
+    x = nn.Conv(8, (1, 1), name="after_add")(x)  # 19
+    x = layers.AdaptiveAvgPool(3, name="adaptive")(x)  # 7 -> 3: bins of 3
     x = layers.GlobalAvgPool(name="gap")(x)
     return nn.Dense(5, name="head")(x)
 
@@ -171,8 +198,17 @@ class _Branches(nn.Module):
 def test_receptive_fields_follow_branches_dilation_and_pools():
   summary = summarize(_Branches(), (14, 14, 3))
   fields = {row.name: (row.receptive_field, row.jump) for row in summary.rows}
-  expected = {"stem": 3, "one": 3, "three": 7, "deep_a": 7, "deep_b": 11, "pool": 7, "mix": 11,
-              "dilated": 19, "after_add": 19}
+  expected = {
+    "stem": 3,
+    "one": 3,
+    "three": 7,
+    "deep_a": 7,
+    "deep_b": 11,
+    "pool": 7,
+    "mix": 11,
+    "dilated": 19,
+    "after_add": 19,
+  }
   for name, size in expected.items():
     assert fields[name] == ((size, size), (2, 2)), name
   # Adaptive 7 -> 3: bins [0, 3), [2, 5), [4, 7) of units 2 pixels apart: 19 + 2 * 2 = 23,
@@ -186,7 +222,6 @@ def test_receptive_fields_follow_branches_dilation_and_pools():
 
 
 class _UpConv(nn.Module):
-
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
@@ -224,9 +259,11 @@ def test_explicit_input_and_classes_are_not_notes():
 
 def test_format_summary_prints_the_assumptions():
   text = format_summary(summarize("lenet5"))
-  assert text.endswith("lenet5 on 32x32x1: 61,706 parameters, 416,520 MACs (0.000 G)\n"
-                       "assumed: lenet5's native input 32x32x1\n"
-                       "assumed: lenet5's default num_classes=10")
+  assert text.endswith(
+    "lenet5 on 32x32x1: 61,706 parameters, 416,520 MACs (0.000 G)\n"
+    "assumed: lenet5's native input 32x32x1\n"
+    "assumed: lenet5's default num_classes=10"
+  )
 
 
 def test_bad_input_raises_usage_errors():

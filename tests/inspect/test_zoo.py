@@ -17,14 +17,21 @@ from cnnjax.inspect import outputs
 
 # One model of each family, the deep ones shortened (tracing time grows with the layers).
 # (ResNet, VGG and LeNet-5 compile in test_gradients.py.)
-FAMILIES = {"alexnet": {}, "googlenet": {}, "nin": {}, "mobilenet_v1": {},
-            "densenet121": {"block_config": (2, 2)}, "resnet50": {"stage_sizes": (1, 1)}}
+FAMILIES = {
+  "alexnet": {},
+  "googlenet": {},
+  "nin": {},
+  "mobilenet_v1": {},
+  "densenet121": {"block_config": (2, 2)},
+  "resnet50": {"stage_sizes": (1, 1)},
+}
 
 
 def _abstract(model, shape, *extra):
   x = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
-  variables = jax.eval_shape(lambda x, *e: model.init(jax.random.key(0), x, *e, train=False), x,
-                             *extra)
+  variables = jax.eval_shape(
+    lambda x, *e: model.init(jax.random.key(0), x, *e, train=False), x, *extra
+  )
   return variables, x
 
 
@@ -35,35 +42,49 @@ def test_grad_cam_traces_on_every_family(name):
   variables, x = _abstract(model, shape)
   stages = models.feature_names(model)
   maps = jax.eval_shape(lambda v, x: models.features(model, v, x, stages[-1]), variables, x)
-  cam = jax.eval_shape(lambda v, x: gradients.grad_cam(model, v, x, None, stages[-1]),
-                       variables, x)
+  cam = jax.eval_shape(lambda v, x: gradients.grad_cam(model, v, x, None, stages[-1]), variables, x)
   assert cam.shape == maps[stages[-1]].shape[:3] and cam.dtype == jnp.float32
 
 
 def test_detectors_and_unets_show_their_backbones_and_layers():
-  yolo = models.create("yolo_v1", backbone="conv", backbone_widths=(4, 8), grid_size=4,
-                       head_width=8, hidden=16, num_classes=3)
+  yolo = models.create(
+    "yolo_v1",
+    backbone="conv",
+    backbone_widths=(4, 8),
+    grid_size=4,
+    head_width=8,
+    hidden=16,
+    num_classes=3,
+  )
   variables, x = _abstract(yolo, (32, 32, 3))
   net = network.network(yolo)
   assert net.path == ("ConvBackbone_0",) and net.names() == ("block1", "block2")
   maps = jax.eval_shape(lambda v, x: net.maps(v, x), variables, x)
-  assert {k: m.shape for k, m in maps.items()} == {"block1": (2, 16, 16, 4),
-                                                   "block2": (2, 8, 8, 8)}
-  fast = models.create("fast_rcnn", backbone="resnet18", backbone_kwargs={"width": 4},
-                       pool_size=2, hidden=8, num_classes=3)
+  assert {k: m.shape for k, m in maps.items()} == {"block1": (2, 16, 16, 4), "block2": (2, 8, 8, 8)}
+  fast = models.create(
+    "fast_rcnn",
+    backbone="resnet18",
+    backbone_kwargs={"width": 4},
+    pool_size=2,
+    hidden=8,
+    num_classes=3,
+  )
   variables, x = _abstract(fast, (64, 64, 3), jax.ShapeDtypeStruct((2, 4, 4), jnp.float32))
   net = network.network(fast)
   assert net.path == ("ResNet_0",) and net.names()[-1] == "layer4"
-  erf = jax.eval_shape(lambda v, x: gradients.effective_receptive_field(fast, v, x, "layer2"),
-                       variables, x)
+  erf = jax.eval_shape(
+    lambda v, x: gradients.effective_receptive_field(fast, v, x, "layer2"), variables, x
+  )
   assert erf.shape == (2, 64, 64)
   unet = models.create("unet", depth=2, width=4)
   net = network.network(unet)
   assert net.kind == network.INTERMEDIATES
   names = net.names((92, 92, 1))
   assert names[:4] == ("DoubleConv_0", "MaxPool_0", "DoubleConv_1", "MaxPool_1")
-  with pytest.raises(UsageError, match="UNet has no feature map 'layer1'; its feature maps are "
-                     "DoubleConv_0, MaxPool_0"):
+  with pytest.raises(
+    UsageError,
+    match="UNet has no feature map 'layer1'; its feature maps are DoubleConv_0, MaxPool_0",
+  ):
     net.check("layer1", (92, 92, 1))
 
 
@@ -90,8 +111,7 @@ def test_filter_images_and_norms():
   params = {"b": {"kernel": kernel}, "a": {"kernel": np.ones((4, 2), np.float32), "bias": 0}}
   norms = filters.kernel_norms(params, ["b", "a"])
   assert list(norms) == ["b", "a"]
-  np.testing.assert_allclose(norms["b"], np.linalg.norm(kernel.reshape(-1, 5), axis=0),
-                             rtol=1e-6)
+  np.testing.assert_allclose(norms["b"], np.linalg.norm(kernel.reshape(-1, 5), axis=0), rtol=1e-6)
   np.testing.assert_allclose(norms["a"], [2.0, 2.0])
   with pytest.raises(UsageError, match="no convolution"):
     filters.first_conv({"fc": {"kernel": np.ones((2, 2))}})

@@ -23,13 +23,15 @@ from cnnjax.losses import triplet_hard_loss
 from cnnjax.losses import triplet_semihard_loss
 
 NUM_DEVICES = 8
-AXIS = 'batch'
+AXIS = "batch"
 
 
 def triplet_case(loss_fn):
   rng = np.random.default_rng(0)
-  inputs = (rng.normal(size=(32, 6)).astype(np.float32),
-            rng.integers(0, 5, size=32).astype(np.int32))
+  inputs = (
+    rng.normal(size=(32, 6)).astype(np.float32),
+    rng.integers(0, 5, size=32).astype(np.int32),
+  )
 
   def objective(weights, inputs, axis_name):
     x, labels = inputs
@@ -45,78 +47,92 @@ def nt_xent_case(block_size):
 
   def objective(weights, inputs, axis_name):
     x1, x2 = inputs
-    return nt_xent_loss(x1 @ weights, x2 @ weights, 0.2, axis_name=axis_name,
-                        block_size=block_size, return_metrics=True)
+    return nt_xent_loss(
+      x1 @ weights,
+      x2 @ weights,
+      0.2,
+      axis_name=axis_name,
+      block_size=block_size,
+      return_metrics=True,
+    )
 
   return objective, inputs
 
 
 CASES = {
-    'semihard': lambda: triplet_case(triplet_semihard_loss),
-    'hard': lambda: triplet_case(triplet_hard_loss),
-    'all': lambda: triplet_case(triplet_all_loss),
-    'nt_xent_dense': lambda: nt_xent_case(None),
-    'nt_xent_blockwise': lambda: nt_xent_case(3),
+  "semihard": lambda: triplet_case(triplet_semihard_loss),
+  "hard": lambda: triplet_case(triplet_hard_loss),
+  "all": lambda: triplet_case(triplet_all_loss),
+  "nt_xent_dense": lambda: nt_xent_case(None),
+  "nt_xent_blockwise": lambda: nt_xent_case(3),
 }
 
 
 def per_device_step(objective, weights, inputs):
   """The train-step pattern: local value_and_grad, then pmean of the parameter gradients."""
   (loss, metrics), (weight_grad, input_grad) = jax.value_and_grad(
-      lambda w, x: objective(w, (x, inputs[1]), AXIS), argnums=(0, 1), has_aux=True)(
-          weights, inputs[0])
+    lambda w, x: objective(w, (x, inputs[1]), AXIS), argnums=(0, 1), has_aux=True
+  )(weights, inputs[0])
   weight_grad = jax.lax.pmean(weight_grad, AXIS)
   return jax.tree.map(lambda v: v[None], (loss, metrics, weight_grad)), input_grad
 
 
 def run_shard_map(objective, weights, inputs, check_vma):
   mesh = Mesh(np.array(jax.devices()[:NUM_DEVICES]), (AXIS,))
-  step = jax.shard_map(functools.partial(per_device_step, objective), mesh=mesh,
-                       in_specs=(P(), P(AXIS)), out_specs=P(AXIS), check_vma=check_vma)
+  step = jax.shard_map(
+    functools.partial(per_device_step, objective),
+    mesh=mesh,
+    in_specs=(P(), P(AXIS)),
+    out_specs=P(AXIS),
+    check_vma=check_vma,
+  )
   return jax.jit(step)(weights, inputs)
 
 
 def run_pmap(objective, weights, inputs):
   shards = jax.tree.map(lambda v: v.reshape(NUM_DEVICES, -1, *v.shape[1:]), inputs)
   replicated = jnp.broadcast_to(weights, (NUM_DEVICES, *weights.shape))
-  stacked, input_grad = jax.pmap(functools.partial(per_device_step, objective),
-                                 axis_name=AXIS)(replicated, shards)
+  stacked, input_grad = jax.pmap(functools.partial(per_device_step, objective), axis_name=AXIS)(
+    replicated, shards
+  )
   stacked = jax.tree.map(lambda v: v[:, 0], stacked)
   return stacked, input_grad.reshape(-1, *input_grad.shape[2:])
 
 
 # (runner, factor of the gradient with respect to each device's input shard).
 RUNNERS = {
-    'pmap': (run_pmap, NUM_DEVICES),
-    'shard_map_pmap_semantics': (functools.partial(run_shard_map, check_vma=False), NUM_DEVICES),
-    'shard_map_check_vma': (functools.partial(run_shard_map, check_vma=True), 1),
+  "pmap": (run_pmap, NUM_DEVICES),
+  "shard_map_pmap_semantics": (functools.partial(run_shard_map, check_vma=False), NUM_DEVICES),
+  "shard_map_check_vma": (functools.partial(run_shard_map, check_vma=True), 1),
 }
 
 
 # Every loss in the trainer's mode; semi-hard and both forms of NT-Xent under pmap, and
 # semi-hard, batch-hard and blockwise NT-Xent under shard_map with check_vma.
-COMBINATIONS = ([(case, 'shard_map_pmap_semantics') for case in CASES]
-                + [(case, 'pmap') for case in ('semihard', 'nt_xent_dense', 'nt_xent_blockwise')]
-                + [(case, 'shard_map_check_vma') for case in ('semihard', 'hard',
-                                                             'nt_xent_blockwise')])
+COMBINATIONS = (
+  [(case, "shard_map_pmap_semantics") for case in CASES]
+  + [(case, "pmap") for case in ("semihard", "nt_xent_dense", "nt_xent_blockwise")]
+  + [(case, "shard_map_check_vma") for case in ("semihard", "hard", "nt_xent_blockwise")]
+)
 
 
-@pytest.mark.parametrize('case, mode', COMBINATIONS)
+@pytest.mark.parametrize("case, mode", COMBINATIONS)
 def test_multi_device_equals_single_device(case, mode):
   runner, input_grad_factor = RUNNERS[mode]
   assert jax.device_count() >= NUM_DEVICES
   objective, inputs = CASES[case]()
   weights = np.random.default_rng(2).normal(size=(6, 4)).astype(np.float32)
   (want_loss, want_metrics), (want_weight_grad, want_input_grad) = jax.value_and_grad(
-      lambda w, x: objective(w, (x, inputs[1]), None), argnums=(0, 1), has_aux=True)(
-          weights, inputs[0])
+    lambda w, x: objective(w, (x, inputs[1]), None), argnums=(0, 1), has_aux=True
+  )(weights, inputs[0])
 
   (loss, metrics, weight_grad), input_grad = runner(objective, weights, inputs)
   assert loss.shape == (NUM_DEVICES,)
   np.testing.assert_allclose(loss, np.full(NUM_DEVICES, want_loss), rtol=1e-5)
   for name, value in metrics.items():
-    np.testing.assert_allclose(value, np.full(NUM_DEVICES, want_metrics[name]), rtol=1e-5,
-                               err_msg=name)
+    np.testing.assert_allclose(
+      value, np.full(NUM_DEVICES, want_metrics[name]), rtol=1e-5, err_msg=name
+    )
   for device_grad in weight_grad:
     np.testing.assert_allclose(device_grad, want_weight_grad, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(input_grad / input_grad_factor, want_input_grad, rtol=1e-4, atol=1e-6)

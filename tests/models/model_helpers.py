@@ -40,11 +40,18 @@ def count_and_gmacs(model: nn.Module, size: int) -> tuple[int, float]:
   MACs as torchvision's reference figures count them: every Conv and Dense call, output
   positions x kernel size (kh * kw * in / groups * out), nothing else.
   """
-  variables = jax.eval_shape(functools.partial(
-      model.init, mutable=True,
-      capture_intermediates=lambda m, _: isinstance(m, (nn.Conv, nn.Dense))),
-      jax.random.key(0), jnp.zeros((1, size, size, 3)))
+  variables = jax.eval_shape(
+    functools.partial(
+      model.init,
+      mutable=True,
+      capture_intermediates=lambda m, _: isinstance(m, (nn.Conv, nn.Dense)),
+    ),
+    jax.random.key(0),
+    jnp.zeros((1, size, size, 3)),
+  )
   params = flax.traverse_util.flatten_dict(variables["params"])
-  macs = sum(np.prod(params[path[:-1] + ("kernel",)].shape) * np.prod(out[0].shape[1:-1])
-             for path, out in flax.traverse_util.flatten_dict(variables["intermediates"]).items())
+  macs = sum(
+    np.prod(params[path[:-1] + ("kernel",)].shape) * np.prod(out[0].shape[1:-1])
+    for path, out in flax.traverse_util.flatten_dict(variables["intermediates"]).items()
+  )
   return sum(p.size for p in params.values()), macs / 1e9

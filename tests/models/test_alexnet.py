@@ -14,11 +14,14 @@ import model_helpers
 TINY = dict(widths=(8, 8, 8, 8, 8), hidden=16, num_classes=5)
 
 
-@pytest.mark.parametrize("name,kwargs,count", [
+@pytest.mark.parametrize(
+  "name,kwargs,count",
+  [
     ("alexnet", {}, 61_100_840),
     ("alexnet2012", {}, 60_965_224),
     ("alexnet2012", {"grouped": False}, 62_378_344),
-])
+  ],
+)
 def test_parameter_counts(name, kwargs, count):
   model = models.create(name, **kwargs)
   x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
@@ -43,7 +46,7 @@ def test_local_response_norm_matches_the_paper_formula():
   x = np.random.default_rng(0).normal(size=(1, 2, 3, 7)).astype(np.float32) * 30
   expected = np.empty_like(x)
   for c in range(7):
-    window = np.square(x[..., max(c - 2, 0):c + 3]).sum(-1)
+    window = np.square(x[..., max(c - 2, 0) : c + 3]).sum(-1)
     expected[..., c] = x[..., c] / (2.0 + 1e-4 * window) ** 0.75
   np.testing.assert_allclose(alexnet.local_response_norm(jnp.asarray(x)), expected, rtol=1e-5)
 

@@ -14,14 +14,20 @@ import model_helpers
 # inverted residuals, dense concatenation with average-pooled transitions, the mlpconv
 # blocks with their max and average pools, and a same-padded U-Net.
 TINY_MODELS = [
-    ("lenet5", {}, (2, 32, 32, 1)),
-    ("resnet20", {"stage_sizes": (1, 1, 1)}, (2, 16, 16, 3)),
-    ("mobilenet_v2", {"alpha": 0.25, "last_channel": 64,
-                      "blocks": ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 1, 1))}, (2, 16, 16, 3)),
-    ("densenet121", {"block_config": (2, 2), "growth_rate": 4, "num_init_features": 8,
-                     "bn_size": 2}, (2, 16, 16, 3)),
-    ("nin", {"widths": ((8, 6, 4), (8, 8, 8), (8, 8))}, (2, 16, 16, 3)),
-    ("unet_same", {"depth": 1, "width": 4}, (2, 8, 8, 3)),
+  ("lenet5", {}, (2, 32, 32, 1)),
+  ("resnet20", {"stage_sizes": (1, 1, 1)}, (2, 16, 16, 3)),
+  (
+    "mobilenet_v2",
+    {"alpha": 0.25, "last_channel": 64, "blocks": ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 1, 1))},
+    (2, 16, 16, 3),
+  ),
+  (
+    "densenet121",
+    {"block_config": (2, 2), "growth_rate": 4, "num_init_features": 8, "bn_size": 2},
+    (2, 16, 16, 3),
+  ),
+  ("nin", {"widths": ((8, 6, 4), (8, 8, 8), (8, 8))}, (2, 16, 16, 3)),
+  ("unet_same", {"depth": 1, "width": 4}, (2, 8, 8, 3)),
 ]
 
 
@@ -40,8 +46,9 @@ def test_bfloat16_compute_keeps_float32_variables(name, kwargs, shape):
   np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=0, atol=0.02 * scale)
 
   if "batch_stats" in variables:
-    train_apply = functools.partial(model.apply, train=True, mutable=["batch_stats"],
-                                    rngs={"dropout": model_helpers.key(2)})
+    train_apply = functools.partial(
+      model.apply, train=True, mutable=["batch_stats"], rngs={"dropout": model_helpers.key(2)}
+    )
     out, updates = jax.eval_shape(train_apply, variables, x)
     assert out.dtype == jnp.bfloat16
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(updates))

@@ -22,12 +22,15 @@ import model_helpers
 IMAGES = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
 
 
-@pytest.mark.parametrize("name,aux_logits,count", [
+@pytest.mark.parametrize(
+  "name,aux_logits,count",
+  [
     ("googlenet", False, 6_624_904),
     ("googlenet", True, 13_004_888),
     ("googlenet_paper", False, 6_998_552),
     ("googlenet_paper", True, 13_378_280),
-])
+  ],
+)
 def test_parameter_counts_include_aux_heads_built_at_eval_init(name, aux_logits, count):
   model = models.create(name, aux_logits=aux_logits)
   variables = jax.eval_shape(model.init, jax.random.key(0), IMAGES)  # train=False
@@ -38,8 +41,9 @@ def test_parameter_counts_include_aux_heads_built_at_eval_init(name, aux_logits,
 def test_aux_logits_only_in_training():
   model = models.create("googlenet", aux_logits=True, num_classes=7)
   variables = jax.eval_shape(model.init, jax.random.key(0), IMAGES)
-  train_apply = functools.partial(model.apply, train=True, mutable=["batch_stats"],
-                                  rngs={"dropout": jax.random.key(1)})
+  train_apply = functools.partial(
+    model.apply, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)}
+  )
   (logits, aux1, aux2), _ = jax.eval_shape(train_apply, variables, IMAGES)
   assert logits.shape == aux1.shape == aux2.shape == (2, 7)
   assert jax.eval_shape(model.apply, variables, IMAGES).shape == (2, 7)
@@ -53,17 +57,25 @@ def test_paper_form_has_true_5x5_convs_with_biases_and_no_batch_norm():
   assert branch3["kernel"].shape == (5, 5, 16, 32) and branch3["bias"].shape == (32,)
   torchvision_form = jax.eval_shape(models.create("googlenet").init, jax.random.key(0), IMAGES)
   assert torchvision_form["params"]["inception3a"]["branch3_1"]["conv"]["kernel"].shape == (
-      3, 3, 16, 32)
+    3,
+    3,
+    16,
+    32,
+  )
 
 
-@pytest.mark.parametrize("name, pool, shape", [
+@pytest.mark.parametrize(
+  "name, pool, shape",
+  [
     ("googlenet", "AdaptiveAvgPool_0", (2, 4, 4, 512)),
     ("googlenet_paper", "AvgPool_0", (2, 4, 4, 512)),  # 5x5/3 on 14x14.
-])
+  ],
+)
 def test_aux_heads_pool_as_torchvision_or_the_paper(name, pool, shape):
   model = models.create(name, aux_logits=True)
-  _, state = jax.eval_shape(functools.partial(model.init_with_output, capture_intermediates=True),
-                            jax.random.key(0), IMAGES)
+  _, state = jax.eval_shape(
+    functools.partial(model.init_with_output, capture_intermediates=True), jax.random.key(0), IMAGES
+  )
   aux1 = state["intermediates"]["aux1"]
   assert [layer for layer in aux1 if "Pool" in layer] == [pool]
   assert aux1[pool]["__call__"][0].shape == shape
@@ -78,8 +90,9 @@ def test_paper_aux_pool_needs_47_pixels_only_where_the_heads_run():
   with pytest.raises(UsageError, match="47x47"):
     jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 46, 60, 3), jnp.float32))
   # Evaluation runs no aux head, so any size GoogLeNet takes works.
-  assert jax.eval_shape(model.apply, variables,
-                        jax.ShapeDtypeStruct((1, 15, 15, 3), jnp.float32)).shape == (1, 3)
+  assert jax.eval_shape(
+    model.apply, variables, jax.ShapeDtypeStruct((1, 15, 15, 3), jnp.float32)
+  ).shape == (1, 3)
   with pytest.raises(UsageError, match="aux_pool"):
     jax.eval_shape(models.create("googlenet", aux_pool="max").init, jax.random.key(0), smallest)
 
@@ -100,8 +113,9 @@ def test_features_without_classifier():
   variables = jax.eval_shape(model.init, jax.random.key(0), IMAGES)
   assert jax.eval_shape(model.apply, variables, IMAGES).shape == (2, 1024)
   with pytest.raises(UsageError, match="aux_logits"):
-    jax.eval_shape(models.create("googlenet", num_classes=None, aux_logits=True).init,
-                   jax.random.key(0), IMAGES)
+    jax.eval_shape(
+      models.create("googlenet", num_classes=None, aux_logits=True).init, jax.random.key(0), IMAGES
+    )
 
 
 class _BlockWithAuxHead(nn.Module):
@@ -110,8 +124,9 @@ class _BlockWithAuxHead(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
     conv = functools.partial(nn.Conv, use_bias=False)
-    basic_conv = functools.partial(googlenet.BasicConv, conv=conv,
-                                   norm=layers.batch_norm(train, epsilon=1e-3))
+    basic_conv = functools.partial(
+      googlenet.BasicConv, conv=conv, norm=layers.batch_norm(train, epsilon=1e-3)
+    )
     features = googlenet.Inception(googlenet.INCEPTION_WIDTHS["3a"], basic_conv, 3)(x)
     return features, googlenet.InceptionAux(5, basic_conv, nn.Dense)(features, train)
 
@@ -120,13 +135,15 @@ def test_inception_block_and_aux_head_train():
   module = _BlockWithAuxHead()
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 6, 8)), jnp.float32)
   variables = jax.jit(module.init, static_argnames="train")(
-      jax.random.key(1, impl="rbg"), x, train=False)
+    jax.random.key(1, impl="rbg"), x, train=False
+  )
 
   def loss(params, rng):
-    (features, aux), updates = module.apply({**variables, "params": params}, x, train=True,
-                                            rngs={"dropout": rng}, mutable=["batch_stats"])
+    (features, aux), updates = module.apply(
+      {**variables, "params": params}, x, train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
+    )
     aux_loss = optax.softmax_cross_entropy_with_integer_labels(aux, jnp.array([1, 4])).mean()
-    return aux_loss + jnp.mean(features ** 2), (features.shape, updates)
+    return aux_loss + jnp.mean(features**2), (features.shape, updates)
 
   grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
   (loss_a, (shape, updates)), grads = grad_fn(variables["params"], jax.random.key(2, impl="rbg"))
@@ -147,10 +164,17 @@ def test_whole_network_with_aux_heads_trains():
   variables = jax.jit(model.init, static_argnames="train")(model_helpers.key(0), x, train=False)
 
   def loss(params):
-    (logits, aux1, aux2), _ = model.apply({**variables, "params": params}, x, train=True,
-                                          rngs={"dropout": model_helpers.key(1)},
-                                          mutable=["batch_stats"])
-    ce = lambda z: optax.softmax_cross_entropy_with_integer_labels(z, labels).mean()
+    (logits, aux1, aux2), _ = model.apply(
+      {**variables, "params": params},
+      x,
+      train=True,
+      rngs={"dropout": model_helpers.key(1)},
+      mutable=["batch_stats"],
+    )
+
+    def ce(z):
+      return optax.softmax_cross_entropy_with_integer_labels(z, labels).mean()
+
     return ce(logits) + 0.3 * (ce(aux1) + ce(aux2))
 
   grads = jax.jit(jax.grad(loss))(variables["params"])
@@ -169,7 +193,10 @@ def test_paper_form_with_aux_heads_trains():
 
   def loss(params, rng):
     logits, aux1, aux2 = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
-    ce = lambda z: optax.softmax_cross_entropy_with_integer_labels(z, labels).mean()
+
+    def ce(z):
+      return optax.softmax_cross_entropy_with_integer_labels(z, labels).mean()
+
     return ce(logits) + 0.3 * (ce(aux1) + ce(aux2))
 
   grads = model_helpers.run_unoptimised(jax.grad(loss), variables["params"], model_helpers.key(1))

@@ -7,8 +7,9 @@ import pytest
 from cnnjax.models import layers
 
 
-def _reference_avg_pool(x: np.ndarray, window: int, stride: int, padding: int,
-                        ceil_mode: bool) -> np.ndarray:
+def _reference_avg_pool(
+  x: np.ndarray, window: int, stride: int, padding: int, ceil_mode: bool
+) -> np.ndarray:
   """PyTorch's AvgPool2d (count_include_pad=True) on NHWC, one output position at a time."""
   _, h, w, _ = x.shape
 
@@ -33,17 +34,20 @@ def _pool(x: np.ndarray, *args, **kwargs) -> np.ndarray:
   return np.asarray(layers.AvgPool(*args, **kwargs).apply({}, jnp.asarray(x)))
 
 
-@pytest.mark.parametrize("size, window, stride, padding, ceil_mode", [
-    (8, 3, 2, 0, True),     # Last window overhangs by one pixel: divided by 3 x 2 at the edge.
-    (16, 3, 2, 0, True),    # NiN's pool2 on CIFAR: 16 -> 8.
-    (9, 3, 2, 0, True),     # Fits exactly: ceil and floor agree.
-    (6, 3, 2, 1, True),     # Overhang past the padding; the padding itself still counts.
-    (5, 2, 2, 1, True),     # The last window would start in the padding and is dropped.
-    (14, 5, 3, 0, True),    # GoogLeNet paper's aux pool: 14 -> 4.
+@pytest.mark.parametrize(
+  "size, window, stride, padding, ceil_mode",
+  [
+    (8, 3, 2, 0, True),  # Last window overhangs by one pixel: divided by 3 x 2 at the edge.
+    (16, 3, 2, 0, True),  # NiN's pool2 on CIFAR: 16 -> 8.
+    (9, 3, 2, 0, True),  # Fits exactly: ceil and floor agree.
+    (6, 3, 2, 1, True),  # Overhang past the padding; the padding itself still counts.
+    (5, 2, 2, 1, True),  # The last window would start in the padding and is dropped.
+    (14, 5, 3, 0, True),  # GoogLeNet paper's aux pool: 14 -> 4.
     (7, 5, 3, 0, True),
     (7, 2, 2, 0, False),
     (6, 3, 2, 1, False),
-])
+  ],
+)
 def test_avg_pool_matches_the_reference(size, window, stride, padding, ceil_mode):
   x = np.random.default_rng(0).normal(size=(2, size, size + 1, 3)).astype(np.float32)
   want = _reference_avg_pool(x, window, stride, padding, ceil_mode)
@@ -79,5 +83,6 @@ def test_bfloat16_pooling_keeps_the_dtype():
 
 def test_flatten_nchw_uses_torchs_order():
   x = np.arange(2 * 2 * 3 * 4).reshape(2, 2, 3, 4)  # [N, H, W, C]
-  np.testing.assert_array_equal(layers.flatten_nchw(jnp.asarray(x)),
-                                x.transpose(0, 3, 1, 2).reshape(2, -1))
+  np.testing.assert_array_equal(
+    layers.flatten_nchw(jnp.asarray(x)), x.transpose(0, 3, 1, 2).reshape(2, -1)
+  )

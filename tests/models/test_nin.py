@@ -17,9 +17,17 @@ TINY = dict(widths=((8, 6, 4), (8, 8, 8), (8, 8)), num_classes=5)
 
 def test_cifar10_parameter_count_and_shapes():
   # (kernel, in, out) of every conv in the paper's CIFAR-10 model; each has a bias.
-  convs = [(5, 3, 192), (1, 192, 160), (1, 160, 96),
-           (5, 96, 192), (1, 192, 192), (1, 192, 192),
-           (3, 192, 192), (1, 192, 192), (1, 192, 10)]
+  convs = [
+    (5, 3, 192),
+    (1, 192, 160),
+    (1, 160, 96),
+    (5, 96, 192),
+    (1, 192, 192),
+    (1, 192, 192),
+    (3, 192, 192),
+    (1, 192, 192),
+    (1, 192, 10),
+  ]
   model = models.create("nin")
   x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
@@ -30,10 +38,12 @@ def test_cifar10_parameter_count_and_shapes():
 
 def _pool_outputs(model, x):
   """{pool module name: output shape} of the pooling layers `model` runs on x."""
-  _, state = jax.eval_shape(functools.partial(model.init_with_output, capture_intermediates=True),
-                            jax.random.key(0), x)
-  return {name: out["__call__"][0].shape for name, out in state["intermediates"].items()
-          if "Pool" in name}
+  _, state = jax.eval_shape(
+    functools.partial(model.init_with_output, capture_intermediates=True), jax.random.key(0), x
+  )
+  return {
+    name: out["__call__"][0].shape for name, out in state["intermediates"].items() if "Pool" in name
+  }
 
 
 def test_caffe_model_pools_max_then_average():
@@ -41,9 +51,15 @@ def test_caffe_model_pools_max_then_average():
   # pool1 (after block 1's 96 maps) is a 3x3/2 max pool, pool2 (after block 2's 192) a 3x3/2
   # average pool, then the global average.
   assert _pool_outputs(models.create("nin"), x) == {
-      "MaxPool_0": (1, 16, 16, 96), "AvgPool_0": (1, 8, 8, 192), "GlobalAvgPool_0": (1, 10)}
+    "MaxPool_0": (1, 16, 16, 96),
+    "AvgPool_0": (1, 8, 8, 192),
+    "GlobalAvgPool_0": (1, 10),
+  }
   assert _pool_outputs(models.create("nin", pools=("max", "max")), x) == {
-      "MaxPool_0": (1, 16, 16, 96), "MaxPool_1": (1, 8, 8, 192), "GlobalAvgPool_0": (1, 10)}
+    "MaxPool_0": (1, 16, 16, 96),
+    "MaxPool_1": (1, 8, 8, 192),
+    "GlobalAvgPool_0": (1, 10),
+  }
 
 
 def test_average_pool_divides_by_the_pixels_inside_the_image():
@@ -51,8 +67,9 @@ def test_average_pool_divides_by_the_pixels_inside_the_image():
   model = models.create("nin", **TINY, pools=("avg", "avg"))
   x = model_helpers.normal((1, 16, 16, 3))
   variables = jax.jit(model.init)(model_helpers.key(1), x)
-  _, state = jax.jit(functools.partial(model.apply, capture_intermediates=True,
-                                       mutable=["intermediates"]))(variables, x)
+  _, state = jax.jit(
+    functools.partial(model.apply, capture_intermediates=True, mutable=["intermediates"])
+  )(variables, x)
   # Block 1's output [1, 16, 16, 4]: its last conv, captured before the ReLU.
   block1_out = np.maximum(state["intermediates"]["block1_cccp2"]["__call__"][0], 0)
   pooled = state["intermediates"]["AvgPool_0"]["__call__"][0]  # [1, 8, 8, 4]
@@ -102,5 +119,6 @@ def test_minimum_input_size_and_bad_config():
 @pytest.mark.parametrize("pools", [("max",), ("max", "avg", "avg"), ("max", "median")])
 def test_bad_pools_are_a_usage_error(pools):
   with pytest.raises(UsageError, match="pool"):
-    jax.eval_shape(models.create("nin", pools=pools).init, jax.random.key(0),
-                   jnp.zeros((1, 8, 8, 3)))
+    jax.eval_shape(
+      models.create("nin", pools=pools).init, jax.random.key(0), jnp.zeros((1, 8, 8, 3))
+    )

@@ -13,8 +13,17 @@ from cnnjax.errors import UsageError
 from cnnjax.models import rcnn
 from cnnjax.ops import roi as roi_ops
 
-PROPOSALS = jnp.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [15, 0, 31, 12],
-                       [0, 20, 12, 31], [2, 2, 9, 9]], jnp.float32)
+PROPOSALS = jnp.array(
+  [
+    [0, 0, 10, 10],
+    [1, 1, 10, 10],
+    [20, 20, 30, 30],
+    [15, 0, 31, 12],
+    [0, 20, 12, 31],
+    [2, 2, 9, 9],
+  ],
+  jnp.float32,
+)
 
 
 def test_fast_rcnn_maps_rois_with_the_power_of_two_stride(monkeypatch):
@@ -29,8 +38,14 @@ def test_fast_rcnn_maps_rois_with_the_power_of_two_stride(monkeypatch):
     return real_roi_pool(*args, **kwargs)
 
   monkeypatch.setattr(roi_ops, "roi_pool", spy)
-  model = models.create("fast_rcnn", backbone="resnet18", num_classes=2, hidden=8, pool_size=2,
-                        backbone_kwargs={"width": 8})
+  model = models.create(
+    "fast_rcnn",
+    backbone="resnet18",
+    num_classes=2,
+    hidden=8,
+    pool_size=2,
+    backbone_kwargs={"width": 8},
+  )
   proposals = jnp.array([[[0, 0, 64, 100], [32, 16, 48, 96]]], jnp.float32)
   model.init(jax.random.key(0), jnp.zeros((1, 100, 64, 3)), proposals)
   np.testing.assert_array_equal(scaled[0], proposals[0] / 32)
@@ -44,15 +59,24 @@ def _empty_outputs(model, train):
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, full)
   if not train:
     return model.apply(variables, images, proposals), variables
-  outputs, updates = model.apply(variables, images, proposals, train=True,
-                                 mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})
+  outputs, updates = model.apply(
+    variables,
+    images,
+    proposals,
+    train=True,
+    mutable=["batch_stats"],
+    rngs={"dropout": jax.random.key(1)},
+  )
   return outputs, {**variables, **updates}
 
 
-@pytest.mark.parametrize("name, kwargs", [
+@pytest.mark.parametrize(
+  "name, kwargs",
+  [
     ("fast_rcnn", dict(backbone="conv", backbone_widths=(4, 8), pool_size=2)),
     ("rcnn", dict(backbone="conv", backbone_widths=(4,), crop_size=8, context=1)),
-])
+  ],
+)
 @pytest.mark.parametrize("train", [False, True])
 def test_region_models_take_empty_proposals(name, kwargs, train):
   model = models.create(name, num_classes=3, hidden=8, **kwargs)
@@ -60,9 +84,9 @@ def test_region_models_take_empty_proposals(name, kwargs, train):
   assert logits.shape == (2, 0, 4) and deltas.shape == (2, 0, 4, 4)
   # No NaN from averaging an empty batch of crops into the BatchNorm statistics.
   assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(variables))
-  boxes, scores, classes, valid = rcnn.detect(logits, deltas, jnp.zeros((2, 0, 4)),
-                                              jnp.zeros((2, 0), bool), (16, 16),
-                                              max_detections=5)
+  boxes, scores, classes, valid = rcnn.detect(
+    logits, deltas, jnp.zeros((2, 0, 4)), jnp.zeros((2, 0), bool), (16, 16), max_detections=5
+  )
   assert boxes.shape == (2, 5, 4) and scores.shape == classes.shape == valid.shape == (2, 5)
   assert not np.asarray(valid).any()
 
@@ -71,9 +95,15 @@ def test_detect_never_returns_invalid_proposals():
   logits = jnp.array([[[0.0, 1.0], [0.0, 5.0], [0.0, 2.0]]])
   proposals = jnp.array([[[0, 0, 4, 4], [10, 10, 14, 14], [20, 20, 24, 24]]], jnp.float32)
   proposal_valid = jnp.array([[True, False, True]])
-  boxes, scores, _, valid = rcnn.detect(logits, jnp.zeros((1, 3, 2, 4)), proposals,
-                                        proposal_valid, (32, 32), score_threshold=0.0,
-                                        max_detections=3)
+  boxes, scores, _, valid = rcnn.detect(
+    logits,
+    jnp.zeros((1, 3, 2, 4)),
+    proposals,
+    proposal_valid,
+    (32, 32),
+    score_threshold=0.0,
+    max_detections=3,
+  )
   assert int(valid.sum()) == 2
   np.testing.assert_allclose(boxes[0][np.asarray(valid[0])], proposals[0, [2, 0]], atol=1e-5)
 
@@ -87,9 +117,9 @@ def _sample(proposal_valid, gt_boxes, gt_labels, gt_valid, num_samples=4):
 def test_sample_rois_without_ground_truth_gives_background(num_slots):
   proposal_valid = jnp.array([True, True, True, False, True, True])
   gt_boxes = jnp.tile(jnp.array([[0, 0, 10, 10]], jnp.float32), (num_slots, 1))
-  rois, labels, targets, weights = _sample(proposal_valid, gt_boxes,
-                                           jnp.zeros(num_slots, jnp.int32),
-                                           jnp.zeros(num_slots, bool))
+  rois, labels, targets, weights = _sample(
+    proposal_valid, gt_boxes, jnp.zeros(num_slots, jnp.int32), jnp.zeros(num_slots, bool)
+  )
   # Four of the five valid proposals, all background; the invalid one is never drawn.
   assert np.asarray(weights).tolist() == [1, 1, 1, 1]
   assert not np.asarray(labels).any() and not np.asarray(targets).any()

@@ -18,14 +18,42 @@ IMAGENET = (224, 224, 3)
 # with its shorter side scaled to 600; R-CNN: that image as it is; unet_same: the paper's
 # whole 512x512 ISBI image, which 'same' padding takes untiled).
 NATIVE_INPUTS = {
-    "lenet5": (32, 32, 1), "nin": CIFAR, "unet": (572, 572, 1), "unet_same": (512, 512, 1),
-    "yolo_v1": (448, 448, 3), "fast_rcnn": (600, 800, 3), "rcnn": (375, 500, 3),
-    **{f"resnet{depth}": CIFAR for depth in (20, 32, 44, 56, 110)},
-    **{name: IMAGENET for name in (
-        "alexnet", "alexnet2012", "densenet121", "densenet161", "densenet169", "densenet201",
-        "googlenet", "googlenet_paper", "mobilenet_v1", "mobilenet_v2", "resnet18", "resnet34",
-        "resnet50", "resnet101", "resnet152", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16",
-        "vgg16_bn", "vgg19", "vgg19_bn")},
+  "lenet5": (32, 32, 1),
+  "nin": CIFAR,
+  "unet": (572, 572, 1),
+  "unet_same": (512, 512, 1),
+  "yolo_v1": (448, 448, 3),
+  "fast_rcnn": (600, 800, 3),
+  "rcnn": (375, 500, 3),
+  **{f"resnet{depth}": CIFAR for depth in (20, 32, 44, 56, 110)},
+  **{
+    name: IMAGENET
+    for name in (
+      "alexnet",
+      "alexnet2012",
+      "densenet121",
+      "densenet161",
+      "densenet169",
+      "densenet201",
+      "googlenet",
+      "googlenet_paper",
+      "mobilenet_v1",
+      "mobilenet_v2",
+      "resnet18",
+      "resnet34",
+      "resnet50",
+      "resnet101",
+      "resnet152",
+      "vgg11",
+      "vgg11_bn",
+      "vgg13",
+      "vgg13_bn",
+      "vgg16",
+      "vgg16_bn",
+      "vgg19",
+      "vgg19_bn",
+    )
+  },
 }
 
 
@@ -52,17 +80,23 @@ def test_unknown_name_lists_the_closest():
 
 @pytest.mark.parametrize("name", [None, 3, ["resnet50"]])
 def test_a_name_that_is_not_a_string_is_a_one_line_usage_error(name):
-  with pytest.raises(UsageError, match="a model name must be a string such as 'resnet50', got "
-                     ".*; run `cnnjax models` to list them.") as error:
+  with pytest.raises(
+    UsageError,
+    match="a model name must be a string such as 'resnet50', got "
+    ".*; run `cnnjax models` to list them.",
+  ) as error:
     models.create(name)
   assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("name, keyword, hint", [
+@pytest.mark.parametrize(
+  "name, keyword, hint",
+  [
     ("resnet18", "num_clases", "did you mean num_classes"),
     ("vgg11", "batchnorm", "did you mean batch_norm"),  # A registered partial's class fields.
     ("lenet5", "zzz", "its fields are activation, axis_name, dtype, name, num_classes, pooling"),
-])
+  ],
+)
 def test_unknown_keyword_names_the_closest_field(name, keyword, hint):
   with pytest.raises(UsageError, match=f"model {name} has no field '{keyword}'; {hint}"):
     models.create(name, **{keyword: 1})
@@ -112,7 +146,10 @@ def test_a_callable_activation_is_kept():
 
 @pytest.mark.parametrize("value", ["rleu", "Dense", 3, None])
 def test_an_unknown_activation_names_the_accepted_strings(value):
-  with pytest.raises(UsageError, match="model lenet5 field activation must be a function or one "
-                     f"of celu, elu, gelu, .*, tanh; got {re.escape(repr(value))}.") as error:
+  with pytest.raises(
+    UsageError,
+    match="model lenet5 field activation must be a function or one "
+    f"of celu, elu, gelu, .*, tanh; got {re.escape(repr(value))}.",
+  ) as error:
     models.create("lenet5", activation=value)
   assert "\n" not in str(error.value)

@@ -34,7 +34,7 @@ def test_same_variant_keeps_the_input_size_and_trains():
 
   def loss(params):
     out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
-    return jnp.mean(out ** 2), out.shape
+    return jnp.mean(out**2), out.shape
 
   grads, shape = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
   assert shape == (2, 8, 8, 3)

@@ -12,9 +12,14 @@ import model_helpers
 
 TINY = dict(widths=(4, 8, 8, 8, 8), hidden=16, num_classes=5)
 COUNTS = {
-    "vgg11": 132_863_336, "vgg11_bn": 132_868_840, "vgg13": 133_047_848,
-    "vgg13_bn": 133_053_736, "vgg16": 138_357_544, "vgg16_bn": 138_365_992,
-    "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
+  "vgg11": 132_863_336,
+  "vgg11_bn": 132_868_840,
+  "vgg13": 133_047_848,
+  "vgg13_bn": 133_053_736,
+  "vgg16": 138_357_544,
+  "vgg16_bn": 138_365_992,
+  "vgg19": 143_667_240,
+  "vgg19_bn": 143_678_248,
 }
 
 
@@ -42,8 +47,9 @@ def test_bn_variant_trains_updates_batch_stats_and_drops_out():
   variables = jax.jit(model.init)(model_helpers.key(1), x)
 
   def loss(params, rng):
-    logits, updates = model.apply({**variables, "params": params}, x, train=True,
-                                  rngs={"dropout": rng}, mutable=["batch_stats"])
+    logits, updates = model.apply(
+      {**variables, "params": params}, x, train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
+    )
     labels = jnp.array([1, 4])
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
 
@@ -70,8 +76,19 @@ def test_plain_variant_trains_without_batch_norm():
   loss_value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"], model_helpers.key(2))
   assert np.isfinite(loss_value)
   # Configuration A: 1, 1, 2, 2, 2 convs a stage and no BatchNorm layers.
-  assert set(grads) == {"conv1_1", "conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2",
-                        "conv5_1", "conv5_2", "fc6", "fc7", "fc8"}
+  assert set(grads) == {
+    "conv1_1",
+    "conv2_1",
+    "conv3_1",
+    "conv3_2",
+    "conv4_1",
+    "conv4_2",
+    "conv5_1",
+    "conv5_2",
+    "fc6",
+    "fc7",
+    "fc8",
+  }
   for grad in jax.tree.leaves(grads):
     assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
 

@@ -11,8 +11,9 @@ def test_decode_clips_confidence_and_class_scores_before_multiplying():
   # One cell, B = 1, C = 2: a box at the image centre.
   cell = jnp.array([0.5, 0.5, 0.5, 0.5, -0.5, -0.8, -0.9])
   # Raw, -0.5 x -0.8 = 0.4 would be a confident detection; clipped, the score is 0.
-  _, scores, _, _ = yolo.decode(cell.reshape(1, 1, 1, 7), 1, (32, 32), score_threshold=0.0,
-                                max_detections=1)
+  _, scores, _, _ = yolo.decode(
+    cell.reshape(1, 1, 1, 7), 1, (32, 32), score_threshold=0.0, max_detections=1
+  )
   assert float(scores[0, 0]) == 0.0
   _, _, _, valid = yolo.decode(cell.reshape(1, 1, 1, 7), 1, (32, 32), max_detections=1)
   assert not np.asarray(valid).any()

@@ -13,9 +13,9 @@ def _random_boxes(rng, n, size=20.0):
   xy = rng.uniform(-5, size, (n, 2))
   wh = rng.uniform(0, size / 2, (n, 2))
   boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
-  boxes[0, 2] = boxes[0, 0]            # zero width
-  boxes[1, 3] = boxes[1, 1]            # zero height
-  boxes[2] = boxes[3]                  # identical pair
+  boxes[0, 2] = boxes[0, 0]  # zero width
+  boxes[1, 3] = boxes[1, 1]  # zero height
+  boxes[2] = boxes[3]  # identical pair
   boxes[4] = [size + 5, size + 5, size + 9, size + 8]  # outside the image
   return boxes
 
@@ -59,6 +59,7 @@ def test_box_iou_matches_loop_and_torchvision():
   np.testing.assert_allclose(ours, _iou_loop(a, b), atol=1e-6)
   torchvision = pytest.importorskip("torchvision")
   import torch
+
   theirs = torchvision.ops.box_iou(torch.tensor(a), torch.tensor(b)).numpy()
   # torchvision divides 0 by 0 for pairs of empty boxes; this library returns 0 there.
   np.testing.assert_allclose(ours, np.nan_to_num(theirs), atol=1e-5)
@@ -75,6 +76,7 @@ def test_generalized_iou_matches_torchvision():
   a, b = _random_boxes(rng, 10)[5:], _random_boxes(rng, 8)[5:]
   torchvision = pytest.importorskip("torchvision")
   import torch
+
   theirs = torchvision.ops.generalized_box_iou(torch.tensor(a), torch.tensor(b)).numpy()
   np.testing.assert_allclose(np.asarray(ops.generalized_box_iou(a, b)), theirs, atol=1e-5)
 
@@ -87,6 +89,7 @@ def test_encode_decode_round_trip_and_torchvision_coder():
   pytest.importorskip("torchvision")
   import torch
   from torchvision.models.detection import _utils
+
   coder = _utils.BoxCoder(ops.FAST_RCNN_WEIGHTS)
   theirs = coder.encode_single(torch.tensor(boxes), torch.tensor(refs)).numpy()
   np.testing.assert_allclose(np.asarray(deltas), theirs, rtol=1e-5, atol=1e-5)
@@ -105,9 +108,10 @@ def test_nms_matches_loop_and_torchvision(threshold):
   indices, valid = jax.jit(ops.nms, static_argnums=(2, 3))(boxes, scores, threshold, 50)
   kept = np.asarray(indices)[np.asarray(valid)].tolist()
   assert kept == _nms_loop(boxes, scores, threshold)
-  assert not np.asarray(valid)[len(kept):].any()
+  assert not np.asarray(valid)[len(kept) :].any()
   torchvision = pytest.importorskip("torchvision")
   import torch
+
   theirs = torchvision.ops.nms(torch.tensor(boxes), torch.tensor(scores), threshold).tolist()
   assert kept == theirs
 
@@ -116,14 +120,20 @@ def test_nms_removes_a_box_whose_iou_equals_the_threshold():
   # IoU = 6 / 20 = 0.3: float32(6 / 20) is above the double 0.3, so torchvision removes it.
   boxes = np.array([[0, 0, 4, 5], [0, 0, 2, 3]], np.float32)
   indices, valid = ops.nms(boxes, np.array([0.9, 0.8], np.float32), 0.3, 2)
-  assert np.asarray(indices)[np.asarray(valid)].tolist() == [0] == _nms_loop(boxes, [.9, .8], .3)
+  assert np.asarray(indices)[np.asarray(valid)].tolist() == [0] == _nms_loop(boxes, [0.9, 0.8], 0.3)
 
 
 @pytest.mark.parametrize("threshold", [0.2, 0.3, 0.5, 0.6])
 def test_nms_on_whole_pixel_boxes_with_tied_scores(threshold):
   rng = np.random.default_rng(5)
-  batches = [(_whole_pixel_boxes(rng, 24), rng.integers(0, 4, 24).astype(np.float32),
-              rng.integers(0, 3, 24).astype(np.int32)) for _ in range(25)]
+  batches = [
+    (
+      _whole_pixel_boxes(rng, 24),
+      rng.integers(0, 4, 24).astype(np.float32),
+      rng.integers(0, 3, 24).astype(np.int32),
+    )
+    for _ in range(25)
+  ]
   nms = jax.jit(ops.nms, static_argnums=(2, 3))
   batched = jax.jit(ops.batched_nms, static_argnums=(3, 4))
   ours, ours_batched, expected, expected_batched = [], [], [], []
@@ -142,11 +152,16 @@ def test_nms_on_whole_pixel_boxes_with_tied_scores(threshold):
   assert ours == expected and ours_batched == expected_batched
   torchvision = pytest.importorskip("torchvision")
   import torch
-  assert ours == [torchvision.ops.nms(torch.tensor(b), torch.tensor(s), threshold).tolist()
-                  for b, s, _ in batches]
-  assert ours_batched == [torchvision.ops.batched_nms(torch.tensor(b), torch.tensor(s),
-                                                     torch.tensor(c), threshold).tolist()
-                          for b, s, c in batches]
+
+  assert ours == [
+    torchvision.ops.nms(torch.tensor(b), torch.tensor(s), threshold).tolist() for b, s, _ in batches
+  ]
+  assert ours_batched == [
+    torchvision.ops.batched_nms(
+      torch.tensor(b), torch.tensor(s), torch.tensor(c), threshold
+    ).tolist()
+    for b, s, c in batches
+  ]
 
 
 def test_nms_truncates_to_max_output_and_handles_no_boxes():
@@ -171,8 +186,10 @@ def test_batched_nms_matches_torchvision():
   assert kept == sorted(expected, key=lambda i: -scores[i])
   torchvision = pytest.importorskip("torchvision")
   import torch
-  theirs = torchvision.ops.batched_nms(torch.tensor(boxes), torch.tensor(scores),
-                                       torch.tensor(classes), 0.4).tolist()
+
+  theirs = torchvision.ops.batched_nms(
+    torch.tensor(boxes), torch.tensor(scores), torch.tensor(classes), 0.4
+  ).tolist()
   assert kept == theirs
 
 
@@ -193,13 +210,18 @@ def test_float16_boxes_compute_iou_in_float32(side):
   iou = ops.box_iou(boxes, boxes)
   assert iou.dtype == np.float16
   np.testing.assert_allclose(np.asarray(iou, np.float32), [[1, 1 / 3], [1 / 3, 1]], rtol=1e-3)
-  np.testing.assert_allclose(np.asarray(ops.generalized_box_iou(boxes, boxes), np.float32),
-                             [[1, 1 / 3], [1 / 3, 1]], rtol=1e-3)
-  indices, valid = ops.nms(np.concatenate([boxes, boxes]), np.array([4, 3, 2, 1], np.float16),
-                           0.5, 4)
+  np.testing.assert_allclose(
+    np.asarray(ops.generalized_box_iou(boxes, boxes), np.float32),
+    [[1, 1 / 3], [1 / 3, 1]],
+    rtol=1e-3,
+  )
+  indices, valid = ops.nms(
+    np.concatenate([boxes, boxes]), np.array([4, 3, 2, 1], np.float16), 0.5, 4
+  )
   assert np.asarray(indices)[np.asarray(valid)].tolist() == [0, 1]
-  indices, valid = ops.batched_nms(np.concatenate([boxes, boxes]), np.ones(4, np.float16),
-                                   np.array([0, 1, 0, 1]), 0.9, 4)
+  indices, valid = ops.batched_nms(
+    np.concatenate([boxes, boxes]), np.ones(4, np.float16), np.array([0, 1, 0, 1]), 0.9, 4
+  )
   assert sorted(np.asarray(indices)[np.asarray(valid)].tolist()) == [0, 1]
 
 
@@ -210,25 +232,47 @@ def test_float16_iou_matches_float32_iou_of_the_same_boxes():
   np.testing.assert_allclose(ours, _iou_loop(boxes, boxes, np.float32), atol=1e-3)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: ops.nms(np.zeros((3, 4), np.float32), np.zeros(2, np.float32), 0.5, 3),
-     r"scores must be \[N\] = \[3\]"),
-    (lambda: ops.nms(np.zeros((3, 4), np.float32), np.zeros(3, np.float32), 0.5, -1),
-     "max_output must be an int >= 0"),
-    (lambda: ops.nms(np.zeros((3, 4), np.float32), np.zeros(3, np.float32), 0.5, 2.0),
-     "max_output must be an int >= 0"),
-    (lambda: ops.nms(np.array([0, 0, 1, 1], np.float32), np.zeros(4, np.float32), 0.5, 1),
-     r"boxes must have shape \[N, 4\]"),
-    (lambda: ops.nms(np.zeros((3, 4), np.float32), np.zeros(3, np.float32), float("nan"), 3),
-     "iou_threshold is NaN"),
-    (lambda: ops.batched_nms(np.zeros((3, 4), np.float32), np.zeros(3, np.float32),
-                             np.zeros(4, np.int32), 0.5, 3), r"classes must be \[N\] = \[3\]"),
-    (lambda: ops.box_iou(np.array([0, 0, 1, 1], np.float32), np.zeros((2, 4), np.float32)),
-     r"boxes1 must have shape \[N, 4\]"),
-    (lambda: jax.jit(ops.nms, static_argnums=(2, 3))(np.zeros((3, 4), np.float32),
-                                                    np.zeros(4, np.float32), 0.5, 3),
-     r"scores must be \[N\] = \[3\]"),
-])
+@pytest.mark.parametrize(
+  "call, message",
+  [
+    (
+      lambda: ops.nms(np.zeros((3, 4), np.float32), np.zeros(2, np.float32), 0.5, 3),
+      r"scores must be \[N\] = \[3\]",
+    ),
+    (
+      lambda: ops.nms(np.zeros((3, 4), np.float32), np.zeros(3, np.float32), 0.5, -1),
+      "max_output must be an int >= 0",
+    ),
+    (
+      lambda: ops.nms(np.zeros((3, 4), np.float32), np.zeros(3, np.float32), 0.5, 2.0),
+      "max_output must be an int >= 0",
+    ),
+    (
+      lambda: ops.nms(np.array([0, 0, 1, 1], np.float32), np.zeros(4, np.float32), 0.5, 1),
+      r"boxes must have shape \[N, 4\]",
+    ),
+    (
+      lambda: ops.nms(np.zeros((3, 4), np.float32), np.zeros(3, np.float32), float("nan"), 3),
+      "iou_threshold is NaN",
+    ),
+    (
+      lambda: ops.batched_nms(
+        np.zeros((3, 4), np.float32), np.zeros(3, np.float32), np.zeros(4, np.int32), 0.5, 3
+      ),
+      r"classes must be \[N\] = \[3\]",
+    ),
+    (
+      lambda: ops.box_iou(np.array([0, 0, 1, 1], np.float32), np.zeros((2, 4), np.float32)),
+      r"boxes1 must have shape \[N, 4\]",
+    ),
+    (
+      lambda: jax.jit(ops.nms, static_argnums=(2, 3))(
+        np.zeros((3, 4), np.float32), np.zeros(4, np.float32), 0.5, 3
+      ),
+      r"scores must be \[N\] = \[3\]",
+    ),
+  ],
+)
 def test_bad_nms_and_iou_arguments_raise_usage_errors(call, message):
   with pytest.raises(UsageError, match=message):
     call()

@@ -34,8 +34,12 @@ def _pool_corners(box, scale, height, width, clamp):
 
 def _on_map_for_pool(boxes, scale, height=HEIGHT, width=WIDTH):
   """Boxes whose rounded corner cells lie on the map, where clamping changes nothing."""
-  return np.array([_pool_corners(b, scale, height, width, False)
-                   == _pool_corners(b, scale, height, width, True) for b in boxes])
+  return np.array(
+    [
+      _pool_corners(b, scale, height, width, False) == _pool_corners(b, scale, height, width, True)
+      for b in boxes
+    ]
+  )
 
 
 def _roi_pool_loop(features, boxes, indices, out_h, out_w, scale, clamp=True):
@@ -73,8 +77,12 @@ def _bilinear(image, y, x):
   else:
     x1 = x0 + 1
   ly, lx = y - y0, x - x0
-  return ((1 - ly) * (1 - lx) * image[y0, x0] + (1 - ly) * lx * image[y0, x1]
-          + ly * (1 - lx) * image[y1, x0] + ly * lx * image[y1, x1])
+  return (
+    (1 - ly) * (1 - lx) * image[y0, x0]
+    + (1 - ly) * lx * image[y0, x1]
+    + ly * (1 - lx) * image[y1, x0]
+    + ly * lx * image[y1, x1]
+  )
 
 
 def _clamp_align_axis(start, end, size, aligned):
@@ -94,12 +102,18 @@ def _align_corners(box, scale, aligned, height, width, clamp):
 
 def _on_map_for_align(boxes, scale, aligned, height=HEIGHT, width=WIDTH):
   """Boxes that clamping leaves as they are: there cnnjax gives torchvision's results."""
-  return np.array([_align_corners(b, scale, aligned, height, width, False)
-                   == _align_corners(b, scale, aligned, height, width, True) for b in boxes])
+  return np.array(
+    [
+      _align_corners(b, scale, aligned, height, width, False)
+      == _align_corners(b, scale, aligned, height, width, True)
+      for b in boxes
+    ]
+  )
 
 
-def _roi_align_loop(features, boxes, indices, out_h, out_w, scale, sampling_ratio, aligned,
-                    clamp=True):
+def _roi_align_loop(
+  features, boxes, indices, out_h, out_w, scale, sampling_ratio, aligned, clamp=True
+):
   out = np.zeros((len(boxes), out_h, out_w, features.shape[-1]), np.float64)
   height, width = features.shape[1:3]
   for k, (box, image) in enumerate(zip(boxes, indices)):
@@ -130,10 +144,10 @@ def _inputs(seed=0):
   xy = rng.uniform(-4, size[:2] + 2, (10, 2))
   wh = rng.uniform(0, size[:2] * 0.8, (10, 2))
   boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
-  boxes[0, 2] = boxes[0, 0]                          # zero width
-  boxes[1, 3] = boxes[1, 1]                          # zero height
-  boxes[2] = boxes[3]                                # identical pair
-  boxes[4] = [size[0] + 3, size[1] + 3, size[0] + 9, size[1] + 6]   # outside the map
+  boxes[0, 2] = boxes[0, 0]  # zero width
+  boxes[1, 3] = boxes[1, 1]  # zero height
+  boxes[2] = boxes[3]  # identical pair
+  boxes[4] = [size[0] + 3, size[1] + 3, size[0] + 9, size[1] + 6]  # outside the map
   boxes[5] = [-40, -30, size[0] + 30, size[1] + 50]  # far larger than the map
   indices = rng.integers(0, 2, 10).astype(np.int32)
   return features, boxes, indices
@@ -141,6 +155,7 @@ def _inputs(seed=0):
 
 def _torch_inputs(features, boxes, indices):
   import torch
+
   rois = np.concatenate([indices[:, None].astype(np.float32), boxes], axis=1)
   return torch.tensor(features).permute(0, 3, 1, 2).contiguous(), torch.tensor(rois)
 
@@ -148,21 +163,30 @@ def _torch_inputs(features, boxes, indices):
 def _edge_boxes():
   """Boxes on the map, most touching its edges, in input pixels (STRIDE per cell)."""
   width, height = WIDTH * STRIDE, HEIGHT * STRIDE
-  return np.array([[0, 0, width, height],             # the whole image
-                   [0, 0, width - 1.2, height - 1.2],  # corners rounding to the last cells
-                   [width - 3, height - 5, width, height], [0, 2, 3, height],
-                   [2.5, 1.3, width - 1.1, height - 1.1], [6, 4, 6.5, 4.5], [1, 3, 11, 5]],
-                  np.float32)
+  return np.array(
+    [
+      [0, 0, width, height],  # the whole image
+      [0, 0, width - 1.2, height - 1.2],  # corners rounding to the last cells
+      [width - 3, height - 5, width, height],
+      [0, 2, 3, height],
+      [2.5, 1.3, width - 1.1, height - 1.1],
+      [6, 4, 6.5, 4.5],
+      [1, 3, 11, 5],
+    ],
+    np.float32,
+  )
 
 
 def test_roi_pool_matches_loop_and_torchvision():
   features, boxes, indices = _inputs()
   boxes = np.concatenate([boxes, _edge_boxes()])
   indices = np.concatenate([indices, np.zeros(7, np.int32)])
-  ours = np.asarray(jax.jit(ops.roi_pool, static_argnums=(3, 4))(
-      features, boxes, indices, (3, 2), 1 / STRIDE))
-  np.testing.assert_allclose(ours, _roi_pool_loop(features, boxes, indices, 3, 2, 1 / STRIDE),
-                             atol=1e-6)
+  ours = np.asarray(
+    jax.jit(ops.roi_pool, static_argnums=(3, 4))(features, boxes, indices, (3, 2), 1 / STRIDE)
+  )
+  np.testing.assert_allclose(
+    ours, _roi_pool_loop(features, boxes, indices, 3, 2, 1 / STRIDE), atol=1e-6
+  )
   # Boxes on the map keep torchvision's results (its kernel, as a loop, without clamping).
   on_map = _on_map_for_pool(boxes, 1 / STRIDE)
   assert on_map.sum() >= 4 and not on_map.all()
@@ -170,8 +194,7 @@ def test_roi_pool_matches_loop_and_torchvision():
   np.testing.assert_allclose(ours[on_map], unclamped[on_map], atol=1e-6)
   torchvision = pytest.importorskip("torchvision")
   theirs = torchvision.ops.roi_pool(*_torch_inputs(features, boxes, indices), (3, 2), 1 / STRIDE)
-  np.testing.assert_allclose(ours[on_map], theirs.permute(0, 2, 3, 1).numpy()[on_map],
-                             atol=1e-5)
+  np.testing.assert_allclose(ours[on_map], theirs.permute(0, 2, 3, 1).numpy()[on_map], atol=1e-5)
 
 
 @pytest.mark.parametrize("sampling_ratio,aligned", [(-1, False), (2, False), (0, True)])
@@ -186,14 +209,15 @@ def test_roi_align_matches_loop_and_torchvision(sampling_ratio, aligned):
   # Boxes on the map (the whole image included) keep torchvision's results.
   on_map = _on_map_for_align(boxes, 1 / STRIDE, aligned)
   assert on_map.sum() >= 4 and on_map[-7] and not on_map.all()
-  unclamped = _roi_align_loop(features, boxes, indices, 3, 4, 1 / STRIDE, sampling_ratio,
-                              aligned, clamp=False)
+  unclamped = _roi_align_loop(
+    features, boxes, indices, 3, 4, 1 / STRIDE, sampling_ratio, aligned, clamp=False
+  )
   np.testing.assert_allclose(ours[on_map], unclamped[on_map], atol=1e-5)
   torchvision = pytest.importorskip("torchvision")
-  theirs = torchvision.ops.roi_align(*_torch_inputs(features, boxes, indices), (3, 4),
-                                     1 / STRIDE, sampling_ratio, aligned)
-  np.testing.assert_allclose(ours[on_map], theirs.permute(0, 2, 3, 1).numpy()[on_map],
-                             atol=1e-5)
+  theirs = torchvision.ops.roi_align(
+    *_torch_inputs(features, boxes, indices), (3, 4), 1 / STRIDE, sampling_ratio, aligned
+  )
+  np.testing.assert_allclose(ours[on_map], theirs.permute(0, 2, 3, 1).numpy()[on_map], atol=1e-5)
 
 
 def test_traced_malformed_boxes_follow_torchvision():
@@ -204,9 +228,9 @@ def test_traced_malformed_boxes_follow_torchvision():
   indices = np.zeros(2, np.int32)
   pooled = jax.jit(ops.roi_pool, static_argnums=3)(features, boxes, indices, 2)
   aligned = jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))(
-      features, boxes, indices, 2, 1.0, -1, True)
-  np.testing.assert_allclose(pooled, _roi_pool_loop(features, boxes, indices, 2, 2, 1.0),
-                             atol=1e-6)
+    features, boxes, indices, 2, 1.0, -1, True
+  )
+  np.testing.assert_allclose(pooled, _roi_pool_loop(features, boxes, indices, 2, 2, 1.0), atol=1e-6)
   assert np.array_equal(np.asarray(aligned), np.zeros_like(aligned))
   torchvision = pytest.importorskip("torchvision")
   theirs = torchvision.ops.roi_align(*_torch_inputs(features, boxes, indices), 2, 1.0, -1, False)
@@ -221,8 +245,11 @@ def test_traced_nan_corners_give_zeros():
   pooled = np.asarray(jax.jit(ops.roi_pool, static_argnums=3)(features, boxes, indices, 2))
   np.testing.assert_array_equal(pooled[0], 0.0)
   for sampling_ratio, aligned in [(-1, False), (2, True)]:
-    out = np.asarray(jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))(
-        features, boxes, indices, 2, 1.0, sampling_ratio, aligned))
+    out = np.asarray(
+      jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))(
+        features, boxes, indices, 2, 1.0, sampling_ratio, aligned
+      )
+    )
     np.testing.assert_array_equal(out[0], 0.0)
     assert np.isfinite(out).all() and np.abs(out[1]).min() > 0
 
@@ -231,7 +258,7 @@ def test_gradients_reach_the_features():
   features, boxes, indices = _inputs(3)
 
   def total(f):
-    return (ops.roi_align(f, boxes, indices, 2).sum() + ops.roi_pool(f, boxes, indices, 2).sum())
+    return ops.roi_align(f, boxes, indices, 2).sum() + ops.roi_pool(f, boxes, indices, 2).sum()
 
   grads = jax.jit(jax.grad(total))(jnp.asarray(features))
   assert np.isfinite(np.asarray(grads)).all() and np.abs(np.asarray(grads)).sum() > 0
@@ -254,9 +281,18 @@ def test_boxes_off_the_map_equal_their_clamped_boxes():
   # Boxes far larger than the map and boxes reaching past it: each gives what torchvision's
   # kernel gives for the box clamped to the map, and so what cnnjax gives for that box.
   features, _, _ = _inputs(5)
-  boxes = np.array([[-200.3, -150.2, 300.4, 230.1], [-3.2, -2.1, 480.3, 5.4], [8, 6, 9, 7],
-                    [8.6, 6.4, 8.9, 6.8], [-2**18, -1e5, 2**20, 2**20], [-7, 2, -3, 5],
-                    [3, 40, 5, 60]], np.float32)
+  boxes = np.array(
+    [
+      [-200.3, -150.2, 300.4, 230.1],
+      [-3.2, -2.1, 480.3, 5.4],
+      [8, 6, 9, 7],
+      [8.6, 6.4, 8.9, 6.8],
+      [-(2**18), -1e5, 2**20, 2**20],
+      [-7, 2, -3, 5],
+      [3, 40, 5, 60],
+    ],
+    np.float32,
+  )
   indices = np.array([0, 1, 0, 1, 0, 1, 0], np.int32)
   align = jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))
   for aligned in (False, True):
@@ -267,23 +303,32 @@ def test_boxes_off_the_map_equal_their_clamped_boxes():
     clamped = np.array([_align_corners(b, 1.0, aligned, HEIGHT, WIDTH, True) for b in boxes])
     clamped = (clamped + offset).astype(np.float32)
     assert _on_map_for_align(clamped, 1.0, aligned).all()
-    unclamped = _roi_align_loop(features, clamped, indices, 2, 2, 1.0, -1, aligned,
-                                clamp=False)
+    unclamped = _roi_align_loop(features, clamped, indices, 2, 2, 1.0, -1, aligned, clamp=False)
     np.testing.assert_allclose(ours, unclamped, atol=1e-5)
-    np.testing.assert_allclose(ours, align(features, clamped, indices, 2, 1.0, -1, aligned),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+      ours, align(features, clamped, indices, 2, 1.0, -1, aligned), atol=1e-6
+    )
   pooled = np.asarray(ops.roi_pool(features, boxes, indices, 2))
   cells = np.array([_pool_corners(b, 1.0, HEIGHT, WIDTH, True) for b in boxes], np.float32)
   np.testing.assert_array_equal(pooled, ops.roi_pool(features, cells, indices, 2))
-  np.testing.assert_array_equal(pooled, _roi_pool_loop(features, cells, indices, 2, 2, 1.0,
-                                                       clamp=False))
+  np.testing.assert_array_equal(
+    pooled, _roi_pool_loop(features, cells, indices, 2, 2, 1.0, clamp=False)
+  )
 
 
 def test_huge_boxes_take_bounded_time_and_stay_within_the_feature_range():
   rng = np.random.default_rng(6)
   features = rng.uniform(1, 2, (1, HEIGHT, WIDTH, 2)).astype(np.float32)
-  boxes = np.array([[0, 0, 1e30, 1e30], [-1e30, -1e30, 1e30, 1e30], [-1e9, 0, 1e9, 3e38],
-                    [0, 0, 1e6, 1e6], [-3e38, -3e38, 3e38, 3e38]], np.float32)
+  boxes = np.array(
+    [
+      [0, 0, 1e30, 1e30],
+      [-1e30, -1e30, 1e30, 1e30],
+      [-1e9, 0, 1e9, 3e38],
+      [0, 0, 1e6, 1e6],
+      [-3e38, -3e38, 3e38, 3e38],
+    ],
+    np.float32,
+  )
   indices = np.zeros(len(boxes), np.int32)
   align = jax.jit(ops.roi_align, static_argnums=(3, 4, 5, 6))
   pool = jax.jit(ops.roi_pool, static_argnums=(3, 4))
@@ -296,8 +341,9 @@ def test_huge_boxes_take_bounded_time_and_stay_within_the_feature_range():
     assert time.perf_counter() - start < 5.0
     assert np.isfinite(aligned_out).all()
     assert aligned_out.min() >= features.min() and aligned_out.max() <= features.max()
-    np.testing.assert_allclose(aligned_out, align(features, whole, indices, 3, 2.0, -1, aligned),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+      aligned_out, align(features, whole, indices, 3, 2.0, -1, aligned), atol=1e-6
+    )
   pooled = np.array(pool(features, boxes, indices, 3, 2.0))
   # Every bin is the maximum over a part of the map; clamped, each box is the whole map.
   assert np.isin(pooled, features.ravel()).all()
@@ -307,11 +353,23 @@ def test_huge_boxes_take_bounded_time_and_stay_within_the_feature_range():
 
 def _huge_and_stray_boxes(height, width):
   """Boxes of 1e30, 1e9 and -1e30 cells and boxes wholly off each side of the map."""
-  return np.array([[0, 0, 1e30, 1e30], [-1e30, -1e30, 1e30, 1e30], [-1e9, -1e9, 1e9, 1e9],
-                   [0, 0, 1e9, 1e9], [-1e30, -1e30, -1e29, -1e29], [1e29, 1e29, 1e30, 1e30],
-                   [width + 3, 1, width + 9, 4], [-9, 1, -3, 4], [1, height + 2, 4, 3e38],
-                   [1, -3e38, 4, -0.5], [-1e30, 2, -1e30, 3], [width + 1, 2, width + 1, 2]],
-                  np.float32)
+  return np.array(
+    [
+      [0, 0, 1e30, 1e30],
+      [-1e30, -1e30, 1e30, 1e30],
+      [-1e9, -1e9, 1e9, 1e9],
+      [0, 0, 1e9, 1e9],
+      [-1e30, -1e30, -1e29, -1e29],
+      [1e29, 1e29, 1e30, 1e30],
+      [width + 3, 1, width + 9, 4],
+      [-9, 1, -3, 4],
+      [1, height + 2, 4, 3e38],
+      [1, -3e38, 4, -0.5],
+      [-1e30, 2, -1e30, 3],
+      [width + 1, 2, width + 1, 2],
+    ],
+    np.float32,
+  )
 
 
 @pytest.mark.parametrize("height, width", [(8, 8), (7, 9)])
@@ -324,8 +382,10 @@ def test_huge_and_stray_boxes_on_a_constant_map_give_exactly_one(height, width):
     align(features, boxes, indices, (3, 2), 1.0, sampling_ratio, aligned).block_until_ready()
     start = time.perf_counter()
     out = np.asarray(align(features, boxes, indices, (3, 2), 1.0, sampling_ratio, aligned))
-    print(f"roi_align(aligned={aligned}, sampling_ratio={sampling_ratio}) of "
-          f"{len(boxes)} boxes: {time.perf_counter() - start:.4f} s after compiling")
+    print(
+      f"roi_align(aligned={aligned}, sampling_ratio={sampling_ratio}) of "
+      f"{len(boxes)} boxes: {time.perf_counter() - start:.4f} s after compiling"
+    )
     if aligned and sampling_ratio <= 0:
       # Wholly off the map, an aligned box clamps to zero extent on the edge: adaptive
       # sampling then takes no samples and gives 0, as torchvision for any zero-size box.
@@ -341,25 +401,32 @@ def test_huge_and_stray_boxes_on_a_constant_map_give_exactly_one(height, width):
 def test_boxes_wholly_off_the_map_give_its_edge(aligned):
   rng = np.random.default_rng(9)
   features = rng.normal(size=(1, HEIGHT, WIDTH, 2)).astype(np.float32)
-  boxes = np.array([[WIDTH + 3, 1, WIDTH + 9, 4],      # right of the map: its last column
-                    [1, HEIGHT + 2, 4, 1e30]],          # below the map: its last row
-                   np.float32)
+  boxes = np.array(
+    [
+      [WIDTH + 3, 1, WIDTH + 9, 4],  # right of the map: its last column
+      [1, HEIGHT + 2, 4, 1e30],
+    ],  # below the map: its last row
+    np.float32,
+  )
   indices = np.zeros(2, np.int32)
   out = np.asarray(ops.roi_align(features, boxes, indices, (3, 2), 1.0, 2, aligned))
   # Along the other axis the box is on the map, so both equal a box on that edge.
   edge = np.array([[WIDTH - 1, 1, WIDTH, 4], [1, HEIGHT - 1, 4, HEIGHT]], np.float32)
   if aligned:
     edge = np.array([[WIDTH, 1, WIDTH, 4], [1, HEIGHT, 4, HEIGHT]], np.float32)
-  np.testing.assert_allclose(out, ops.roi_align(features, edge, indices, (3, 2), 1.0, 2,
-                                                aligned), atol=1e-6)
+  np.testing.assert_allclose(
+    out, ops.roi_align(features, edge, indices, (3, 2), 1.0, 2, aligned), atol=1e-6
+  )
   np.testing.assert_allclose(out[0], np.broadcast_to(out[0, :, :1], out[0].shape), atol=1e-6)
   np.testing.assert_allclose(out[1], np.broadcast_to(out[1, :1], out[1].shape), atol=1e-6)
-  np.testing.assert_allclose(out, _roi_align_loop(features, edge, indices, 3, 2, 1.0, 2, aligned,
-                                                  clamp=False), atol=1e-5)
+  np.testing.assert_allclose(
+    out, _roi_align_loop(features, edge, indices, 3, 2, 1.0, 2, aligned, clamp=False), atol=1e-5
+  )
   pooled = np.asarray(ops.roi_pool(features, boxes, indices, (3, 2)))
   cells = np.array([[WIDTH - 1, 1, WIDTH - 1, 4], [1, HEIGHT - 1, 4, HEIGHT - 1]], np.float32)
-  np.testing.assert_array_equal(pooled, _roi_pool_loop(features, cells, indices, 3, 2, 1.0,
-                                                       clamp=False))
+  np.testing.assert_array_equal(
+    pooled, _roi_pool_loop(features, cells, indices, 3, 2, 1.0, clamp=False)
+  )
 
 
 def test_outputs_of_any_box_lie_within_the_range_of_the_map():
@@ -399,7 +466,9 @@ def test_roi_pool_takes_the_exact_maximum_of_integer_features():
   np.testing.assert_array_equal(np.asarray(pooled), expected)
 
 
-@pytest.mark.parametrize("op, kwargs, message", [
+@pytest.mark.parametrize(
+  "op, kwargs, message",
+  [
     ("roi_align", dict(output_size=-2), "output_size must be an int >= 1"),
     ("roi_align", dict(output_size=2.5), "output_size must be an int or a pair"),
     ("roi_pool", dict(output_size=(2, 0)), "output_size must be an int >= 1"),
@@ -410,11 +479,13 @@ def test_roi_pool_takes_the_exact_maximum_of_integer_features():
     ("roi_pool", dict(roi_batch_size=0), "roi_batch_size"),
     ("roi_align", dict(features=np.zeros((1, 4, 4, 1), np.uint8)), "floating point"),
     ("roi_pool", dict(features=np.zeros((1, 4, 4, 1), bool)), "floating point or integer"),
-])
+  ],
+)
 def test_bad_arguments_raise_usage_errors(op, kwargs, message):
   features, boxes, _ = _inputs(8)
-  arguments = dict(features=features, boxes=boxes, batch_indices=np.zeros(10, np.int32),
-                   output_size=2)
+  arguments = dict(
+    features=features, boxes=boxes, batch_indices=np.zeros(10, np.int32), output_size=2
+  )
   arguments.update(kwargs)
   with pytest.raises(UsageError, match=message):
     getattr(ops, op)(**arguments)

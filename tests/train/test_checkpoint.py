@@ -31,14 +31,16 @@ from cnnjax.train import state as state_lib
 
 def _state(value: float):
   params = {"dense": {"kernel": np.full((3, 2), value, np.float32)}}
-  return state_lib.create_state({"params": params, "batch_stats": {}}, optax.sgd(0.1),
-                                optax.contrib.reduce_on_plateau())
+  return state_lib.create_state(
+    {"params": params, "batch_stats": {}}, optax.sgd(0.1), optax.contrib.reduce_on_plateau()
+  )
 
 
 def _abstract(state):
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
-                                                     sharding=sharding), state)
+  return jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=sharding), state
+  )
 
 
 def test_unreadable_latest_checkpoint_falls_back(tmp_path, caplog):
@@ -46,8 +48,7 @@ def test_unreadable_latest_checkpoint_falls_back(tmp_path, caplog):
   for step in (1, 2):
     checkpointer.save(step, _state(float(step)), {"iterator": {"position": step}})
   checkpointer.close()
-  for path in glob.glob(str(tmp_path / "checkpoints" / "2" / "state" / "**" / "*"),
-                        recursive=True):
+  for path in glob.glob(str(tmp_path / "checkpoints" / "2" / "state" / "**" / "*"), recursive=True):
     if os.path.isfile(path):
       with open(path, "wb") as f:
         f.write(b"garbage")
@@ -71,21 +72,26 @@ def test_workdirs_fingerprinted_with_old_model_field_names_still_match(tmp_path)
   old = {"model": "unet_same", "model_kwargs": {"depth": 3, "base_width": 16}}
   checkpoint.check_fingerprint(str(tmp_path), old)
   (tmp_path / "checkpoints" / "1").mkdir(parents=True)
-  checkpoint.check_fingerprint(str(tmp_path), {"model": "unet_same",
-                                               "model_kwargs": {"depth": 3, "width": 16}})
+  checkpoint.check_fingerprint(
+    str(tmp_path), {"model": "unet_same", "model_kwargs": {"depth": 3, "width": 16}}
+  )
   with pytest.raises(UsageError, match="another experiment.*model_kwargs"):
-    checkpoint.check_fingerprint(str(tmp_path), {"model": "unet_same",
-                                                 "model_kwargs": {"depth": 3, "width": 8}})
+    checkpoint.check_fingerprint(
+      str(tmp_path), {"model": "unet_same", "model_kwargs": {"depth": 3, "width": 8}}
+    )
 
 
 def test_nonfinite_loss_freezes_state_and_names_the_step():
-  config = helpers.tiny_config("classification", **{"schedule.learning_rate": 1e12,
-                                                    "optimizer.weight_decay": 0.0})
+  config = helpers.tiny_config(
+    "classification", **{"schedule.learning_rate": 1e12, "optimizer.weight_decay": 0.0}
+  )
   task, tx, schedule, rng, state = helpers.initial_state(config)
   runner = parallel.Runner("shard_map", jax.devices()[:1])
-  step = runner.compile(state_lib.make_train_step(task, tx, schedule, rng),
-                        in_specs=(parallel.REPLICATED, parallel.SHARDED),
-                        out_specs=(parallel.REPLICATED, parallel.REPLICATED))
+  step = runner.compile(
+    state_lib.make_train_step(task, tx, schedule, rng),
+    in_specs=(parallel.REPLICATED, parallel.SHARDED),
+    out_specs=(parallel.REPLICATED, parallel.REPLICATED),
+  )
   state = runner.replicate(state)
   history = []
   for batch in helpers.batches(6, config.batch_size):
@@ -112,7 +118,7 @@ def test_fingerprint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
   write_text = path_type.write_text
 
   def crash_half_way(self, text, *args, **kwargs):
-    write_text(self, text[:len(text) // 2])
+    write_text(self, text[: len(text) // 2])
     raise OSError("disk full")
 
   monkeypatch.setattr(path_type, "write_text", crash_half_way)
@@ -152,12 +158,16 @@ def test_local_workdirs_are_absolute_and_remote_ones_stay_remote(tmp_path, monke
       opened.append(directory)
 
   monkeypatch.setattr(checkpoint.ocp, "CheckpointManager", Manager)
-  assert str(checkpoint.Checkpointer("gs://bucket/runs/a").directory) == \
-      "gs://bucket/runs/a/checkpoints"
-  assert str(checkpoint.Checkpointer("runs/b").directory) == \
-      str(tmp_path / "runs" / "b" / "checkpoints")
-  assert [str(d) for d in opened] == ["gs://bucket/runs/a/checkpoints",
-                                      str(tmp_path / "runs" / "b" / "checkpoints")]
+  assert (
+    str(checkpoint.Checkpointer("gs://bucket/runs/a").directory) == "gs://bucket/runs/a/checkpoints"
+  )
+  assert str(checkpoint.Checkpointer("runs/b").directory) == str(
+    tmp_path / "runs" / "b" / "checkpoints"
+  )
+  assert [str(d) for d in opened] == [
+    "gs://bucket/runs/a/checkpoints",
+    str(tmp_path / "runs" / "b" / "checkpoints"),
+  ]
   assert list(tmp_path.iterdir()) == []
 
 
@@ -166,7 +176,8 @@ def test_remote_fingerprint_is_written_remotely(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   checkpoint.check_fingerprint("gs://bucket/run", {"model": "lenet5"})
   assert [key for key in store if key.endswith(checkpoint.FINGERPRINT_FILE)] == [
-      "gs://bucket/run/experiment.json"]
+    "gs://bucket/run/experiment.json"
+  ]
   (checkpoint.workdir_path("gs://bucket/run") / "checkpoints" / "1" / "state").write_text("")
   with pytest.raises(UsageError, match="another experiment"):
     checkpoint.check_fingerprint("gs://bucket/run", {"model": "vgg11"})
@@ -176,13 +187,17 @@ def test_remote_fingerprint_is_written_remotely(tmp_path, monkeypatch):
 @functools.cache
 def _tiny_state(optimizer: str):
   """The host train state of a tiny ResNet with `optimizer`: sgd, adamw or sgd+clip."""
-  overrides = {"sgd": {}, "adamw": {"optimizer.name": "adamw"},
-               "sgd+clip": {"optimizer.clip_norm": 1.0}}[optimizer]
+  overrides = {
+    "sgd": {},
+    "adamw": {"optimizer.name": "adamw"},
+    "sgd+clip": {"optimizer.clip_norm": 1.0},
+  }[optimizer]
   return helpers.initial_state(helpers.tiny_config(**overrides))[-1]
 
 
 def _shifted(state, by: float):
   """`state` with `by` added to every float leaf, and its step set to 7."""
+
   def shift(x):
     x = np.asarray(x)
     return (x + by).astype(x.dtype) if np.issubdtype(x.dtype, np.floating) else x
@@ -191,8 +206,9 @@ def _shifted(state, by: float):
 
 
 def _corrupt_state_files(workdir, step: int) -> None:
-  for path in glob.glob(str(workdir / "checkpoints" / str(step) / "state" / "**" / "*"),
-                        recursive=True):
+  for path in glob.glob(
+    str(workdir / "checkpoints" / str(step) / "state" / "**" / "*"), recursive=True
+  ):
     if os.path.isfile(path):
       with open(path, "wb") as f:
         f.write(b"garbage")
@@ -211,11 +227,15 @@ def test_unrestorable_checkpoints_raise_and_are_only_set_aside_on_request(tmp_pa
   checkpointer.close()
   message = str(raised.value)
   assert "\n" not in message and isinstance(raised.value, UsageError)
-  assert message.startswith(f"no checkpoint in {tmp_path / 'checkpoints'} can be restored (step 2 "
-                            "is unreadable (JSONDecodeError")
+  assert message.startswith(
+    f"no checkpoint in {tmp_path / 'checkpoints'} can be restored (step 2 "
+    "is unreadable (JSONDecodeError"
+  )
   assert "; step 1 is unreadable (" in message
-  assert message.endswith("set --config.restart=True to set them aside and start over, or choose "
-                          "a new --workdir; nothing was deleted.")
+  assert message.endswith(
+    "set --config.restart=True to set them aside and start over, or choose "
+    "a new --workdir; nothing was deleted."
+  )
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
 
   aside = checkpoint.set_aside(str(tmp_path))
@@ -228,10 +248,12 @@ def test_unrestorable_checkpoints_raise_and_are_only_set_aside_on_request(tmp_pa
   checkpointer.close()
 
 
-@pytest.mark.parametrize("stored, target", [("sgd", "adamw"), ("sgd", "sgd+clip"),
-                                            ("adamw", "sgd")])
-def test_a_changed_optimizer_is_refused_from_metadata_or_started_afresh(tmp_path, monkeypatch,
-                                                                       stored, target):
+@pytest.mark.parametrize(
+  "stored, target", [("sgd", "adamw"), ("sgd", "sgd+clip"), ("adamw", "sgd")]
+)
+def test_a_changed_optimizer_is_refused_from_metadata_or_started_afresh(
+  tmp_path, monkeypatch, stored, target
+):
   saved = _shifted(_tiny_state(stored), 0.5)
   checkpointer = checkpoint.Checkpointer(str(tmp_path), async_save=False)
   checkpointer.save(7, saved, {"iterator": {"position": 7}})
@@ -242,10 +264,13 @@ def test_a_changed_optimizer_is_refused_from_metadata_or_started_afresh(tmp_path
   # The refusal comes from the metadata alone: no array is read.
   with monkeypatch.context() as patch:
     patch.setattr(checkpointer.manager, "restore", lambda *args, **kwargs: 1 / 0)
-    with pytest.raises(UsageError, match=r"hold another optimizer's state \(differs in "
-                       r"opt_state/.*: the optimizer changed; set --config.new_optimizer=True to "
-                       r"keep the parameters and BatchNorm statistics and start a fresh "
-                       r"optimizer state\.$") as raised:
+    with pytest.raises(
+      UsageError,
+      match=r"hold another optimizer's state \(differs in "
+      r"opt_state/.*: the optimizer changed; set --config.new_optimizer=True to "
+      r"keep the parameters and BatchNorm statistics and start a fresh "
+      r"optimizer state\.$",
+    ) as raised:
       checkpointer.restore_latest(_abstract(initial))
   assert "params/" not in str(raised.value)
 
@@ -278,21 +303,25 @@ def test_another_model_is_refused_even_with_a_new_optimizer(tmp_path):
   checkpointer.save(1, _state(1.0), {"iterator": {}})
   checkpointer.close()
   params = {"dense": {"kernel": np.zeros((3, 4), np.float32)}}
-  other = state_lib.create_state({"params": params, "batch_stats": {}}, optax.adam(0.1),
-                                 optax.contrib.reduce_on_plateau())
+  other = state_lib.create_state(
+    {"params": params, "batch_stats": {}}, optax.adam(0.1), optax.contrib.reduce_on_plateau()
+  )
   checkpointer = checkpoint.Checkpointer(str(tmp_path), async_save=False)
-  with pytest.raises(UsageError, match=r"^checkpoints in .* do not fit this model \(differs in "
-                     r"params/dense/kernel \(stored float32\[3,2\], here float32\[3,4\]\)\); "
-                     r"choose a new --workdir\.$"):
+  with pytest.raises(
+    UsageError,
+    match=r"^checkpoints in .* do not fit this model \(differs in "
+    r"params/dense/kernel \(stored float32\[3,2\], here float32\[3,4\]\)\); "
+    r"choose a new --workdir\.$",
+  ):
     checkpointer.restore_latest(_abstract(other), other, new_optimizer=True)
   checkpointer.close()
 
 
 def _save_with_accuracy(workdir, steps, accuracy, reopen_after=None):
   """Saves `steps` with the metrics in `accuracy` (None: no eval), optionally reopening."""
+
   def open_checkpointer():
-    return checkpoint.Checkpointer(str(workdir), keep=2, best_metric="accuracy",
-                                   async_save=False)
+    return checkpoint.Checkpointer(str(workdir), keep=2, best_metric="accuracy", async_save=False)
 
   checkpointer = open_checkpointer()
   for step in steps:
@@ -311,8 +340,11 @@ def test_the_best_checkpoint_survives_a_resume(tmp_path, caplog):
   uninterrupted = _save_with_accuracy(tmp_path / "a", range(1, 8), accuracy)
   resumed = _save_with_accuracy(tmp_path / "b", range(1, 8), accuracy, reopen_after=5)
   assert uninterrupted == resumed == [2, 6, 7]
-  assert sorted(n for n in os.listdir(tmp_path / "b" / "checkpoints") if n.isdigit()) == \
-      ["2", "6", "7"]
+  assert sorted(n for n in os.listdir(tmp_path / "b" / "checkpoints") if n.isdigit()) == [
+    "2",
+    "6",
+    "7",
+  ]
   assert "tracked_metric" not in caplog.text  # The saves without an eval warn of nothing.
 
 
@@ -333,19 +365,23 @@ def test_a_flipped_bit_fails_the_checksum_and_falls_back(tmp_path, caplog):
   abstract = _abstract(_tiny_state("sgd"))
 
   def read_unverified():
-    manager = ocp.CheckpointManager(tmp_path / "checkpoints",
-                                    item_handlers={"state": ocp.StandardCheckpointHandler()})
+    manager = ocp.CheckpointManager(
+      tmp_path / "checkpoints", item_handlers={"state": ocp.StandardCheckpointHandler()}
+    )
     try:
-      return manager.restore(2, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract)))["state"]
+      return manager.restore(2, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))[
+        "state"
+      ]
     finally:
       manager.close()
 
   # Array chunks live in OCDBT data files (the biggest file, _METADATA, is JSON). Where the
   # chunks lie inside the file varies between saves: flip bits from the middle outwards
   # until one lands in array data, which then reads back changed, with no error.
-  data_file = max(glob.glob(str(tmp_path / "checkpoints" / "2" / "state" / "ocdbt.process_0" /
-                                "d" / "*")), key=os.path.getsize)
+  data_file = max(
+    glob.glob(str(tmp_path / "checkpoints" / "2" / "state" / "ocdbt.process_0" / "d" / "*")),
+    key=os.path.getsize,
+  )
   size = os.path.getsize(data_file)
   for position in sorted(range(size), key=lambda p: abs(p - size // 2))[:64]:
     _flip_bit(data_file, position)
@@ -353,12 +389,14 @@ def test_a_flipped_bit_fails_the_checksum_and_falls_back(tmp_path, caplog):
       unverified = read_unverified()
     except Exception:  # noqa: BLE001 -- a flip the decoder notices: not the case tested.
       unverified = second
-    if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(unverified),
-                                                     jax.tree.leaves(second))):
+    if not all(
+      np.array_equal(a, b) for a, b in zip(jax.tree.leaves(unverified), jax.tree.leaves(second))
+    ):
       break
     _flip_bit(data_file, position)
-  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(unverified),
-                                                       jax.tree.leaves(second)))
+  assert not all(
+    np.array_equal(a, b) for a, b in zip(jax.tree.leaves(unverified), jax.tree.leaves(second))
+  )
 
   checkpointer = checkpoint.Checkpointer(str(tmp_path), keep=3)
   caplog.clear()
@@ -366,7 +404,8 @@ def test_a_flipped_bit_fails_the_checksum_and_falls_back(tmp_path, caplog):
   assert restored.step == 1 and restored.data == {"iterator": {"position": 1}}
   jax.tree.map(np.testing.assert_array_equal, restored.state, first)
   assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-      "checkpoint at step 2 fails its checksum; trying step 1"]
+    "checkpoint at step 2 fails its checksum; trying step 1"
+  ]
   # Training on from step 1 saves step 2 again: the corrupted one is moved aside first.
   checkpointer.save(2, second, {"iterator": {"position": 2}})
   checkpointer.close()
@@ -394,11 +433,14 @@ def test_event_loop_noise_of_a_failed_restore_is_dropped_while_open(monkeypatch)
 
 def _hold_lock(workdir) -> subprocess.Popen:
   """A process that takes the lock of `workdir` and sleeps, once it holds it."""
-  code = ("import sys, time; from cnnjax.train import checkpoint; "
-          "checkpoint.WorkdirLock(sys.argv[1]).__enter__(); print('locked', flush=True); "
-          "time.sleep(600)")
-  process = subprocess.Popen([sys.executable, "-c", code, str(workdir)], stdout=subprocess.PIPE,
-                             text=True)
+  code = (
+    "import sys, time; from cnnjax.train import checkpoint; "
+    "checkpoint.WorkdirLock(sys.argv[1]).__enter__(); print('locked', flush=True); "
+    "time.sleep(600)"
+  )
+  process = subprocess.Popen(
+    [sys.executable, "-c", code, str(workdir)], stdout=subprocess.PIPE, text=True
+  )
   assert process.stdout.readline() == "locked\n"
   return process
 
@@ -406,17 +448,21 @@ def _hold_lock(workdir) -> subprocess.Popen:
 def test_a_second_trainer_is_refused_until_the_first_dies(tmp_path):
   process = _hold_lock(tmp_path)
   try:
-    refused = (rf"^workdir {tmp_path} is in use by pid {process.pid} on host .+ \(since "
-               r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\); wait for that run to end or stop it, or "
-               r"choose another --workdir\.$")
+    refused = (
+      rf"^workdir {tmp_path} is in use by pid {process.pid} on host .+ \(since "
+      r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\); wait for that run to end or stop it, or "
+      r"choose another --workdir\.$"
+    )
     with pytest.raises(UsageError, match=refused), checkpoint.WorkdirLock(str(tmp_path)):
       pass
   finally:
     process.send_signal(signal.SIGKILL)
     process.wait()
-  with checkpoint.WorkdirLock(str(tmp_path)), \
-      pytest.raises(UsageError, match=f"in use by pid {os.getpid()} "), \
-      checkpoint.WorkdirLock(str(tmp_path)):
+  with (
+    checkpoint.WorkdirLock(str(tmp_path)),
+    pytest.raises(UsageError, match=f"in use by pid {os.getpid()} "),
+    checkpoint.WorkdirLock(str(tmp_path)),
+  ):
     pass
   with checkpoint.WorkdirLock(str(tmp_path)):  # Released at the end of the block.
     pass
@@ -428,16 +474,19 @@ def test_a_remote_lock_is_refreshed_and_taken_over_once_stale(tmp_path, monkeypa
   with checkpoint.WorkdirLock("gs://bucket/run", stale_after=1.0):
     time.sleep(1.5)  # Past `stale_after`: only the heartbeat keeps the lock.
     refused = f"^workdir gs://bucket/run is in use by pid {os.getpid()} "
-    with pytest.raises(UsageError, match=refused), \
-        checkpoint.WorkdirLock("gs://bucket/run", stale_after=1.0):
+    with (
+      pytest.raises(UsageError, match=refused),
+      checkpoint.WorkdirLock("gs://bucket/run", stale_after=1.0),
+    ):
       pass
   assert "gs://bucket/run/.lock" not in store
   # A run that died leaves its owner file, whose heartbeat goes stale.
   dead = {"pid": 1, "host": "elsewhere", "since": 0.0, "token": "dead", "heartbeat": 0.0}
   checkpoint.workdir_path("gs://bucket/run/.lock").write_text(json.dumps(dead))
   with checkpoint.WorkdirLock("gs://bucket/run"):
-    assert json.loads(checkpoint.workdir_path("gs://bucket/run/.lock").read_text())["pid"] == \
-        os.getpid()
+    assert (
+      json.loads(checkpoint.workdir_path("gs://bucket/run/.lock").read_text())["pid"] == os.getpid()
+    )
   assert list(tmp_path.iterdir()) == []
 
 
@@ -452,9 +501,12 @@ def test_a_wrapped_permission_error_names_the_step_and_what_is_intact(tmp_path, 
       raise RuntimeError("background save failed") from error
 
   monkeypatch.setattr(checkpointer.manager, "save", denied)
-  with pytest.raises(UsageError, match=rf"^cannot write checkpoint step 2 to {tmp_path}/"
-                     r"checkpoints \(Permission denied\); make it writable and run again: "
-                     r"checkpoints up to step 1 are intact\.$"):
+  with pytest.raises(
+    UsageError,
+    match=rf"^cannot write checkpoint step 2 to {tmp_path}/"
+    r"checkpoints \(Permission denied\); make it writable and run again: "
+    r"checkpoints up to step 1 are intact\.$",
+  ):
     checkpointer.save(2, _state(2.0), {"iterator": {}})
   monkeypatch.setattr(checkpointer.manager, "save", lambda *args, **kwargs: 1 / 0)
   with pytest.raises(ZeroDivisionError):  # Other failures are bugs and keep their traceback.
@@ -467,8 +519,14 @@ def tiny_disk(tmp_path):
   """A 300 KiB tmpfs (root only), unmounted afterwards."""
   disk = tmp_path / "disk"
   disk.mkdir()
-  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)],
-                    capture_output=True, check=False).returncode != 0:
+  if (
+    subprocess.run(
+      ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)],
+      capture_output=True,
+      check=False,
+    ).returncode
+    != 0
+  ):
     pytest.skip("cannot mount a tmpfs here (needs root)")
   yield disk
   subprocess.run(["umount", str(disk)], check=True)
@@ -482,15 +540,18 @@ def test_a_full_disk_names_the_step_and_what_is_intact(tiny_disk):
   checkpointer.close()
   message = str(raised.value)
   failed = int(message.split("cannot write checkpoint step ")[1].split()[0])
-  assert message == (f"cannot write checkpoint step {failed} to {tiny_disk}/checkpoints (No space "
-                     f"left on device); free space and run again: checkpoints up to step "
-                     f"{failed - 1} are intact.")
+  assert message == (
+    f"cannot write checkpoint step {failed} to {tiny_disk}/checkpoints (No space "
+    f"left on device); free space and run again: checkpoints up to step "
+    f"{failed - 1} are intact."
+  )
   checkpointer = checkpoint.Checkpointer(str(tiny_disk), create=False)
   restored = checkpointer.restore_latest(_abstract(_state(0.0)))
   checkpointer.close()
   assert restored.step == failed - 1
-  np.testing.assert_array_equal(restored.state.params["dense"]["kernel"],
-                                np.full((3, 2), failed - 1.0))
+  np.testing.assert_array_equal(
+    restored.state.params["dense"]["kernel"], np.full((3, 2), failed - 1.0)
+  )
 
 
 def test_a_claim_without_checkpoints_is_taken_over_and_a_corrupt_one_is_one_line(tmp_path):
@@ -512,6 +573,7 @@ def test_a_claim_without_checkpoints_is_taken_over_and_a_corrupt_one_is_one_line
 @flax.struct.dataclass
 class _StateBeforeEma:
   """TrainState as checkpoints before the `ema` field hold it."""
+
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -522,8 +584,12 @@ class _StateBeforeEma:
 
 def test_checkpoints_from_before_the_ema_field_restore(tmp_path):
   state = _state(3.0)
-  old = _StateBeforeEma(**{name: getattr(state, name) for name in (
-      "step", "params", "batch_stats", "opt_state", "plateau", "nonfinite_step")})
+  old = _StateBeforeEma(
+    **{
+      name: getattr(state, name)
+      for name in ("step", "params", "batch_stats", "opt_state", "plateau", "nonfinite_step")
+    }
+  )
   checkpointer = checkpoint.Checkpointer(str(tmp_path), async_save=False)
   checkpointer.save(4, old, {"iterator": {}})
   checkpointer.close()

@@ -36,11 +36,13 @@ def test_sigkilled_runs_end_bit_identical_to_the_reference(tmp_path):
 def _write_workdir(workdir: pathlib.Path, state: dict, data: dict, summary: dict) -> None:
   """A workdir as `cnnjax train` leaves it: checkpoints/<step>/{state,data}, summary.json."""
   manager = ocp.CheckpointManager(
-      workdir / "checkpoints",
-      item_handlers={"state": ocp.StandardCheckpointHandler(),
-                     "data": ocp.JsonCheckpointHandler()})
-  manager.save(int(state["step"]), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                           data=ocp.args.JsonSave(data)))
+    workdir / "checkpoints",
+    item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+  )
+  manager.save(
+    int(state["step"]),
+    args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)),
+  )
   manager.close()
   (workdir / "summary.json").write_text(json.dumps(summary))
 
@@ -50,12 +52,15 @@ def _end_state(zero: float = 0.0, next_index: int = 60, accuracy: float = 0.9) -
   return state, {"iterator": {"next_index": next_index}}, {"accuracy": accuracy, "step": 60}
 
 
-@pytest.mark.parametrize("changed, difference", [
+@pytest.mark.parametrize(
+  "changed, difference",
+  [
     ({}, None),
     ({"zero": -0.0}, "train state differs in ['params']['w']"),  # Equal values, other bits.
     ({"next_index": 59}, "data state"),
     ({"accuracy": 0.8}, "summary.json"),
-])
+  ],
+)
 def test_compare_finds_any_difference_from_the_reference(tmp_path, changed, difference):
   _write_workdir(tmp_path / "reference", *_end_state())
   _write_workdir(tmp_path / "run", *_end_state(**changed))

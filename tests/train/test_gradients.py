@@ -18,12 +18,20 @@ pytestmark = pytest.mark.slow
 
 LENET = {"model": "lenet5", "model_kwargs": {}, "global_bn": False, "input.size": 32}
 CASES = {
-    "simclr": helpers.tiny_config("simclr", **LENET, **{"simclr.projection_dim": 8,
-                                                        "optimizer.name": "lars"}),
-    "metric_learning": helpers.tiny_config("metric_learning", **LENET, **{
-        # SGD: Adam's normalisation would magnify float32 rounding of near-zero gradients.
-        "metric.embedding_dim": 8, "metric.examples_per_class": 2, "metric.margin": 0.5}),
-    "classification": helpers.tiny_config("classification", **LENET),
+  "simclr": helpers.tiny_config(
+    "simclr", **LENET, **{"simclr.projection_dim": 8, "optimizer.name": "lars"}
+  ),
+  "metric_learning": helpers.tiny_config(
+    "metric_learning",
+    **LENET,
+    **{
+      # SGD: Adam's normalisation would magnify float32 rounding of near-zero gradients.
+      "metric.embedding_dim": 8,
+      "metric.examples_per_class": 2,
+      "metric.margin": 0.5,
+    },
+  ),
+  "classification": helpers.tiny_config("classification", **LENET),
 }
 
 
@@ -31,11 +39,17 @@ def _close(a, b):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5), a, b)
 
 
-@pytest.mark.parametrize("name, devices, option, size", [
-    ("simclr", 1, "micro_batch_size", 4), ("simclr", 8, "micro_batch_size", 1),
-    ("metric_learning", 1, "micro_batch_size", 4), ("metric_learning", 8, "micro_batch_size", 1),
-    ("classification", 1, "accumulate_steps", 4), ("classification", 8, "accumulate_steps", 2),
-])
+@pytest.mark.parametrize(
+  "name, devices, option, size",
+  [
+    ("simclr", 1, "micro_batch_size", 4),
+    ("simclr", 8, "micro_batch_size", 1),
+    ("metric_learning", 1, "micro_batch_size", 4),
+    ("metric_learning", 8, "micro_batch_size", 1),
+    ("classification", 1, "accumulate_steps", 4),
+    ("classification", 8, "accumulate_steps", 2),
+  ],
+)
 def test_split_batches_give_the_whole_batch_update(name, devices, option, size):
   config = CASES[name]
   steps = helpers.batches(3, config.batch_size)
@@ -52,18 +66,22 @@ def test_gradient_caching_with_batch_norm_runs_and_keeps_statistics_finite():
   config = helpers.tiny_config("simclr", **{"simclr.projection_dim": 8})  # Global BN.
   steps = helpers.batches(3, config.batch_size)
   params, batch_stats, losses = helpers.train(
-      helpers.initial_state(config), parallel.Runner("shard_map"), steps, micro_batch_size=1)
+    helpers.initial_state(config), parallel.Runner("shard_map"), steps, micro_batch_size=1
+  )
   assert all(np.isfinite(losses))
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves((params, batch_stats)))
 
 
-@pytest.mark.parametrize("task, changes, message", [
+@pytest.mark.parametrize(
+  "task, changes, message",
+  [
     ("classification", {"micro_batch_size": 4}, "has no gradient caching"),
     ("simclr", {"micro_batch_size": 4, "accumulate_steps": 2}, "set one of them"),
     ("classification", {"accumulate_steps": 0}, "accumulate_steps must be 1 or more"),
     ("classification", {"ema_decay": 1.0}, r"ema_decay must lie in \[0, 1\)"),
     ("classification", {"ema_decay": -0.1}, r"ema_decay must lie in \[0, 1\)"),
-])
+  ],
+)
 def test_bad_batch_splits_and_decays_are_refused(task, changes, message):
   config = config_lib.defaults(task)
   config.update_from_flattened_dict(changes)

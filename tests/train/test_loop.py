@@ -53,12 +53,15 @@ def _cli_error(capsys, argv: list[str]) -> str:
   return err
 
 
-@pytest.mark.parametrize("split, examples", [
+@pytest.mark.parametrize(
+  "split, examples",
+  [
     ("train", DIGITS["train"]),
     ("train[:50%]", DIGITS["train"] // 2),
     ("train+test", DIGITS["train"] + DIGITS["test"]),
     ("train[:100]+test[:10%]", 100 + 36),
-])
+  ],
+)
 def test_epochs_count_the_examples_of_the_sliced_split(split, examples):
   config = _lenet(num_steps=0, num_epochs=2.0, train_split=split)
   assert loop.Experiment(config, "unused").num_steps == -(-2 * examples // 64)
@@ -66,7 +69,9 @@ def test_epochs_count_the_examples_of_the_sliced_split(split, examples):
 
 def test_an_unknown_train_split_is_one_line():
   config = _lenet(num_steps=0, num_epochs=1.0, train_split="validation")
-  with pytest.raises(UsageError, match="unknown split 'validation' of digits: use one of test, train"):
+  with pytest.raises(
+    UsageError, match="unknown split 'validation' of digits: use one of test, train"
+  ):
     loop.Experiment(config, "unused")
 
 
@@ -91,23 +96,37 @@ def test_eval_of_a_workdir_without_checkpoints_creates_nothing(capsys, tmp_path)
   assert not (tmp_path / "missing").exists()
   (tmp_path / "empty").mkdir()
   assert "no checkpoint" in _cli_error(
-      capsys, ["eval", f"--config={LENET}", f"--workdir={tmp_path / 'empty'}"])
+    capsys, ["eval", f"--config={LENET}", f"--workdir={tmp_path / 'empty'}"]
+  )
   assert list((tmp_path / "empty").iterdir()) == []
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"best_metric": "test/acc"}, "best_metric 'test/acc' is no evaluator's metric; did you "
-     "mean 'test/accuracy'"),
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
+    (
+      {"best_metric": "test/acc"},
+      "best_metric 'test/acc' is no evaluator's metric; did you mean 'test/accuracy'",
+    ),
     ({"best_metric": "accuracy"}, "choose one of test/accuracy, test/top5_accuracy"),
-    ({"evals.test.kind": "mIoU"}, r"kind 'mIoU' is unknown; did you mean 'miou'\? task "
-     "Classification works with accuracy"),
-    ({"evals.test.kind": "retrieval"}, "needs what task Classification's eval step does not "
-     "give; choose one of accuracy"),
+    (
+      {"evals.test.kind": "mIoU"},
+      r"kind 'mIoU' is unknown; did you mean 'miou'\? task "
+      "Classification works with accuracy",
+    ),
+    (
+      {"evals.test.kind": "retrieval"},
+      "needs what task Classification's eval step does not give; choose one of accuracy",
+    ),
     ({"evals.test.every": -5}, "every must be a whole number of steps >= 0"),
     ({"evals.test.k": 3}, "has no key 'k'; kind 'accuracy' takes kind, split, every"),
-    ({"eval_every": 100}, r"config.eval_every is now config.evals.NAME.every \(e.g. "
-     r"evals.test.every\)"),
-])
+    (
+      {"eval_every": 100},
+      r"config.eval_every is now config.evals.NAME.every \(e.g. "
+      r"evals.test.every\)",
+    ),
+  ],
+)
 def test_bad_evaluators_are_one_line_errors_before_anything_runs(tmp_path, overrides, message):
   config = _lenet()
   with config.unlocked():
@@ -126,10 +145,16 @@ def test_bad_evaluators_are_one_line_errors_before_anything_runs(tmp_path, overr
 @pytest.mark.slow
 def test_nonfinite_loss_names_the_step_as_progress_counts_it(tmp_path):
   # An infinite rate makes the first update non-finite: the loss of step 2 is NaN.
-  config = _lenet(num_steps=4, **{"schedule.name": "constant",
-                                  "schedule.learning_rate": float("inf"),
-                                  "schedule.warmup_steps": 0, "optimizer.name": "sgd",
-                                  "optimizer.weight_decay": 0.0})
+  config = _lenet(
+    num_steps=4,
+    **{
+      "schedule.name": "constant",
+      "schedule.learning_rate": float("inf"),
+      "schedule.warmup_steps": 0,
+      "optimizer.name": "sgd",
+      "optimizer.weight_decay": 0.0,
+    },
+  )
   with pytest.raises(UsageError, match="NaN/Inf at step 2; no checkpoint was saved"):
     loop.run(config, str(tmp_path))
   assert [r["step"] for r in _records(tmp_path) if r["split"] == "train"] == [1]
@@ -138,10 +163,18 @@ def test_nonfinite_loss_names_the_step_as_progress_counts_it(tmp_path):
 @pytest.mark.slow
 def test_plateau_decays_a_stalled_accuracy(tmp_path):
   # A learning rate too small to move the accuracy: it stalls from the first evaluation.
-  config = _lenet(num_steps=5, best_metric="test/accuracy", best_mode="max",
-                  **{"evals.test.every": 1},
-                  **{"schedule.name": "plateau", "schedule.learning_rate": 1e-9,
-                     "schedule.warmup_steps": 0, "schedule.patience": 2})
+  config = _lenet(
+    num_steps=5,
+    best_metric="test/accuracy",
+    best_mode="max",
+    **{"evals.test.every": 1},
+    **{
+      "schedule.name": "plateau",
+      "schedule.learning_rate": 1e-9,
+      "schedule.warmup_steps": 0,
+      "schedule.patience": 2,
+    },
+  )
   loop.run(config, str(tmp_path))
   rates = [r["learning_rate"] for r in _records(tmp_path) if r["split"] == "train"]
   accuracies = [r["accuracy"] for r in _records(tmp_path) if r["split"] == "test"]
@@ -156,16 +189,17 @@ def test_fingerprint_ignores_evaluation_only_settings():
     config = module.get_config("local") if module is not lenet_digits else module.get_config()
     for key, value in changes.items():
       section, name = key.split(".")
-      config[section][name] = ml_collections.ConfigDict(value) if isinstance(value, dict) \
-          else value
+      config[section][name] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
     return loop.Experiment(config, "unused").fingerprint()
 
-  assert fingerprint(triplet_digits) == fingerprint(triplet_digits, **{"evals.test": {
-      "kind": "retrieval", "split": "train", "every": 5, "k": 7}})
-  assert fingerprint(simclr_digits) == fingerprint(simclr_digits, **{"evals.probe": {
-      "kind": "linear_probe", "split": "test", "every": 0, "epochs": 3}})
-  assert fingerprint(triplet_digits) != fingerprint(triplet_digits,
-                                                    **{"metric.distance": "cosine"})
+  assert fingerprint(triplet_digits) == fingerprint(
+    triplet_digits, **{"evals.test": {"kind": "retrieval", "split": "train", "every": 5, "k": 7}}
+  )
+  assert fingerprint(simclr_digits) == fingerprint(
+    simclr_digits,
+    **{"evals.probe": {"kind": "linear_probe", "split": "test", "every": 0, "epochs": 3}},
+  )
+  assert fingerprint(triplet_digits) != fingerprint(triplet_digits, **{"metric.distance": "cosine"})
   assert fingerprint(lenet_digits) != fingerprint(lenet_digits, **{"input.size": 36})
 
 
@@ -217,15 +251,23 @@ def test_config_is_recorded_and_resumed_changes_go_to_its_history(tmp_path, caps
   with open(os.path.join(workdir, "config_history.jsonl")) as f:
     history = [json.loads(line) for line in f]
   assert len(history) == 1 and history[0]["step"] == 2
-  assert history[0]["changed"] == {"num_steps": [2, 3],
-                                   "schedule.learning_rate": [recorded["schedule.learning_rate"],
-                                                              0.01]}
+  assert history[0]["changed"] == {
+    "num_steps": [2, 3],
+    "schedule.learning_rate": [recorded["schedule.learning_rate"], 0.01],
+  }
   assert "config changed at step 2: num_steps 2 -> 3" in capsys.readouterr().err
 
 
 def test_a_missing_dataset_fails_before_the_workdir_exists(capsys, tmp_path):
-  err = _cli_error(capsys, ["train", "--config=experiments/configs/resnet_cifar10.py:resnet20",
-                            f"--workdir={tmp_path / 'w'}", f"--config.data_dir={tmp_path / 'd'}"])
+  err = _cli_error(
+    capsys,
+    [
+      "train",
+      "--config=experiments/configs/resnet_cifar10.py:resnet20",
+      f"--workdir={tmp_path / 'w'}",
+      f"--config.data_dir={tmp_path / 'd'}",
+    ],
+  )
   assert "not prepared" in err and "--config.data_dir" in err
   assert not (tmp_path / "w").exists()
 
@@ -277,8 +319,7 @@ def test_a_changed_optimizer_is_refused_unless_asked_and_keeps_the_parameters(tm
   # Asked to, it keeps the parameters (2 steps done: it trains none) and a fresh optimizer.
   summary = loop.run(_lenet(num_steps=2, new_optimizer=True, **changed), workdir)
   assert summary["step"] == 2
-  for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(
-      transfer.load_source_workdir(workdir))):
+  for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(transfer.load_source_workdir(workdir))):
     np.testing.assert_array_equal(a, b)
 
 

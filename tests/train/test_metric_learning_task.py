@@ -26,7 +26,9 @@ def test_facenet_batches_are_p_x_k_on_its_devices():
   task = tasks.create(config, tasks.DataInfo(5749, (250, 250, 3), {"train": 13233}))
   # Only about 19 LFW identities have 40 faces; far more than P = 56 have 4.
   assert task.sampler_kwargs_for(module.DEVICES) == {
-      "classes_per_group": module.IDENTITIES_PER_DEVICE, "examples_per_class": 4}
+    "classes_per_group": module.IDENTITIES_PER_DEVICE,
+    "examples_per_class": 4,
+  }
   assert config.batch_size == 1792
 
 
@@ -35,12 +37,18 @@ def _mock_lfw_source(builder, split, **kwargs):
   del kwargs
   rng = np.random.default_rng(0)
   people = [p for p in range(9) for _ in range(4)] + [0, 0, 1, 1]
-  examples = [{"image": rng.integers(0, 256, (250, 250, 3), np.uint8),
-               "label": f"person_{p}".encode()} for p in people]
-  split_info = {"train": splits_lib.SplitInfo(name="train", shard_lengths=[len(examples)],
-                                              num_bytes=0)}
-  return [example for part in tfds.core.ReadInstruction.from_spec(split).to_absolute(split_info)
-          for example in examples[part.from_:part.to]]
+  examples = [
+    {"image": rng.integers(0, 256, (250, 250, 3), np.uint8), "label": f"person_{p}".encode()}
+    for p in people
+  ]
+  split_info = {
+    "train": splits_lib.SplitInfo(name="train", shard_lengths=[len(examples)], num_bytes=0)
+  }
+  return [
+    example
+    for part in tfds.core.ReadInstruction.from_spec(split).to_absolute(split_info)
+    for example in examples[part.from_ : part.to]
+  ]
 
 
 @pytest.mark.slow

@@ -11,19 +11,27 @@ import train_helpers as helpers
 pytestmark = pytest.mark.slow
 
 CASES = {
-    "classification": helpers.tiny_config("classification"),
-    "simclr": helpers.tiny_config("simclr", **{"simclr.projection_dim": 8,
-                                               "optimizer.name": "lars"}),
-    "metric_learning": helpers.tiny_config("metric_learning", **{
-        "metric.embedding_dim": 8, "metric.examples_per_class": 2,
-        "optimizer.name": "adamw", "schedule.learning_rate": 1e-2}),
+  "classification": helpers.tiny_config("classification"),
+  "simclr": helpers.tiny_config("simclr", **{"simclr.projection_dim": 8, "optimizer.name": "lars"}),
+  "metric_learning": helpers.tiny_config(
+    "metric_learning",
+    **{
+      "metric.embedding_dim": 8,
+      "metric.examples_per_class": 2,
+      "optimizer.name": "adamw",
+      "schedule.learning_rate": 1e-2,
+    },
+  ),
 }
 
 
 # pmap and shard_map run the same step; the costlier SimCLR and triplet steps (whose
 # cross-device parts are the losses' all_gathers) compare shard_map with one device.
-RUNNERS = {"classification": ("shard_map", "pmap"), "simclr": ("shard_map",),
-           "metric_learning": ("shard_map",)}
+RUNNERS = {
+  "classification": ("shard_map", "pmap"),
+  "simclr": ("shard_map",),
+  "metric_learning": ("shard_map",),
+}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -36,10 +44,12 @@ def test_eight_devices_agree_with_one(name):
   for kind in RUNNERS[name]:
     other = helpers.train(setup, parallel.Runner(kind), steps)
     np.testing.assert_allclose(one[2], other[2], rtol=1e-5, atol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
-                 one[0], other[0])
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
-                 one[1], other[1])
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), one[0], other[0]
+    )
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), one[1], other[1]
+    )
   # The steps really trained: the loss changed from step to step.
   assert one[2][0] != one[2][-1]
 

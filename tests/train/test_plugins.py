@@ -22,17 +22,21 @@ from cnnjax.train.tasks import inputs
 
 class MeanSquaredError(evaluators.Evaluator):
   """Mean squared error of the predictions over the split."""
+
   requires = frozenset({"count", "squared_error"})
   metrics = ("mse", "count")
 
   def __call__(self, results):
     sums, _ = results[self.split]
-    return {"mse": float(sums["squared_error"]) / float(sums["count"]),
-            "count": float(sums["count"])}
+    return {
+      "mse": float(sums["squared_error"]) / float(sums["count"]),
+      "count": float(sums["count"]),
+    }
 
 
 class DigitValue(tasks.Task):
   """Predicts the digit's value as a number."""
+
   produces = frozenset({"count", "squared_error"})
 
   @classmethod
@@ -87,7 +91,11 @@ def test_a_task_and_an_evaluator_from_one_file_train_and_evaluate(tmp_path):
   with open(os.path.join(tmp_path, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
   assert [(r["step"], r["split"]) for r in records] == [
-      (1, "train"), (1, "test"), (2, "train"), (2, "test")]
+    (1, "train"),
+    (1, "test"),
+    (2, "train"),
+    (2, "test"),
+  ]
 
 
 def test_a_kind_the_task_cannot_feed_names_those_it_can(tmp_path):

@@ -15,18 +15,24 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ARGS = ["--config=experiments/configs/lenet_digits.py", "--config.num_epochs=0",
-        "--config.num_steps=120", "--config.batch_size=32", "--config.log_every=1",
-        "--config.checkpoint_every=8", "--config.progress=lines",
-        "--config.schedule.warmup_steps=5"]
+ARGS = [
+  "--config=experiments/configs/lenet_digits.py",
+  "--config.num_epochs=0",
+  "--config.num_steps=120",
+  "--config.batch_size=32",
+  "--config.log_every=1",
+  "--config.checkpoint_every=8",
+  "--config.progress=lines",
+  "--config.schedule.warmup_steps=5",
+]
 
 
 def _train(workdir: str, cache: str, extra: list[str] = ()) -> subprocess.Popen:
-  command = [sys.executable, "-m", "cnnjax.main", "train", f"--workdir={workdir}", *ARGS,
-             *extra]
+  command = [sys.executable, "-m", "cnnjax.main", "train", f"--workdir={workdir}", *ARGS, *extra]
   env = {**os.environ, "CNNJAX_COMPILATION_CACHE": cache}
-  return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=env)
+  return subprocess.Popen(
+    command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+  )
 
 
 def _train_steps(workdir: str) -> list[int]:
@@ -39,21 +45,26 @@ def _train_steps(workdir: str) -> list[int]:
 
 def _final_state(workdir: str) -> dict:
   """The whole train state (moving averages included) of the workdir's newest checkpoint."""
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_handlers={
-      "state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
-  state = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-      state=ocp.args.StandardRestore()))["state"]
+  manager = ocp.CheckpointManager(
+    os.path.join(workdir, "checkpoints"),
+    item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+  )
+  state = manager.restore(
+    manager.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore())
+  )["state"]
   manager.close()
   return state
 
 
-@pytest.mark.parametrize("signum, status, said, extra", [
+@pytest.mark.parametrize(
+  "signum, status, said, extra",
+  [
     (signal.SIGTERM, 0, "stopped by SIGTERM at step", []),
     (signal.SIGINT, 130, "stopped by Ctrl-C (SIGINT) at step", []),
     (signal.SIGTERM, 0, "stopped by SIGTERM at step", ["--config.ema_decay=0.9"]),
-])
-def test_stop_signal_then_resume_matches_uninterrupted_run(tmp_path, signum, status, said,
-                                                           extra):
+  ],
+)
+def test_stop_signal_then_resume_matches_uninterrupted_run(tmp_path, signum, status, said, extra):
   straight_dir, stopped_dir = str(tmp_path / "straight"), str(tmp_path / "stopped")
   cache = str(tmp_path / "xla_cache")
   straight = _train(straight_dir, cache, extra)
@@ -91,11 +102,19 @@ def test_stop_signal_then_resume_matches_uninterrupted_run(tmp_path, signum, sta
 
 def test_sigterm_during_start_up_stops_after_one_saved_step(tmp_path):
   workdir = str(tmp_path / "run")
-  command = [sys.executable, "-m", "cnnjax.main", "train", f"--workdir={workdir}", *ARGS,
-             "--preempted_exit_code=75"]
+  command = [
+    sys.executable,
+    "-m",
+    "cnnjax.main",
+    "train",
+    f"--workdir={workdir}",
+    *ARGS,
+    "--preempted_exit_code=75",
+  ]
   env = {**os.environ, "CNNJAX_COMPILATION_CACHE": str(tmp_path / "xla_cache")}
-  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=env)
+  process = subprocess.Popen(
+    command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+  )
   time.sleep(1.0)  # Past the handler's installation, still importing jax and TFDS.
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=300)

@@ -38,8 +38,9 @@ def _two_steps(config, workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,metric", [("unet_pets", "miou"), ("yolo_voc", "map50"),
-                                         ("fast_rcnn_voc", "map50")])
+@pytest.mark.parametrize(
+  "name,metric", [("unet_pets", "miou"), ("yolo_voc", "map50"), ("fast_rcnn_voc", "map50")]
+)
 def test_real_dataset_configs_run_two_steps_on_mock_data(name, metric, tmp_path):
   config = _config(name, "local")
   with tfds.testing.mock_data(num_examples=8):
@@ -56,27 +57,31 @@ def _shapes_batch(n: int = 2, size: int = 32):
   return jax.tree.map(lambda x: x[None], batch)  # a leading device axis of 1
 
 
-@pytest.mark.parametrize("name", ["unet_shapes", "yolo_shapes", "fast_rcnn_shapes",
-                                  "rcnn_shapes"])
+@pytest.mark.parametrize("name", ["unet_shapes", "yolo_shapes", "fast_rcnn_shapes", "rcnn_shapes"])
 def test_shapes_configs_trace_train_and_eval_steps(name):
   config = _config(name)
-  data = tasks.DataInfo(3, (32, 32, 3), {"train": 2000, "test": 500},
-                        adapters.SEGMENTATION_AND_DETECTION)
+  data = tasks.DataInfo(
+    3, (32, 32, 3), {"train": 2000, "test": 500}, adapters.SEGMENTATION_AND_DETECTION
+  )
   task = tasks.create(config, data)
   variables = jax.eval_shape(task.init_variables, jax.random.key(0))
   rng = jax.random.key(1)
 
   def train_step(variables, batch):
     batch = task.preprocess(batch, rng, train=True)
-    loss, (metrics, _) = task.loss_fn(variables["params"], variables["batch_stats"], batch, rng,
-                                      train=True)
+    loss, (metrics, _) = task.loss_fn(
+      variables["params"], variables["batch_stats"], batch, rng, train=True
+    )
     return loss, metrics
 
   def eval_step(variables, batch):
     return task.eval_step(variables, task.preprocess(batch, rng, train=False))
 
   batch = _shapes_batch()
-  per_device = lambda step: jax.vmap(step, in_axes=(None, 0), axis_name=AXIS)
+
+  def per_device(step):
+    return jax.vmap(step, in_axes=(None, 0), axis_name=AXIS)
+
   loss, metrics = jax.eval_shape(per_device(train_step), variables, batch)
   assert loss.shape == (1,) and "loss" in metrics
   sums, outputs = jax.eval_shape(per_device(eval_step), variables, batch)
@@ -87,17 +92,21 @@ def test_shapes_configs_trace_train_and_eval_steps(name):
 
 
 @pytest.mark.parametrize("name", ["unet_shapes", "yolo_shapes", "fast_rcnn_shapes"])
-@pytest.mark.parametrize("key, value, message", [
+@pytest.mark.parametrize(
+  "key, value, message",
+  [
     ("augment", "cifar", "input.augment='cifar' crops and shifts the images but not the"),
     ("augment", "shift", "input.augment='shift'"),
     ("augment", "inception", "input.augment='inception'"),
     ("center_crop", True, "input.center_crop crops the images but not the"),
     ("resize", 24, "input.resize=24 shrinks the images inside zero padding but not the"),
-])
+  ],
+)
 def test_image_only_geometry_is_refused(name, key, value, message):
   config = _config(name)
-  data = tasks.DataInfo(3, (32, 32, 3), {"train": 2000, "test": 500},
-                        adapters.SEGMENTATION_AND_DETECTION)
+  data = tasks.DataInfo(
+    3, (32, 32, 3), {"train": 2000, "test": 500}, adapters.SEGMENTATION_AND_DETECTION
+  )
   config.input.size = 32
   config.input.resize = 32  # The same side as the input: nothing to pad, allowed.
   tasks.create(config, data)

@@ -31,8 +31,7 @@ pytestmark = pytest.mark.slow
 def _source_workdir(path: str) -> dict:
   """A cnnjax workdir holding a LeNet-5 with 7 classes; returns its variables."""
   model = models.create("lenet5", num_classes=7)
-  variables = jax.device_get(model.init(jax.random.key(42), np.zeros((1, 32, 32, 1)),
-                                        train=False))
+  variables = jax.device_get(model.init(jax.random.key(42), np.zeros((1, 32, 32, 1)), train=False))
   variables = {"params": variables["params"], "batch_stats": {}}
   state = state_lib.create_state(variables, optax.sgd(0.1), optax.contrib.reduce_on_plateau())
   checkpointer = checkpoint.Checkpointer(path, async_save=False)
@@ -73,12 +72,19 @@ def test_finetune_last_stages_freezes_the_rest():
   freezing = transfer.freezing(config.transfer, params, ["output/kernel", "output/bias"])
   labels = freezing.labels
   assert {name: labels[name]["kernel"] for name in labels} == {
-      "c1": "frozen", "c3": "frozen", "c5": "frozen", "f6": "trained", "output": "trained"}
+    "c1": "frozen",
+    "c3": "frozen",
+    "c5": "frozen",
+    "f6": "trained",
+    "output": "trained",
+  }
   assert not freezing.batch_stats
 
 
-@pytest.mark.parametrize("mode, frozen, batch_stats", [
-    ("linear_probe", ["c1", "c3", "c5", "f6"], True), ("finetune_all", [], False)])
+@pytest.mark.parametrize(
+  "mode, frozen, batch_stats",
+  [("linear_probe", ["c1", "c3", "c5", "f6"], True), ("finetune_all", [], False)],
+)
 def test_freezing_is_decided_once_from_the_mode(mode, frozen, batch_stats):
   config = lenet_digits.get_config()
   config.transfer.init_from = "unused"
@@ -115,17 +121,23 @@ def test_torchvision_weights_initialise_all_but_the_head(tmp_path):
   config.transfer.torchvision = "resnet18"
   config.transfer.torchvision_weights = weights
   source = transfer.load_source(config.transfer)
-  shapes = jax.eval_shape(lambda: models.create("resnet18", num_classes=10).init(
-      jax.random.key(0), np.zeros((1, 32, 32, 3)), train=False))
+  shapes = jax.eval_shape(
+    lambda: models.create("resnet18", num_classes=10).init(
+      jax.random.key(0), np.zeros((1, 32, 32, 3)), train=False
+    )
+  )
   fresh = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-  merged, head = transfer.merge({"params": fresh["params"], "batch_stats": fresh["batch_stats"]},
-                                source)
+  merged, head = transfer.merge(
+    {"params": fresh["params"], "batch_stats": fresh["batch_stats"]}, source
+  )
   assert sorted(head) == ["fc/bias", "fc/kernel"]
   assert merged["params"]["fc"]["kernel"].shape == (512, 10)
-  np.testing.assert_array_equal(merged["params"]["conv1"]["kernel"],
-                                source["params"]["conv1"]["kernel"])
-  np.testing.assert_array_equal(merged["batch_stats"]["bn1"]["mean"],
-                                source["batch_stats"]["bn1"]["mean"])
+  np.testing.assert_array_equal(
+    merged["params"]["conv1"]["kernel"], source["params"]["conv1"]["kernel"]
+  )
+  np.testing.assert_array_equal(
+    merged["batch_stats"]["bn1"]["mean"], source["batch_stats"]["bn1"]["mean"]
+  )
 
 
 HEAD = ["fc/kernel", "fc/bias"]
@@ -133,8 +145,9 @@ HEAD = ["fc/kernel", "fc/bias"]
 
 def _probe_setup(mode: str = "linear_probe"):
   """A tiny ResNet-20 (BatchNorm) task in `mode`, its variables and its `Freezing`."""
-  config = train_helpers.tiny_config(**{"transfer.init_from": "unused", "transfer.mode": mode,
-                                        "global_bn": False})
+  config = train_helpers.tiny_config(
+    **{"transfer.init_from": "unused", "transfer.mode": mode, "global_bn": False}
+  )
   task = train_helpers.make_task(config)
   variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(0)))
   # Running statistics unlike any batch's, so batch and running statistics cannot agree.
@@ -148,8 +161,9 @@ def _per_device(fn):
 
 
 def _images(seed: int = 0) -> np.ndarray:
-  images = np.random.default_rng(seed).integers(0, 256, (1, 8, *train_helpers.IMAGE_SHAPE),
-                                                dtype=np.uint8)
+  images = np.random.default_rng(seed).integers(
+    0, 256, (1, 8, *train_helpers.IMAGE_SHAPE), dtype=np.uint8
+  )
   return {"image": images, "label": np.zeros((1, 8), np.int32)}
 
 
@@ -161,13 +175,14 @@ def test_linear_probe_trains_on_eval_features_and_keeps_batch_stats(mode):
   def train_and_eval(variables, batch):
     images = task.preprocess(batch, rng, train=True)["image"]
     # The model's mode in training, as the train step sets it from the freezing.
-    trained, batch_stats = task.apply(variables, images, train=not freezing.batch_stats,
-                                      rng=rng)
+    trained, batch_stats = task.apply(variables, images, train=not freezing.batch_stats, rng=rng)
     return trained, batch_stats, task.model.apply(variables, images, train=False)
 
   trained, batch_stats, evaluated = _per_device(train_and_eval)(variables, _images())
-  same_stats = all(np.array_equal(a[0], b) for a, b in zip(
-      jax.tree.leaves(batch_stats), jax.tree.leaves(variables["batch_stats"])))
+  same_stats = all(
+    np.array_equal(a[0], b)
+    for a, b in zip(jax.tree.leaves(batch_stats), jax.tree.leaves(variables["batch_stats"]))
+  )
   if mode == "linear_probe":
     np.testing.assert_allclose(trained, evaluated, rtol=1e-6, atol=1e-6)
     assert same_stats
@@ -185,28 +200,34 @@ def test_linear_probe_step_runs_the_backbone_forward_only():
   def convolutions(freezing):
     step = state_lib.make_train_step(task, tx, schedule, jax.random.key(2), freezing)
     jaxpr = jax.make_jaxpr(jax.vmap(step, in_axes=(None, 0), axis_name=AXIS))(
-        state, jax.tree.map(lambda x: x[None], batch))
+      state, jax.tree.map(lambda x: x[None], batch)
+    )
     return str(jaxpr).count("conv_general_dilated")
 
-  forward = str(jax.make_jaxpr(lambda v, x: task.model.apply(v, x, train=False))(
-      variables, np.zeros((8, *train_helpers.IMAGE_SHAPE), np.float32))).count(
-          "conv_general_dilated")
+  forward = str(
+    jax.make_jaxpr(lambda v, x: task.model.apply(v, x, train=False))(
+      variables, np.zeros((8, *train_helpers.IMAGE_SHAPE), np.float32)
+    )
+  ).count("conv_general_dilated")
   # stop_gradient on the frozen backbone leaves no convolution to differentiate.
   assert convolutions(frozen) == forward < convolutions(freezing_lib.NOTHING)
 
   runner = parallel.Runner("shard_map")
-  step = runner.compile(state_lib.make_train_step(task, tx, schedule, jax.random.key(2), frozen),
-                        in_specs=(parallel.REPLICATED, parallel.SHARDED),
-                        out_specs=(parallel.REPLICATED, parallel.REPLICATED), donate_argnums=(0,))
+  step = runner.compile(
+    state_lib.make_train_step(task, tx, schedule, jax.random.key(2), frozen),
+    in_specs=(parallel.REPLICATED, parallel.SHARDED),
+    out_specs=(parallel.REPLICATED, parallel.REPLICATED),
+    donate_argnums=(0,),
+  )
   replicated = runner.replicate(jax.device_get(state))
   for seed in range(2):
-    replicated, _ = step(replicated, runner.shard_batch(
-        train_helpers.batches(1, 16, seed=seed)[0]))
+    replicated, _ = step(replicated, runner.shard_batch(train_helpers.batches(1, 16, seed=seed)[0]))
   final = runner.to_host(replicated, parallel.REPLICATED)
   for collection in ("params", "batch_stats"):
     names = jax.tree.leaves(param_paths.path_names(variables[collection]))
-    for name, before, after in zip(names, jax.tree.leaves(variables[collection]),
-                                   jax.tree.leaves(getattr(final, collection))):
+    for name, before, after in zip(
+      names, jax.tree.leaves(variables[collection]), jax.tree.leaves(getattr(final, collection))
+    ):
       if name in HEAD:
         assert not np.array_equal(before, after), name
       else:

@@ -32,7 +32,13 @@ def test_local_workdir_gets_metrics_summary_and_curves(tmp_path):
   _two_runs(str(tmp_path))
   records = writer_lib.read_metrics(str(tmp_path))
   assert [(r["step"], r["split"]) for r in records] == [
-      (1, "train"), (2, "train"), (2, "eval"), (3, "train"), (4, "train"), (4, "eval")]
+    (1, "train"),
+    (2, "train"),
+    (2, "eval"),
+    (3, "train"),
+    (4, "train"),
+    (4, "eval"),
+  ]
   assert records[-1]["accuracy"] == pytest.approx(0.7)
   writer_lib.write_summary(str(tmp_path), {"accuracy": 0.7, "step": 4})
   assert json.loads((tmp_path / "summary.json").read_text()) == {"accuracy": 0.7, "step": 4}
@@ -67,8 +73,11 @@ def test_remote_workdir_is_written_remotely_not_locally(tmp_path, monkeypatch):
   assert writer_lib.plot_curves(workdir) == "gs://bucket/run/curves.png"
 
   assert logdirs == ["gs://bucket/run/tensorboard"] * 2
-  assert sorted(store) == ["gs://bucket/run/curves.png", "gs://bucket/run/metrics.jsonl",
-                           "gs://bucket/run/summary.json"]
+  assert sorted(store) == [
+    "gs://bucket/run/curves.png",
+    "gs://bucket/run/metrics.jsonl",
+    "gs://bucket/run/summary.json",
+  ]
   assert len(writer_lib.read_metrics(workdir)) == 6
   assert json.loads(store["gs://bucket/run/summary.json"].getvalue())["step"] == 4
   assert store["gs://bucket/run/curves.png"].getvalue().startswith(PNG_SIGNATURE)
@@ -106,13 +115,32 @@ def test_curves_grid_pairs_train_with_eval_and_leaves_per_class_out(tmp_path, fi
   rng = np.random.default_rng(0)
   records = []
   for step in range(10, 610, 10):
-    loss = 2.0 / step ** 0.5 + rng.uniform(0, 0.3)
-    records.append({"step": step, "split": "train", "loss": loss, "main_loss": loss,
-                    "accuracy": rng.uniform(0.5, 1.0), "grad_norm": rng.uniform(0, 2),
-                    "learning_rate": 0.1 * (1 - step / 1000), "steps_per_second": 30.0})
+    loss = 2.0 / step**0.5 + rng.uniform(0, 0.3)
+    records.append(
+      {
+        "step": step,
+        "split": "train",
+        "loss": loss,
+        "main_loss": loss,
+        "accuracy": rng.uniform(0.5, 1.0),
+        "grad_norm": rng.uniform(0, 2),
+        "learning_rate": 0.1 * (1 - step / 1000),
+        "steps_per_second": 30.0,
+      }
+    )
     if step % 300 == 0:
-      records.append({"step": step, "split": "eval", "loss": 0.5, "accuracy": 0.8,
-                      "top5_accuracy": 0.95, "count": 100.0, "ap/0": 0.5, "ap/1": 0.6})
+      records.append(
+        {
+          "step": step,
+          "split": "eval",
+          "loss": 0.5,
+          "accuracy": 0.8,
+          "top5_accuracy": 0.95,
+          "count": 100.0,
+          "ap/0": 0.5,
+          "ap/1": 0.6,
+        }
+      )
   _write_records(tmp_path, records)
 
   path = writer_lib.plot_curves(str(tmp_path), notes={"train/loss": "label smoothing 0.1"})
@@ -121,8 +149,12 @@ def test_curves_grid_pairs_train_with_eval_and_leaves_per_class_out(tmp_path, fi
   # main_loss equals loss here (no auxiliary heads); throughput, eval size and per-class
   # APs are not curves.
   assert [ax.get_title() for ax in axes] == [
-      "loss\ntrain: label smoothing 0.1", "accuracy", "top5_accuracy", "grad_norm",
-      "learning_rate"]
+    "loss\ntrain: label smoothing 0.1",
+    "accuracy",
+    "top5_accuracy",
+    "grad_norm",
+    "learning_rate",
+  ]
   assert len({round(ax.get_position().x0, 3) for ax in axes}) == writer_lib.MAX_COLUMNS
   assert len({round(ax.get_position().y0, 3) for ax in axes}) == 2
   width, height = _png_size(tmp_path / "curves.png")
@@ -143,10 +175,14 @@ def test_curves_grid_pairs_train_with_eval_and_leaves_per_class_out(tmp_path, fi
 
 
 def test_curves_of_a_run_with_one_evaluation(tmp_path, figures):
-  _write_records(tmp_path, [
+  _write_records(
+    tmp_path,
+    [
       {"step": 1, "split": "train", "loss": 2.0},
       {"step": 2, "split": "train", "loss": 1.5},
-      {"step": 2, "split": "eval", "loss": 1.4, "accuracy": 0.3, "count": 10.0}])
+      {"step": 2, "split": "eval", "loss": 1.4, "accuracy": 0.3, "count": 10.0},
+    ],
+  )
   writer_lib.plot_curves(str(tmp_path))
   loss, accuracy = figures["curves.png"].axes
   assert (loss.get_title(), accuracy.get_title()) == ("loss", "accuracy")
@@ -158,8 +194,13 @@ def test_curves_of_a_run_with_one_evaluation(tmp_path, figures):
 
 def test_curves_keep_the_newest_value_of_a_step_logged_again(tmp_path, figures):
   # A run preempted after logging step 3 resumes from its checkpoint at step 2.
-  _write_records(tmp_path, [{"step": s, "split": "train", "loss": v}
-                            for s, v in ((1, 3.0), (2, 2.0), (3, 1.0), (3, 1.5), (4, 1.2))])
+  _write_records(
+    tmp_path,
+    [
+      {"step": s, "split": "train", "loss": v}
+      for s, v in ((1, 3.0), (2, 2.0), (3, 1.0), (3, 1.5), (4, 1.2))
+    ],
+  )
   writer_lib.plot_curves(str(tmp_path))
   (line,) = figures["curves.png"].axes[0].get_lines()
   assert list(line.get_xdata()) == [1, 2, 3, 4]
@@ -168,11 +209,21 @@ def test_curves_keep_the_newest_value_of_a_step_logged_again(tmp_path, figures):
 
 @pytest.mark.parametrize("metric", ["ap", "iou"])
 def test_per_class_bars_of_the_last_evaluation(tmp_path, figures, metric):
-  _write_records(tmp_path, [
+  _write_records(
+    tmp_path,
+    [
       {"step": 5, "split": "eval", "map50": 0.15, f"{metric}/0": 0.1, f"{metric}/1": 0.2},
       {"step": 9, "split": "train", "loss": 1.0},
-      {"step": 10, "split": "eval", "map50": 0.7, f"{metric}/10": 0.9, f"{metric}/0": 0.5,
-       f"{metric}/2": 0.7}])
+      {
+        "step": 10,
+        "split": "eval",
+        "map50": 0.7,
+        f"{metric}/10": 0.9,
+        f"{metric}/0": 0.5,
+        f"{metric}/2": 0.7,
+      },
+    ],
+  )
   names = [f"class{i}" for i in range(11)]
   path = writer_lib.plot_per_class(str(tmp_path), class_names=names)
   assert path == str(tmp_path / "per_class.png")
@@ -199,36 +250,52 @@ def _events(logdir) -> list[event_pb2.Event]:
   for path in sorted(logdir.glob("events.out.tfevents.*")):
     data, offset = path.read_bytes(), 0
     while offset < len(data):
-      (length,) = struct.unpack("<Q", data[offset:offset + 8])
-      events.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
+      (length,) = struct.unpack("<Q", data[offset : offset + 8])
+      events.append(event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length]))
       offset += length + 16
   return events
 
 
 def test_write_config_puts_text_and_hparams_on_the_run(tmp_path):
   writer = writer_lib.MetricsWriter(str(tmp_path), 10, 4, progress=False)
-  writer.write_config({"schedule.learning_rate": 0.004, "model": "lenet5", "input.size": 32,
-                       "input.flip": True, "model_kwargs": {"widths": [6, 16]},
-                       "note": "a|b"}, commit="abc123-dirty", step=4)
+  writer.write_config(
+    {
+      "schedule.learning_rate": 0.004,
+      "model": "lenet5",
+      "input.size": 32,
+      "input.flip": True,
+      "model_kwargs": {"widths": [6, 16]},
+      "note": "a|b",
+    },
+    commit="abc123-dirty",
+    step=4,
+  )
   writer.write(5, "train", {"loss": 1.0})
   writer.close()
 
   logdir = tmp_path / "tensorboard"
   assert [p for p in logdir.iterdir() if p.is_dir()] == []  # No hparams sub-run.
-  values = {v.tag: (event.step, v) for event in _events(logdir)
-            for v in event.summary.value}
+  values = {v.tag: (event.step, v) for event in _events(logdir) for v in event.summary.value}
   step, text = values["config/text_summary"]
   assert (step, text.metadata.plugin_data.plugin_name) == (4, "text")
   table = text.tensor.string_val[0].decode()
   assert table.splitlines() == [
-      "| key | value |", "|---|---|", "| commit | abc123-dirty |", "| input.flip | True |",
-      "| input.size | 32 |", '| model | lenet5 |', '| model_kwargs | {"widths": [6, 16]} |',
-      r"| note | a\|b |", "| schedule.learning_rate | 0.004 |"]
+    "| key | value |",
+    "|---|---|",
+    "| commit | abc123-dirty |",
+    "| input.flip | True |",
+    "| input.size | 32 |",
+    "| model | lenet5 |",
+    '| model_kwargs | {"widths": [6, 16]} |',
+    r"| note | a\|b |",
+    "| schedule.learning_rate | 0.004 |",
+  ]
 
   step, start = values["_hparams_/session_start_info"]
   assert (step, start.metadata.plugin_data.plugin_name) == (4, "hparams")
   hparams = plugin_hparams_pb2.HParamsPluginData.FromString(
-      start.metadata.plugin_data.content).session_start_info.hparams
+    start.metadata.plugin_data.content
+  ).session_start_info.hparams
   assert hparams["commit"].string_value == "abc123-dirty"
   assert hparams["schedule.learning_rate"].number_value == 0.004
   assert hparams["input.size"].number_value == 32
@@ -255,9 +322,12 @@ needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not i
 
 
 def _git(directory, *args) -> str:
-  return subprocess.run(["git", "-C", str(directory), "-c", "user.name=t",
-                         "-c", "user.email=t@example.com", *args],
-                        check=True, capture_output=True, text=True).stdout.strip()
+  return subprocess.run(
+    ["git", "-C", str(directory), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+    check=True,
+    capture_output=True,
+    text=True,
+  ).stdout.strip()
 
 
 @needs_git

@@ -39,8 +39,10 @@ def batches(num_steps: int, batch_size: int, seed: int = 0) -> list[dict[str, np
   """Random uint8 images with labels in P x K order (2 examples of each class in turn)."""
   rng = np.random.default_rng(seed)
   labels = np.repeat(np.arange(batch_size // 2) % NUM_CLASSES, 2).astype(np.int32)
-  return [{"image": rng.integers(0, 256, (batch_size, *IMAGE_SHAPE), dtype=np.uint8),
-           "label": labels} for _ in range(num_steps)]
+  return [
+    {"image": rng.integers(0, 256, (batch_size, *IMAGE_SHAPE), dtype=np.uint8), "label": labels}
+    for _ in range(num_steps)
+  ]
 
 
 def initial_state(config, seed: int = 0):
@@ -50,8 +52,9 @@ def initial_state(config, seed: int = 0):
   variables = jax.device_get(jax.jit(task.init_variables)(init_rng))
   schedule = optim.create_schedule(config.schedule, config.num_steps, config.batch_size)
   tx = optim.create_optimizer(config.optimizer, variables["params"], schedule)
-  state = jax.device_get(state_lib.create_state(variables, tx,
-                                                optim.plateau_transform(config.schedule)))
+  state = jax.device_get(
+    state_lib.create_state(variables, tx, optim.plateau_transform(config.schedule))
+  )
   return task, tx, schedule, step_rng, state
 
 
@@ -62,15 +65,18 @@ def train(setup, runner: parallel.Runner, steps: list[dict[str, np.ndarray]], **
   `make_train_step` (accumulate_steps, micro_batch_size, ema_decay).
   """
   task, tx, schedule, step_rng, state = setup
-  step = runner.compile(state_lib.make_train_step(task, tx, schedule, step_rng, **step_options),
-                        in_specs=(parallel.REPLICATED, parallel.SHARDED),
-                        out_specs=(parallel.REPLICATED, parallel.REPLICATED), donate_argnums=(0,))
+  step = runner.compile(
+    state_lib.make_train_step(task, tx, schedule, step_rng, **step_options),
+    in_specs=(parallel.REPLICATED, parallel.SHARDED),
+    out_specs=(parallel.REPLICATED, parallel.REPLICATED),
+    donate_argnums=(0,),
+  )
   state = runner.replicate(state)
   losses = []
   for batch in steps:
     process_rows = len(batch["label"]) // jax.process_count()
     start = jax.process_index() * process_rows
-    local = {k: v[start:start + process_rows] for k, v in batch.items()}
+    local = {k: v[start : start + process_rows] for k, v in batch.items()}
     state, metrics = step(state, runner.shard_batch(local))
     losses.append(float(runner.to_host(metrics, parallel.REPLICATED)["loss"]))
   state = runner.to_host(state, parallel.REPLICATED)

@@ -2,7 +2,6 @@
 
 from cnnjax.data.builders.digits import Digits
 from cnnjax.data.builders.shapes import Shapes
-from cnnjax.data.builders.shapes import ShapesConfig
 
 BUILDERS = (Digits, Shapes)
-NAMES = ('digits', 'shapes')
+NAMES = ("digits", "shapes")

@@ -25,42 +25,47 @@ def split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
     test.append(rng.permutation(members)[:num_test])
   test = np.sort(np.concatenate(test))
   train = np.setdiff1d(np.arange(len(labels)), test)
-  return {'train': train, 'test': test}
+  return {"train": train, "test": test}
 
 
 class Digits(tfds.core.GeneratorBasedBuilder):
   """scikit-learn's 8x8 digits, 10 classes, fixed stratified 1,438 / 359 split."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(8, 8, 1), dtype=np.uint8),
-            'label': tfds.features.ClassLabel(num_classes=10),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://archive.ics.uci.edu/dataset/80',
+      description=__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(8, 8, 1), dtype=np.uint8),
+          "label": tfds.features.ClassLabel(num_classes=10),
+        }
+      ),
+      supervised_keys=("image", "label"),
+      homepage="https://archive.ics.uci.edu/dataset/80",
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # The data ships with scikit-learn.
     from sklearn import datasets  # pylint: disable=g-import-not-at-top
+
     bunch = datasets.load_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
     labels = bunch.target.astype(np.int64)
     return {
-        split: self._generate_examples(images, labels, indices)
-        for split, indices in split_indices(labels).items()
+      split: self._generate_examples(images, labels, indices)
+      for split, indices in split_indices(labels).items()
     }
 
-  def _generate_examples(self, images: np.ndarray, labels: np.ndarray,
-                         indices: np.ndarray):
+  def _generate_examples(self, images: np.ndarray, labels: np.ndarray, indices: np.ndarray):
     # Images go in as PIL images so that TFDS encodes them without TensorFlow.
     for index in indices:
-      yield int(index), {
-          'image': PIL.Image.fromarray(images[index], mode='L'),
-          'label': int(labels[index]),
-      }
+      yield (
+        int(index),
+        {
+          "image": PIL.Image.fromarray(images[index], mode="L"),
+          "label": int(labels[index]),
+        },
+      )

@@ -27,8 +27,8 @@ import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
 
-CLASS_NAMES = ('circle', 'square', 'triangle')
-_SPLIT_IDS = {'train': 0, 'test': 1}
+CLASS_NAMES = ("circle", "square", "triangle")
+_SPLIT_IDS = {"train": 0, "test": 1}
 _MIN_VISIBLE = 0.5
 _PLACEMENT_TRIES = 20
 
@@ -36,6 +36,7 @@ _PLACEMENT_TRIES = 20
 @dataclasses.dataclass
 class ShapesConfig(tfds.core.BuilderConfig):
   """Image side, split sizes, objects per image and the generation seed."""
+
   image_size: int = 64
   train_size: int = 10_000
   test_size: int = 2_000
@@ -89,85 +90,102 @@ def render(rng: np.random.Generator, image_size: int, max_objects: int) -> dict[
     boxes[i] = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
   areas = np.bincount(instances.ravel(), minlength=len(classes) + 1)[1:]
   box_labels = np.zeros((max_objects,), np.int32)
-  box_labels[:len(classes)] = classes
+  box_labels[: len(classes)] = classes
   return {
-      'image': image,
-      'label': int(classes[np.argmax(areas)]),
-      'mask': np.where(instances > 0, classes[np.maximum(instances - 1, 0)] + 1,
-                       0).astype(np.uint8),
-      'boxes': boxes,
-      'box_labels': box_labels,
-      'box_valid': np.arange(max_objects) < len(classes),
-      'instances': instances,
+    "image": image,
+    "label": int(classes[np.argmax(areas)]),
+    "mask": np.where(instances > 0, classes[np.maximum(instances - 1, 0)] + 1, 0).astype(np.uint8),
+    "boxes": boxes,
+    "box_labels": box_labels,
+    "box_valid": np.arange(max_objects) < len(classes),
+    "instances": instances,
   }
 
 
 class Shapes(tfds.core.GeneratorBasedBuilder):
   """Generated shapes for classification, segmentation and detection (see module doc)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
-      ShapesConfig(name='default', description='64x64, 10,000 train / 2,000 test.'),
-      ShapesConfig(name='small', description='32x32, 2,000 train / 500 test.',
-                   image_size=32, train_size=2_000, test_size=500),
-      ShapesConfig(name='tiny', description='32x32, 64 train / 32 test, for tests.',
-                   image_size=32, train_size=64, test_size=32),
+    ShapesConfig(name="default", description="64x64, 10,000 train / 2,000 test."),
+    ShapesConfig(
+      name="small",
+      description="32x32, 2,000 train / 500 test.",
+      image_size=32,
+      train_size=2_000,
+      test_size=500,
+    ),
+    ShapesConfig(
+      name="tiny",
+      description="32x32, 64 train / 32 test, for tests.",
+      image_size=32,
+      train_size=64,
+      test_size=32,
+    ),
   ]
-  DEFAULT_CONFIG_NAME = 'default'
+  DEFAULT_CONFIG_NAME = "default"
 
   def _info(self) -> tfds.core.DatasetInfo:
     size, objects = self.builder_config.image_size, self.builder_config.max_objects
     return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(size, size, 3), dtype=np.uint8),
-            'label': tfds.features.ClassLabel(names=CLASS_NAMES),
-            'mask': tfds.features.Tensor(shape=(size, size), dtype=np.uint8),
-            'boxes': tfds.features.Tensor(shape=(objects, 4), dtype=np.float32),
-            'box_labels': tfds.features.Tensor(shape=(objects,), dtype=np.int32),
-            'box_valid': tfds.features.Tensor(shape=(objects,), dtype=np.bool_),
-        }),
-        supervised_keys=('image', 'label'),
+      description=__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(size, size, 3), dtype=np.uint8),
+          "label": tfds.features.ClassLabel(names=CLASS_NAMES),
+          "mask": tfds.features.Tensor(shape=(size, size), dtype=np.uint8),
+          "boxes": tfds.features.Tensor(shape=(objects, 4), dtype=np.float32),
+          "box_labels": tfds.features.Tensor(shape=(objects,), dtype=np.int32),
+          "box_valid": tfds.features.Tensor(shape=(objects,), dtype=np.bool_),
+        }
+      ),
+      supervised_keys=("image", "label"),
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
     config = self.builder_config
-    return {'train': self._generate_examples('train', config.train_size),
-            'test': self._generate_examples('test', config.test_size)}
+    return {
+      "train": self._generate_examples("train", config.train_size),
+      "test": self._generate_examples("test", config.test_size),
+    }
 
   def _generate_examples(self, split: str, num_examples: int):
     config = self.builder_config
     for index in range(num_examples):
       rng = np.random.default_rng((config.seed, _SPLIT_IDS[split], index))
       example = render(rng, config.image_size, config.max_objects)
-      del example['instances']
+      del example["instances"]
       # A PIL image, so that TFDS encodes the PNG without TensorFlow.
-      example['image'] = PIL.Image.fromarray(example['image'])
+      example["image"] = PIL.Image.fromarray(example["image"])
       yield index, example
 
 
 def save_picture(path: str, num_examples: int = 6, image_size: int = 64, seed: int = 0) -> None:
   """Writes a PNG of `num_examples` examples: images with boxes above, masks below."""
   import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
+
+  matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
   figure, axes = plt.subplots(2, num_examples, figsize=(1.6 * num_examples, 3.4))
   for column in range(num_examples):
     example = render(np.random.default_rng((seed, 0, column)), image_size, max_objects=4)
     top, bottom = axes[0, column], axes[1, column]
-    top.imshow(example['image'])
-    top.set_title(CLASS_NAMES[example['label']], fontsize=9)
-    for (x1, y1, x2, y2), valid in zip(example['boxes'], example['box_valid']):
+    top.imshow(example["image"])
+    top.set_title(CLASS_NAMES[example["label"]], fontsize=9)
+    for (x1, y1, x2, y2), valid in zip(example["boxes"], example["box_valid"]):
       if valid:
-        top.add_patch(plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
-                                    edgecolor='yellow', linewidth=1))
-    bottom.imshow(example['mask'], cmap='viridis', vmin=0, vmax=3, interpolation='nearest')
+        top.add_patch(
+          plt.Rectangle(
+            (x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor="yellow", linewidth=1
+          )
+        )
+    bottom.imshow(example["mask"], cmap="viridis", vmin=0, vmax=3, interpolation="nearest")
     for axis in (top, bottom):
       axis.set_xticks([])
       axis.set_yticks([])
   figure.tight_layout()
   figure.savefig(path, dpi=100)
   plt.close(figure)
-

@@ -83,8 +83,13 @@ class DataInfo:
     features: names of the features in a batch.
   """
 
-  def __init__(self, num_classes: int, image_shape: tuple[int, int, int],
-               splits: dict[str, int], features: tuple[str, ...] = ("image", "label")):
+  def __init__(
+    self,
+    num_classes: int,
+    image_shape: tuple[int, int, int],
+    splits: dict[str, int],
+    features: tuple[str, ...] = ("image", "label"),
+  ):
     self.num_classes = num_classes
     self.image_shape = tuple(image_shape)
     self.splits = dict(splits)
@@ -149,8 +154,9 @@ class Task(abc.ABC):
   def backbone_kwargs(self, num_classes: int | None) -> dict[str, Any]:
     """Keyword arguments for `cnnjax.models.create` from the config."""
     kwargs = dict(self.config.model_kwargs)
-    kwargs.update(num_classes=num_classes, dtype=self.dtype,
-                  axis_name=AXIS if self.config.global_bn else None)
+    kwargs.update(
+      num_classes=num_classes, dtype=self.dtype, axis_name=AXIS if self.config.global_bn else None
+    )
     return kwargs
 
   @abc.abstractmethod
@@ -168,16 +174,22 @@ class Task(abc.ABC):
     """On-device decoding and augmentation: uint8 [B, H, W, C] -> float [B, h, w, c]."""
 
   @abc.abstractmethod
-  def loss_fn(self, params: PyTree, batch_stats: PyTree, batch: Batch, rng: jax.Array,
-              train: bool) -> tuple[jax.Array, tuple[Metrics, PyTree]]:
+  def loss_fn(
+    self, params: PyTree, batch_stats: PyTree, batch: Batch, rng: jax.Array, train: bool
+  ) -> tuple[jax.Array, tuple[Metrics, PyTree]]:
     """Scalar loss of this device's shard, with (metrics, updated batch_stats)."""
 
   @abc.abstractmethod
   def eval_step(self, variables: dict[str, PyTree], batch: Batch) -> tuple[Metrics, Metrics]:
     """(sums over valid examples, per-example outputs [B, ...]) of a preprocessed batch."""
 
-  def apply(self, variables: dict[str, PyTree], *inputs: jax.Array, train: bool,
-            rng: jax.Array | None = None) -> tuple[Any, PyTree]:
+  def apply(
+    self,
+    variables: dict[str, PyTree],
+    *inputs: jax.Array,
+    train: bool,
+    rng: jax.Array | None = None,
+  ) -> tuple[Any, PyTree]:
     """Runs the model on `inputs` (images [B, h, w, c], then any other model arguments).
 
     In training mode BatchNorm normalises with batch statistics and dropout is keyed by
@@ -188,13 +200,15 @@ class Task(abc.ABC):
     """
     if not train:
       return self.model.apply(variables, *inputs, train=False), variables.get("batch_stats", {})
-    outputs, updates = self.model.apply(variables, *inputs, train=True, mutable=["batch_stats"],
-                                        rngs={"dropout": device_key(rng)})
+    outputs, updates = self.model.apply(
+      variables, *inputs, train=True, mutable=["batch_stats"], rngs={"dropout": device_key(rng)}
+    )
     return outputs, updates.get("batch_stats", {})
 
 
-def eval_config(kind: str, split: str = "test", every: int = 0,
-                **options: Any) -> ml_collections.ConfigDict:
+def eval_config(
+  kind: str, split: str = "test", every: int = 0, **options: Any
+) -> ml_collections.ConfigDict:
   """One evaluator's section of `config.evals`: its kind, split, cadence and options."""
   return ml_collections.ConfigDict({"kind": kind, "split": split, "every": every, **options})
 
@@ -210,14 +224,17 @@ def device_key(rng: jax.Array) -> jax.Array:
   return jax.random.fold_in(rng, jax.lax.axis_index(AXIS))
 
 
-def per_example(recipe: Callable[..., Any], rng: jax.Array, images: jax.Array, *args,
-                **kwargs) -> Any:
+def per_example(
+  recipe: Callable[..., Any], rng: jax.Array, images: jax.Array, *args, **kwargs
+) -> Any:
   """Applies a batch recipe `recipe(key, images [B, ...], ...)` one example at a time.
 
   Each example gets its `example_keys` key, so results do not depend on device layout.
   """
+
   def one(key, image):
     return jax.tree.map(lambda out: out[0], recipe(key, image[None], *args, **kwargs))
+
   return jax.vmap(one)(example_keys(rng, images.shape[0]), images)
 
 

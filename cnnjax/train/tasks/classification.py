@@ -33,18 +33,25 @@ class Classification(tasks.Task):
     variables = {"params": params, "batch_stats": batch_stats}
     outputs, new_batch_stats = self.apply(variables, batch["image"], train=train, rng=rng)
     loss, main_loss = losses.classification_loss(
-        outputs, batch["label"], self.config.label_smoothing, self.config.aux_loss_weight)
+      outputs, batch["label"], self.config.label_smoothing, self.config.aux_loss_weight
+    )
     logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-    metrics = {"loss": loss, "main_loss": main_loss,
-               "accuracy": accuracy.top_k_correct(logits, batch["label"], 1).mean()}
+    metrics = {
+      "loss": loss,
+      "main_loss": main_loss,
+      "accuracy": accuracy.top_k_correct(logits, batch["label"], 1).mean(),
+    }
     return loss, (metrics, new_batch_stats)
 
   def eval_step(self, variables, batch):
     logits = self.model.apply(variables, batch["image"], train=False)
     valid = batch["valid"].astype(jnp.float32)
     per_example = losses.cross_entropy(logits, batch["label"], reduction="none")
-    sums = {"count": valid.sum(), "loss": (per_example * valid).sum(),
-            "top1": (accuracy.top_k_correct(logits, batch["label"], 1) * valid).sum()}
+    sums = {
+      "count": valid.sum(),
+      "loss": (per_example * valid).sum(),
+      "top1": (accuracy.top_k_correct(logits, batch["label"], 1) * valid).sum(),
+    }
     if self.data.num_classes > 5:
       sums["top5"] = (accuracy.top_k_correct(logits, batch["label"], 5) * valid).sum()
     return sums, {}

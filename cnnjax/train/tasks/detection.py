@@ -25,6 +25,7 @@ Selective search runs in `jax.pure_callback` from the compiled step, on the uint
 model input size.
 """
 
+import functools
 import hashlib
 
 import jax
@@ -44,8 +45,9 @@ from cnnjax.train.tasks import inputs
 _PROPOSAL_CACHE: dict[tuple, np.ndarray] = {}
 
 
-def _selective_search_batch(images: np.ndarray, num_proposals: int,
-                            scales: tuple[float, ...]) -> np.ndarray:
+def _selective_search_batch(
+  images: np.ndarray, num_proposals: int, scales: tuple[float, ...]
+) -> np.ndarray:
   """Host side: uint8 images [b, H, W, C] -> float32 [b, R, 5], boxes xyxy then validity."""
   images = np.asarray(images)
   packed = np.zeros((images.shape[0], num_proposals, 5), np.float32)
@@ -54,25 +56,30 @@ def _selective_search_batch(images: np.ndarray, num_proposals: int,
     if key not in _PROPOSAL_CACHE:
       _PROPOSAL_CACHE[key] = selective_search(image, scales=scales, max_proposals=num_proposals)
     found = _PROPOSAL_CACHE[key]
-    packed[i, :len(found), :4] = found
-    packed[i, :len(found), 4] = 1.0
+    packed[i, : len(found), :4] = found
+    packed[i, : len(found), 4] = 1.0
   return packed
 
 
-def selective_search_proposals(images: jax.Array, num_proposals: int,
-                               scales: tuple[float, ...]) -> tuple[jax.Array, jax.Array]:
+def selective_search_proposals(
+  images: jax.Array, num_proposals: int, scales: tuple[float, ...]
+) -> tuple[jax.Array, jax.Array]:
   """Selective search from inside jit: uint8 [b, H, W, C] -> ([b, R, 4], [b, R] bool)."""
   # One result, not two: JAX 0.10's TPU lowering of a multi-result callback inside
   # shard_map or pmap gives every result the first one's sharding and fails on the ranks.
   shape = jax.ShapeDtypeStruct((images.shape[0], num_proposals, 5), jnp.float32)
   packed = jax.pure_callback(
-      lambda x: _selective_search_batch(x, num_proposals, tuple(scales)), shape, images,
-      vmap_method="sequential")
+    lambda x: _selective_search_batch(x, num_proposals, tuple(scales)),
+    shape,
+    images,
+    vmap_method="sequential",
+  )
   return packed[..., :4], packed[..., 4] > 0.5
 
 
-def jittered_proposals(key: jax.Array, boxes: jax.Array, valid: jax.Array, size: int,
-                       per_object: int, num_random: int) -> tuple[jax.Array, jax.Array]:
+def jittered_proposals(
+  key: jax.Array, boxes: jax.Array, valid: jax.Array, size: int, per_object: int, num_random: int
+) -> tuple[jax.Array, jax.Array]:
   """Training proposals around the objects of one image, on device.
 
   Args:
@@ -95,8 +102,7 @@ def jittered_proposals(key: jax.Array, boxes: jax.Array, valid: jax.Array, size:
   jittered = jnp.concatenate([new_centre - new_wh / 2, new_centre + new_wh / 2], -1)
   random_centre = jax.random.uniform(centre_key, (num_random, 2), maxval=size)
   random_wh = jax.random.uniform(side_key, (num_random, 2), minval=0.1, maxval=0.7) * size
-  random_boxes = jnp.concatenate([random_centre - random_wh / 2, random_centre + random_wh / 2],
-                                 -1)
+  random_boxes = jnp.concatenate([random_centre - random_wh / 2, random_centre + random_wh / 2], -1)
   proposals = jnp.clip(jnp.concatenate([jittered.reshape(-1, 4), random_boxes]), 0, size)
   positive = (proposals[:, 2] - proposals[:, 0] >= 1) & (proposals[:, 3] - proposals[:, 1] >= 1)
   proposal_valid = jnp.concatenate([jnp.repeat(valid, per_object), jnp.ones(num_random, bool)])
@@ -106,8 +112,18 @@ def jittered_proposals(key: jax.Array, boxes: jax.Array, valid: jax.Array, size:
 class _Detection(tasks.Task):
   """What YOLO and the region CNNs share: box inputs, flips and mAP evaluation."""
 
-  produces = frozenset({"count", "det_boxes", "det_scores", "det_classes", "det_valid",
-                        "gt_boxes", "gt_labels", "gt_valid"})
+  produces = frozenset(
+    {
+      "count",
+      "det_boxes",
+      "det_scores",
+      "det_classes",
+      "det_valid",
+      "gt_boxes",
+      "gt_labels",
+      "gt_valid",
+    }
+  )
 
   @classmethod
   def config_defaults(cls):
@@ -140,34 +156,49 @@ class _Detection(tasks.Task):
   def _check_data(self):
     missing = {"boxes", "box_labels", "box_valid"} - set(self.data.features)
     if missing:
-      raise UsageError(f"dataset {self.config.dataset} has no boxes; use shapes or voc for "
-                       f"detection.")
+      raise UsageError(
+        f"dataset {self.config.dataset} has no boxes; use shapes or voc for detection."
+      )
     inputs.check_targets_follow(self.config, "boxes")
 
   def preprocess(self, batch, rng, train):
     size = self.input_shape[0]
-    images = inputs.prepare_images(batch["image"], rng, train, self.config.input,
-                                   self.config.dataset, size, self.dtype)
+    images = inputs.prepare_images(
+      batch["image"], rng, train, self.config.input, self.config.dataset, size, self.dtype
+    )
     stored = batch["image"].shape[2]
     boxes = batch["boxes"].astype(jnp.float32) * (size / stored)
     raw = batch["image"]
     if train and self.config.detection.random_flip:
       flip = jax.vmap(lambda key: jax.random.bernoulli(key, 0.5))(
-          tasks.example_keys(jax.random.fold_in(rng, 1), images.shape[0]))
+        tasks.example_keys(jax.random.fold_in(rng, 1), images.shape[0])
+      )
       images = jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
       raw = jnp.where(flip[:, None, None, None], raw[:, :, ::-1], raw)
-      flipped = jnp.stack([size - boxes[..., 2], boxes[..., 1], size - boxes[..., 0],
-                           boxes[..., 3]], axis=-1)
+      flipped = jnp.stack(
+        [size - boxes[..., 2], boxes[..., 1], size - boxes[..., 0], boxes[..., 3]], axis=-1
+      )
       boxes = jnp.where(flip[:, None, None], flipped, boxes)
-    return {**batch, "image": images, "raw_image": raw, "boxes": boxes,
-            "box_labels": batch["box_labels"].astype(jnp.int32),
-            "box_valid": batch["box_valid"].astype(bool)}
+    return {
+      **batch,
+      "image": images,
+      "raw_image": raw,
+      "boxes": boxes,
+      "box_labels": batch["box_labels"].astype(jnp.int32),
+      "box_valid": batch["box_valid"].astype(bool),
+    }
 
   def _outputs(self, detections, batch):
     boxes, scores, classes, valid = detections
-    return {"det_boxes": boxes, "det_scores": scores, "det_classes": classes, "det_valid": valid,
-            "gt_boxes": batch["boxes"], "gt_labels": batch["box_labels"],
-            "gt_valid": batch["box_valid"]}
+    return {
+      "det_boxes": boxes,
+      "det_scores": scores,
+      "det_classes": classes,
+      "det_valid": valid,
+      "gt_boxes": batch["boxes"],
+      "gt_labels": batch["box_labels"],
+      "gt_valid": batch["box_valid"],
+    }
 
 
 class YOLO(_Detection):
@@ -185,9 +216,16 @@ class YOLO(_Detection):
   def _loss(self, outputs, batch, reduction="mean"):
     size = self.input_shape[0]
     return det_losses.yolo_v1_loss(
-        outputs, batch["boxes"] / size, batch["box_labels"], batch["box_valid"],
-        self.model.num_boxes, self.config.detection.lambda_coord,
-        self.config.detection.lambda_noobj, reduction=reduction, return_metrics=True)
+      outputs,
+      batch["boxes"] / size,
+      batch["box_labels"],
+      batch["box_valid"],
+      self.model.num_boxes,
+      self.config.detection.lambda_coord,
+      self.config.detection.lambda_noobj,
+      reduction=reduction,
+      return_metrics=True,
+    )
 
   def loss_fn(self, params, batch_stats, batch, rng, train):
     variables = {"params": params, "batch_stats": batch_stats}
@@ -201,10 +239,18 @@ class YOLO(_Detection):
     valid = batch["valid"].astype(jnp.float32)
     section = self.config.detection
     size = self.input_shape[0]
-    detections = yolo.decode(outputs, self.model.num_boxes, (size, size), section.score_threshold,
-                             section.nms_iou, section.max_detections)
-    return ({"loss": jnp.sum(losses * valid), "count": jnp.sum(valid)},
-            self._outputs(detections, batch))
+    detections = yolo.decode(
+      outputs,
+      self.model.num_boxes,
+      (size, size),
+      section.score_threshold,
+      section.nms_iou,
+      section.max_detections,
+    )
+    return (
+      {"loss": jnp.sum(losses * valid), "count": jnp.sum(valid)},
+      self._outputs(detections, batch),
+    )
 
 
 class RegionCNN(_Detection):
@@ -214,8 +260,9 @@ class RegionCNN(_Detection):
     self._check_data()
     model = models.create(self.config.model, **self.backbone_kwargs(self.data.num_classes))
     if not isinstance(model, (rcnn.FastRCNN, rcnn.RCNN)):
-      raise UsageError(f"task 'region_cnn' needs model fast_rcnn or rcnn, got "
-                       f"{self.config.model!r}.")
+      raise UsageError(
+        f"task 'region_cnn' needs model fast_rcnn or rcnn, got {self.config.model!r}."
+      )
     return model
 
   def init_variables(self, rng):
@@ -231,13 +278,19 @@ class RegionCNN(_Detection):
     if train and section.train_proposals == "jitter":
       keys = tasks.example_keys(jax.random.fold_in(rng, 2), batch["image"].shape[0])
       return jax.vmap(jittered_proposals, in_axes=(0, 0, 0, None, None, None))(
-          keys, batch["boxes"], batch["box_valid"], size, section.jitter_per_object,
-          section.jitter_random)
+        keys,
+        batch["boxes"],
+        batch["box_valid"],
+        size,
+        section.jitter_per_object,
+        section.jitter_random,
+      )
     raw = batch["raw_image"]
     if raw.shape[1:3] != (size, size):
       # Search the image the model sees, so proposals are in its pixels (and cheaper).
-      resized = jax.image.resize(raw.astype(jnp.float32), (raw.shape[0], size, size, raw.shape[3]),
-                                 method="bilinear")
+      resized = jax.image.resize(
+        raw.astype(jnp.float32), (raw.shape[0], size, size, raw.shape[3]), method="bilinear"
+      )
       raw = jnp.clip(jnp.round(resized), 0, 255).astype(jnp.uint8)
     return selective_search_proposals(raw, section.num_proposals, tuple(section.proposal_scales))
 
@@ -245,18 +298,28 @@ class RegionCNN(_Detection):
     section = self.config.detection
     proposals, proposal_valid = self._proposals(batch, rng, train=True)
     keys = tasks.example_keys(jax.random.fold_in(rng, 3), proposals.shape[0])
-    rois, labels, targets, weights = jax.vmap(
-        lambda key, p, pv, b, l, v: rcnn.sample_rois(
-            key, p, pv, b, l, v, section.rois_per_image, section.foreground_fraction,
-            section.foreground_iou, (section.background_iou_low, section.foreground_iou)))(
-                keys, proposals, proposal_valid, batch["boxes"], batch["box_labels"],
-                batch["box_valid"])
+    sample = functools.partial(
+      rcnn.sample_rois,
+      num_samples=section.rois_per_image,
+      foreground_fraction=section.foreground_fraction,
+      foreground_iou=section.foreground_iou,
+      background_iou=(section.background_iou_low, section.foreground_iou),
+    )
+    rois, labels, targets, weights = jax.vmap(sample)(
+      keys, proposals, proposal_valid, batch["boxes"], batch["box_labels"], batch["box_valid"]
+    )
     variables = {"params": params, "batch_stats": batch_stats}
-    (logits, deltas), new_batch_stats = self.apply(variables, batch["image"], rois, train=train,
-                                                   rng=rng)
+    (logits, deltas), new_batch_stats = self.apply(
+      variables, batch["image"], rois, train=train, rng=rng
+    )
     loss, metrics = det_losses.fast_rcnn_loss(
-        logits.reshape(-1, logits.shape[-1]), deltas.reshape(-1, deltas.shape[-2], 4),
-        labels.reshape(-1), targets.reshape(-1, 4), weights.reshape(-1), return_metrics=True)
+      logits.reshape(-1, logits.shape[-1]),
+      deltas.reshape(-1, deltas.shape[-2], 4),
+      labels.reshape(-1),
+      targets.reshape(-1, 4),
+      weights.reshape(-1),
+      return_metrics=True,
+    )
     return loss, ({"loss": loss, **metrics}, new_batch_stats)
 
   def eval_step(self, variables, batch):
@@ -264,8 +327,16 @@ class RegionCNN(_Detection):
     size = self.input_shape[0]
     proposals, proposal_valid = self._proposals(batch, None, train=False)
     logits, deltas = self.model.apply(variables, batch["image"], proposals, train=False)
-    detections = rcnn.detect(logits, deltas, proposals, proposal_valid, (size, size),
-                             section.score_threshold, section.nms_iou, section.max_detections)
+    detections = rcnn.detect(
+      logits,
+      deltas,
+      proposals,
+      proposal_valid,
+      (size, size),
+      section.score_threshold,
+      section.nms_iou,
+      section.max_detections,
+    )
     valid = batch["valid"].astype(jnp.float32)
     return {"count": jnp.sum(valid)}, self._outputs(detections, batch)
 

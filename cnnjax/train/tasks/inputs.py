@@ -28,8 +28,7 @@ from cnnjax.train import tasks
 AUGMENTATIONS = ("none", "shift", "cifar", "inception")
 
 
-def normalization(input_config: Any, dataset: str
-                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def normalization(input_config: Any, dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
   """(mean, std) per channel for `dataset`, overridable in `config.input`.
 
   An empty `input.mean` or `input.std` (the config default is `()`) takes the dataset's
@@ -53,13 +52,21 @@ def resize_and_pad(images: jax.Array, resize: int, size: int) -> jax.Array:
   if pad < 0:
     raise UsageError(f"input.resize={resize} exceeds input.size={size}; make resize <= size.")
   if pad:
-    images = jnp.pad(images, ((0, 0), (pad // 2, pad - pad // 2), (pad // 2, pad - pad // 2),
-                              (0, 0)))
+    images = jnp.pad(
+      images, ((0, 0), (pad // 2, pad - pad // 2), (pad // 2, pad - pad // 2), (0, 0))
+    )
   return images
 
 
-def prepare_images(images: jax.Array, rng: jax.Array, train: bool, input_config: Any,
-                   dataset: str, size: int, dtype: jnp.dtype) -> jax.Array:
+def prepare_images(
+  images: jax.Array,
+  rng: jax.Array,
+  train: bool,
+  input_config: Any,
+  dataset: str,
+  size: int,
+  dtype: jnp.dtype,
+) -> jax.Array:
   """images: uint8 [B, H, W, C] -> normalised `dtype` [B, size, size, C].
 
   Args:
@@ -109,13 +116,21 @@ def check_targets_follow(config: Any, targets: str) -> None:
     problem = f"input.resize={resize} shrinks the images inside zero padding"
   else:
     return
-  raise UsageError(f"{problem} but not the {targets}; set input.augment='none', "
-                   "input.center_crop=False and input.resize=0 (the task flips both itself).")
+  raise UsageError(
+    f"{problem} but not the {targets}; set input.augment='none', "
+    "input.center_crop=False and input.resize=0 (the task flips both itself)."
+  )
 
 
-def prepare_batch(task: tasks.Task, batch: tasks.Batch, rng: jax.Array,
-                  train: bool) -> tasks.Batch:
+def prepare_batch(task: tasks.Task, batch: tasks.Batch, rng: jax.Array, train: bool) -> tasks.Batch:
   """`batch` with 'image' prepared for `task`'s model: uint8 [B, H, W, C] -> [B, h, w, c]."""
-  images = prepare_images(batch["image"], rng, train, task.config.input, task.config.dataset,
-                          task.input_shape[0], task.dtype)
+  images = prepare_images(
+    batch["image"],
+    rng,
+    train,
+    task.config.input,
+    task.config.dataset,
+    task.input_shape[0],
+    task.dtype,
+  )
   return {**batch, "image": images}

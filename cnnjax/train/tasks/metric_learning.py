@@ -21,8 +21,11 @@ from cnnjax.models import heads
 from cnnjax.train import tasks
 from cnnjax.train.tasks import inputs
 
-LOSSES = {"semihard": losses.triplet_semihard_loss, "hard": losses.triplet_hard_loss,
-          "all": losses.triplet_all_loss}
+LOSSES = {
+  "semihard": losses.triplet_semihard_loss,
+  "hard": losses.triplet_hard_loss,
+  "all": losses.triplet_all_loss,
+}
 
 
 class MetricLearning(tasks.Task):
@@ -59,8 +62,10 @@ class MetricLearning(tasks.Task):
     per_device = self.config.batch_size // num_devices
     k = self.config.metric.examples_per_class
     if per_device % k:
-      raise UsageError(f"per-device batch {per_device} is not a multiple of "
-                       f"metric.examples_per_class={k}; change batch_size or K.")
+      raise UsageError(
+        f"per-device batch {per_device} is not a multiple of "
+        f"metric.examples_per_class={k}; change batch_size or K."
+      )
     return {"classes_per_group": per_device // k, "examples_per_class": k}
 
   def preprocess(self, batch, rng, train):
@@ -74,9 +79,14 @@ class MetricLearning(tasks.Task):
   def embedding_loss(self, embeddings, batch):
     """The triplet loss of the shard's embeddings [B, D], mined over every device's."""
     metric = self.config.metric
-    loss, metrics = LOSSES[metric.loss](embeddings, batch["label"], margin=metric.margin,
-                                        distance=metric.distance, axis_name=AXIS,
-                                        return_metrics=True)
+    loss, metrics = LOSSES[metric.loss](
+      embeddings,
+      batch["label"],
+      margin=metric.margin,
+      distance=metric.distance,
+      axis_name=AXIS,
+      return_metrics=True,
+    )
     return loss, dict(metrics)
 
   def loss_fn(self, params, batch_stats, batch, rng, train):
@@ -87,7 +97,9 @@ class MetricLearning(tasks.Task):
   def eval_step(self, variables, batch):
     embeddings = self.model.apply(variables, batch["image"], train=False)
     return {"count": batch["valid"].astype(jnp.float32).sum()}, {
-        "embedding": embeddings, "label": batch["label"]}
+      "embedding": embeddings,
+      "label": batch["label"],
+    }
 
 
 tasks.register("metric_learning", MetricLearning)

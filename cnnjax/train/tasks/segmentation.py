@@ -32,7 +32,7 @@ def center_crop_mask(mask: jax.Array, height: int, width: int) -> jax.Array:
   """mask: [B, H, W] -> [B, height, width] about the centre."""
   top = (mask.shape[1] - height) // 2
   left = (mask.shape[2] - width) // 2
-  return mask[:, top:top + height, left:left + width]
+  return mask[:, top : top + height, left : left + width]
 
 
 class Segmentation(tasks.Task):
@@ -64,21 +64,25 @@ class Segmentation(tasks.Task):
 
   def create_model(self):
     if "mask" not in self.data.features:
-      raise UsageError(f"dataset {self.config.dataset} has no segmentation masks; use shapes, "
-                       "oxford_iiit_pet or another dataset with a 'mask' feature.")
+      raise UsageError(
+        f"dataset {self.config.dataset} has no segmentation masks; use shapes, "
+        "oxford_iiit_pet or another dataset with a 'mask' feature."
+      )
     inputs.check_targets_follow(self.config, "segmentation masks")
     return models.create(self.config.model, **self.backbone_kwargs(self.num_classes))
 
   def preprocess(self, batch, rng, train):
     size = self.input_shape[0]
-    images = inputs.prepare_images(batch["image"], rng, train, self.config.input,
-                                   self.config.dataset, size, self.dtype)
+    images = inputs.prepare_images(
+      batch["image"], rng, train, self.config.input, self.config.dataset, size, self.dtype
+    )
     mask = batch["mask"].astype(jnp.int32)
     if mask.shape[1:3] != (size, size):
       mask = jax.image.resize(mask, (mask.shape[0], size, size), method="nearest")
     if train and self.config.segmentation.random_flip:
       flip = jax.vmap(lambda key: jax.random.bernoulli(key, 0.5))(
-          tasks.example_keys(jax.random.fold_in(rng, 1), images.shape[0]))
+        tasks.example_keys(jax.random.fold_in(rng, 1), images.shape[0])
+      )
       images = jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
       mask = jnp.where(flip[:, None, None], mask[:, :, ::-1], mask)
     return {**batch, "image": images, "mask": mask}
@@ -93,25 +97,34 @@ class Segmentation(tasks.Task):
     ce = seg_losses.pixel_cross_entropy(logits, mask, self.ignore_index)
     dice = seg_losses.soft_dice_loss(logits, mask, self.ignore_index)
     loss = ce + self.config.segmentation.dice_weight * dice
-    confusion = seg_metrics.confusion_matrix(jnp.argmax(logits, -1), mask, self.num_classes,
-                                             self.ignore_index)
-    metrics = {"loss": loss, "cross_entropy": ce, "dice_loss": dice,
-               "pixel_accuracy": jnp.trace(confusion) / jnp.maximum(jnp.sum(confusion), 1)}
+    confusion = seg_metrics.confusion_matrix(
+      jnp.argmax(logits, -1), mask, self.num_classes, self.ignore_index
+    )
+    metrics = {
+      "loss": loss,
+      "cross_entropy": ce,
+      "dice_loss": dice,
+      "pixel_accuracy": jnp.trace(confusion) / jnp.maximum(jnp.sum(confusion), 1),
+    }
     return loss, (metrics, new_batch_stats)
 
   def eval_step(self, variables, batch):
     outputs = self.model.apply(variables, batch["image"], train=False)
     logits, mask = self._logits_and_mask(outputs, batch["mask"])
     valid = batch["valid"].astype(jnp.float32)[:, None, None]
-    confusion = seg_metrics.confusion_matrix(jnp.argmax(logits, -1), mask, self.num_classes,
-                                             self.ignore_index, weights=valid)
+    confusion = seg_metrics.confusion_matrix(
+      jnp.argmax(logits, -1), mask, self.num_classes, self.ignore_index, weights=valid
+    )
     ce = seg_losses.pixel_cross_entropy(logits, mask, self.ignore_index, reduction="none")
     # Integer counts: a float32 sum stops counting at 2^24 pixels (64 images of 512x512).
     counted = jnp.broadcast_to(valid > 0, mask.shape)
     if self.ignore_index is not None:
       counted &= mask != self.ignore_index
-    return {"confusion": confusion, "loss": jnp.sum(ce * valid),
-            "pixels": jnp.sum(counted, dtype=jnp.int32)}, {}
+    return {
+      "confusion": confusion,
+      "loss": jnp.sum(ce * valid),
+      "pixels": jnp.sum(counted, dtype=jnp.int32),
+    }, {}
 
 
 tasks.register("segmentation", Segmentation)

@@ -44,23 +44,40 @@ class SimCLR(tasks.Task):
 
   @classmethod
   def default_evals(cls):
-    return {"knn": tasks.eval_config("knn", k=5),
-            "probe": tasks.eval_config("linear_probe", epochs=100, learning_rate=1e-2)}
+    return {
+      "knn": tasks.eval_config("knn", k=5),
+      "probe": tasks.eval_config("linear_probe", epochs=100, learning_rate=1e-2),
+    }
 
   def create_model(self):
     backbone = models.create(self.config.model, **self.backbone_kwargs(None))
-    return heads.ProjectionNet(backbone, self.config.simclr.projection_dim,
-                     self.config.simclr.hidden_dim, self.dtype)
+    return heads.ProjectionNet(
+      backbone, self.config.simclr.projection_dim, self.config.simclr.hidden_dim, self.dtype
+    )
 
   def preprocess(self, batch, rng, train):
     if not train:
-      images = inputs.prepare_images(batch["image"], rng, False, self.config.input,
-                                     self.config.dataset, self.input_shape[0], self.dtype)
+      images = inputs.prepare_images(
+        batch["image"],
+        rng,
+        False,
+        self.config.input,
+        self.config.dataset,
+        self.input_shape[0],
+        self.dtype,
+      )
       return {**batch, "image": images}
     mean, std = inputs.normalization(self.config.input, self.config.dataset)
     view1, view2 = tasks.per_example(
-        augment.simclr_views, rng, batch["image"], self.input_shape[0],
-        strength=self.config.simclr.strength, blur=self.config.simclr.blur, mean=mean, std=std)
+      augment.simclr_views,
+      rng,
+      batch["image"],
+      self.input_shape[0],
+      strength=self.config.simclr.strength,
+      blur=self.config.simclr.blur,
+      mean=mean,
+      std=std,
+    )
     return {**batch, "view1": view1.astype(self.dtype), "view2": view2.astype(self.dtype)}
 
   def embed(self, params, batch_stats, batch, rng, train):
@@ -74,9 +91,14 @@ class SimCLR(tasks.Task):
     """NT-Xent of the shard's view pairs [B, 2, D] against every device's views."""
     del batch
     simclr = self.config.simclr
-    loss, metrics = losses.nt_xent_loss(embeddings[:, 0], embeddings[:, 1], simclr.temperature,
-                                        axis_name=AXIS, block_size=simclr.block_size or None,
-                                        return_metrics=True)
+    loss, metrics = losses.nt_xent_loss(
+      embeddings[:, 0],
+      embeddings[:, 1],
+      simclr.temperature,
+      axis_name=AXIS,
+      block_size=simclr.block_size or None,
+      return_metrics=True,
+    )
     return loss, dict(metrics)
 
   def loss_fn(self, params, batch_stats, batch, rng, train):
@@ -87,7 +109,9 @@ class SimCLR(tasks.Task):
   def eval_step(self, variables, batch):
     features, _ = self.model.apply(variables, batch["image"], train=False)
     return {"count": batch["valid"].astype(jnp.float32).sum()}, {
-        "embedding": features.astype(jnp.float32), "label": batch["label"]}
+      "embedding": features.astype(jnp.float32),
+      "label": batch["label"],
+    }
 
 
 tasks.register("simclr", SimCLR)

@@ -375,28 +375,33 @@ def test_a_flipped_bit_fails_the_checksum_and_falls_back(tmp_path, caplog):
     finally:
       manager.close()
 
-  # Array chunks live in OCDBT data files (the biggest file, _METADATA, is JSON). Where the
-  # chunks lie inside the file varies between saves: flip bits from the middle outwards
-  # until one lands in array data, which then reads back changed, with no error.
-  data_file = max(
+  # Array chunks live zstd-compressed in OCDBT data files whose number, sizes and layout
+  # vary between saves: flip bits in each data file, biggest first, from the middle
+  # outwards, until one reads back changed with no error (most flips the decoder notices).
+  data_files = sorted(
     glob.glob(str(tmp_path / "checkpoints" / "2" / "state" / "ocdbt.process_0" / "d" / "*")),
     key=os.path.getsize,
+    reverse=True,
   )
-  size = os.path.getsize(data_file)
-  for position in sorted(range(size), key=lambda p: abs(p - size // 2))[:64]:
-    _flip_bit(data_file, position)
-    try:
-      unverified = read_unverified()
-    except Exception:  # noqa: BLE001 -- a flip the decoder notices: not the case tested.
-      unverified = second
-    if not all(
-      np.array_equal(a, b) for a, b in zip(jax.tree.leaves(unverified), jax.tree.leaves(second))
-    ):
-      break
-    _flip_bit(data_file, position)
-  assert not all(
-    np.array_equal(a, b) for a, b in zip(jax.tree.leaves(unverified), jax.tree.leaves(second))
-  )
+
+  def changed(unverified) -> bool:
+    pairs = zip(jax.tree.leaves(unverified), jax.tree.leaves(second))
+    return not all(np.array_equal(a, b) for a, b in pairs)
+
+  def flip_until_changed() -> bool:
+    for data_file in data_files:
+      size = os.path.getsize(data_file)
+      for position in sorted(range(size), key=lambda p: abs(p - size // 2))[:128]:
+        _flip_bit(data_file, position)
+        try:
+          if changed(read_unverified()):
+            return True
+        except Exception:  # noqa: BLE001 -- a flip the decoder notices: not the case tested.
+          pass
+        _flip_bit(data_file, position)
+    return False
+
+  assert flip_until_changed()
 
   checkpointer = checkpoint.Checkpointer(str(tmp_path), keep=3)
   caplog.clear()

@@ -1,5 +1,6 @@
-"""Pieces shared by the model families: pooling with torchvision's semantics, norm partials,
-torch's initialisers and flatten order, and the type aliases of module fields.
+"""Pieces shared by the model families: pooling with torchvision's semantics, BatchNorm with
+torch's running-variance update and its partials, torch's initialisers and flatten order,
+and the type aliases of module fields.
 
 Pooling is written as Modules (not bare functions) so that `cnnjax summary` sees each pool
 as a layer with a kernel and a stride when it counts receptive fields.
@@ -32,6 +33,62 @@ def flatten_nchw(x: jnp.ndarray) -> jnp.ndarray:
   return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
 
 
+class BatchNorm(nn.BatchNorm):
+  """flax.linen.BatchNorm whose running variance is updated as torch's: from the unbiased
+  batch variance.
+
+  The update of `batch_stats/var` becomes momentum * var + (1 - momentum) * batch_var *
+  n / (n - 1), n the values each channel's statistics average over: the input's size on
+  the reduction axes times the devices of `axis_name` (of one group of
+  `axis_index_groups`). Under GSPMD jit with no axis name the input already is the global
+  batch. Everything else is flax's: outputs (training normalises with the biased batch
+  variance, as torch does), the running mean, the variables and their paths.
+  """
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, use_running_average: bool | None = None) -> jnp.ndarray:
+    """Normalises x with its batch statistics (training) or the running ones.
+
+    No `mask`, unlike flax's: torch has none, and n would depend on the data.
+
+    Args:
+      x: [..., C, ...] with the features on `axis`, e.g. [N, H, W, C] or [N, C].
+      use_running_average: as flax's; given here or to the constructor, not both.
+
+    Returns:
+      The normalised x, the same shape.
+
+    Raises:
+      UsageError: training on a single value per channel (n = 1), as torch raises.
+    """
+    train = not nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+    updating = train and not self.is_initializing()
+    if updating:
+      features = np.atleast_1d(self.axis) % x.ndim
+      n = math.prod(size for axis, size in enumerate(x.shape) if axis not in features)
+      if self.axis_name is not None:
+        groups = self.axis_index_groups
+        n *= len(groups[0]) if groups is not None else jax.lax.axis_size(self.axis_name)
+      if n == 1:
+        layer = " ".join(("BatchNorm", "/".join(self.path))).strip()
+        raise UsageError(
+          f"{layer} needs more than 1 value per channel in training, got input {x.shape}; "
+          "train on more examples per device, or average the statistics over devices "
+          "(axis_name, global_bn)."
+        )
+      # Flax starts the variance at ones when an apply creates it.
+      old_var = self.get_variable("batch_stats", "var", 1.0)
+    # The undecorated method: through super() flax's method wrapper would run twice, and
+    # capture_intermediates and intercept_methods would see every BatchNorm called twice.
+    y = nn.BatchNorm.__call__.__wrapped__(self, x, use_running_average)
+    if updating:
+      var = self.get_variable("batch_stats", "var")
+      # var - momentum * old_var is flax's (1 - momentum) * batch_var: adding 1 / (n - 1)
+      # of it scales that term by n / (n - 1).
+      self.put_variable("batch_stats", "var", var + (var - self.momentum * old_var) / (n - 1))
+    return y
+
+
 def batch_norm(
   train: bool,
   axis_name: str | None = None,
@@ -39,12 +96,13 @@ def batch_norm(
   epsilon: float = 1e-5,
   **kwargs,
 ) -> functools.partial:
-  """BatchNorm with torchvision's defaults (eps 1e-5, torch momentum 0.1 = Flax 0.9).
+  """BatchNorm as torchvision's: eps 1e-5, torch momentum 0.1 (= Flax 0.9) and the running
+  variance updated from the unbiased batch variance (n - 1).
 
   With `axis_name` set, batch statistics are averaged over that named device axis.
   """
   return functools.partial(
-    nn.BatchNorm,
+    BatchNorm,
     use_running_average=not train,
     momentum=0.9,
     epsilon=epsilon,

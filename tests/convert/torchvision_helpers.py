@@ -8,9 +8,6 @@ import numpy as np
 import torch
 import torchvision
 
-# torch.nn.BatchNorm2d's default momentum: the weight of the batch statistic in the update.
-TORCH_BN_MOMENTUM = 0.1
-
 
 def random_torch_model(name: str, **kwargs) -> torch.nn.Module:
   """torchvision `name` (weights=None) with seeded random weights, in evaluation mode.

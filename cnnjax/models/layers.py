@@ -112,6 +112,17 @@ def batch_norm(
   )
 
 
+def group_norm(
+  num_groups: int = 32, dtype: Dtype = jnp.float32, epsilon: float = 1e-5
+) -> functools.partial:
+  """GroupNorm (Wu & He 2018; 32 groups, torch's eps 1e-5): statistics of each example alone.
+
+  What a model offers beside BatchNorm when examples must not see each other, e.g. gradient
+  caching's chunks (`config.micro_batch_size`) or batches of one per device. No batch_stats.
+  """
+  return functools.partial(nn.GroupNorm, num_groups=num_groups, epsilon=epsilon, dtype=dtype)
+
+
 def _ceil_pool_padding(size: int, window: int, stride: int, padding: int) -> tuple[int, int]:
   """(low, high) padding giving PyTorch's ceil_mode output size along one axis."""
   out = math.ceil((size + 2 * padding - window) / stride) + 1

@@ -22,6 +22,7 @@ from cnnjax.models.registry import register
 
 STEMS = ("imagenet", "cifar")
 SHORTCUTS = ("projection", "zero_pad")
+NORMS = ("batch", "group")
 
 
 def _pad(kernel_size: int) -> list[tuple[int, int]]:
@@ -118,7 +119,9 @@ class ResNet(nn.Module):
   (3x3/1 conv). `shortcut`: "projection" (option B) or "zero_pad" (option A).
   `stride_in_1x1` strides the first 1x1 conv of bottlenecks (ResNet v1) instead of the
   3x3 (v1.5); `zero_init_residual` zeroes the scale of each block's last BN, so every
-  residual branch starts at zero.
+  residual branch starts at zero. `norm`: "batch" (torchvision's BatchNorm) or "group"
+  (GroupNorm of `norm_groups` groups, which must divide every stage's width: each example
+  normalised alone, so gradient caching's chunks give the whole batch's gradient exactly).
 
   Feature maps (`stages`, see `cnnjax.models.feature_maps`): "layer1" .. "layerK", the
   output of each stage, torchvision's `layer1` ..; the last is the global pool's input.
@@ -132,6 +135,8 @@ class ResNet(nn.Module):
   shortcut: str = "projection"
   stride_in_1x1: bool = False
   zero_init_residual: bool = False
+  norm: str = "batch"
+  norm_groups: int = 32
   dtype: layers.Dtype = jnp.float32
   axis_name: str | None = None
 
@@ -160,7 +165,17 @@ class ResNet(nn.Module):
       kernel_init=layers.kaiming_normal_fan_out,
       dtype=self.dtype,
     )
-    norm = layers.batch_norm(train, self.axis_name, self.dtype)
+    if self.norm not in NORMS:
+      raise UsageError(f"ResNet norm must be one of {NORMS}, got {self.norm!r}.")
+    if self.norm == "group" and self.width % self.norm_groups:
+      raise UsageError(
+        f"ResNet norm_groups={self.norm_groups} must divide width={self.width}; "
+        "choose a divisor of the width."
+      )
+    if self.norm == "group":
+      norm = layers.group_norm(self.norm_groups, self.dtype)
+    else:
+      norm = layers.batch_norm(train, self.axis_name, self.dtype)
     shortcut = functools.partial(Shortcut, kind=self.shortcut, conv=conv, norm=norm)
     block = functools.partial(
       self.block,

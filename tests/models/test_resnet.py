@@ -163,3 +163,29 @@ def test_unknown_stem_is_a_usage_error():
   model = models.create("resnet18", stem="tiny")
   with pytest.raises(UsageError, match="stem"):
     jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_group_norm_normalises_each_example_alone():
+  model = models.create(
+    "resnet20", width=8, stage_sizes=(1, 1), num_classes=3, norm="group", norm_groups=4
+  )
+  x = _images(4, 16)
+  variables = model.init(jax.random.key(0), x)
+  assert set(variables) == {"params"}  # No batch statistics.
+  assert set(variables["params"]["bn1"]) == {"scale", "bias"}  # torchvision's layer names.
+  logits = model.apply(variables, x, train=True)
+  # Changing the other examples of the batch leaves an example's output as it was.
+  other = x.copy()
+  other[1:] = _images(3, 16)[::-1] * 3.0
+  np.testing.assert_allclose(model.apply(variables, other, train=True)[0], logits[0], rtol=1e-6)
+  np.testing.assert_allclose(model.apply(variables, x[:1], train=True)[0], logits[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+  "kwargs, says",
+  [({"norm": "layer"}, "norm must be one of"), ({"norm": "group", "norm_groups": 3}, "divide")],
+)
+def test_bad_norm_choices_are_usage_errors(kwargs, says):
+  model = models.create("resnet20", width=8, **kwargs)
+  with pytest.raises(UsageError, match=says):
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))

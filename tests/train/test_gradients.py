@@ -1,8 +1,9 @@
 """Gradient accumulation and gradient caching give the whole batch's update.
 
-On a BatchNorm-free backbone (LeNet-5), the micro-batched SimCLR and triplet steps
-(gradient caching) and the accumulated classification step end with the parameters of
-the whole-batch step, on one device and on eight; the bad settings are one-line errors.
+On BatchNorm-free backbones (LeNet-5; a ResNet with GroupNorm), the micro-batched SimCLR
+and triplet steps (gradient caching) and the accumulated classification step end with the
+parameters of the whole-batch step, on one device and on eight, under shard_map and pmap;
+the bad settings are one-line errors.
 """
 
 import jax
@@ -32,6 +33,15 @@ CASES = {
     },
   ),
   "classification": helpers.tiny_config("classification", **LENET),
+  "simclr_group_norm": helpers.tiny_config(
+    "simclr",
+    **{
+      "model_kwargs": {"width": 4, "stage_sizes": (1, 1), "norm": "group", "norm_groups": 2},
+      "global_bn": False,
+      "simclr.projection_dim": 8,
+      "optimizer.name": "lars",
+    },
+  ),
 }
 
 
@@ -40,21 +50,25 @@ def _close(a, b):
 
 
 @pytest.mark.parametrize(
-  "name, devices, option, size",
+  "name, devices, option, size, kind",
   [
-    ("simclr", 1, "micro_batch_size", 4),
-    ("simclr", 8, "micro_batch_size", 1),
-    ("metric_learning", 1, "micro_batch_size", 4),
-    ("metric_learning", 8, "micro_batch_size", 1),
-    ("classification", 1, "accumulate_steps", 4),
-    ("classification", 8, "accumulate_steps", 2),
+    ("simclr", 1, "micro_batch_size", 4, "shard_map"),
+    ("simclr", 8, "micro_batch_size", 1, "shard_map"),
+    ("simclr", 8, "micro_batch_size", 1, "pmap"),
+    ("simclr_group_norm", 2, "micro_batch_size", 2, "shard_map"),
+    ("metric_learning", 1, "micro_batch_size", 4, "shard_map"),
+    ("metric_learning", 8, "micro_batch_size", 1, "shard_map"),
+    ("metric_learning", 8, "micro_batch_size", 1, "pmap"),
+    ("classification", 1, "accumulate_steps", 4, "shard_map"),
+    ("classification", 8, "accumulate_steps", 2, "shard_map"),
+    ("classification", 8, "accumulate_steps", 2, "pmap"),
   ],
 )
-def test_split_batches_give_the_whole_batch_update(name, devices, option, size):
+def test_split_batches_give_the_whole_batch_update(name, devices, option, size, kind):
   config = CASES[name]
   steps = helpers.batches(3, config.batch_size)
   setup = helpers.initial_state(config)
-  runner = parallel.Runner("shard_map", jax.devices()[:devices])
+  runner = parallel.Runner(kind, jax.devices()[:devices])
   whole = helpers.train(setup, runner, steps)
   split = helpers.train(setup, runner, steps, **{option: size})
   np.testing.assert_allclose(whole[2], split[2], rtol=1e-5, atol=1e-6)

@@ -635,11 +635,8 @@ def load_run(workdir: str, config: "ml_collections.ConfigDict | None" = None) ->
   """
   import copy
   import jax
-  from cnnjax.data import pipeline
-  from cnnjax.inspect import show
   from cnnjax.train import checkpoint
   from cnnjax.train import loop
-  from cnnjax.train.tasks import inputs
 
   directory = checkpoint.workdir_path(workdir)
   if not directory.is_dir() or not checkpoint.has_checkpoint(directory):
@@ -671,23 +668,8 @@ def load_run(workdir: str, config: "ml_collections.ConfigDict | None" = None) ->
   finally:
     checkpointer.close()
   state = jax.device_get(restored.state)
-  mean, std = inputs.normalization(config.input, config.dataset)
-  data_dir = config.data_dir or None
-
-  def batches(split: str, batch_size: int):
-    return pipeline.eval_iterator(
-      config.dataset, split=split, batch_size=batch_size, data_dir=data_dir
-    )
-
-  return show.Run(
-    task=experiment.task,
-    variables={"params": state.params, "batch_stats": state.batch_stats},
-    step=int(restored.step),
-    batches=batches,
-    class_names=_class_names(config.dataset, data_dir),
-    mean=mean,
-    std=std,
-    workdir=workdir,
+  return experiment.show_run(
+    {"params": state.params, "batch_stats": state.batch_stats}, int(restored.step)
   )
 
 
@@ -728,24 +710,6 @@ def _workdir_config(directory: Any) -> "ml_collections.ConfigDict":
         del section[name]  # A value of the run's own type replaces the default's.
       section[name] = value_of(value, default)
   return config
-
-
-def _class_names(dataset: str, data_dir: str | None) -> tuple[str, ...]:
-  """The dataset's class names, where TFDS or cnnjax's builders know them."""
-  if dataset.split("/")[0].split(":")[0] == "shapes":
-    from cnnjax.data.builders import shapes
-
-    return tuple(shapes.CLASS_NAMES)
-  try:
-    import tensorflow_datasets as tfds
-    from cnnjax.data import pipeline
-
-    label = tfds.builder(dataset, data_dir=pipeline.resolve_data_dir(data_dir)).info.features[
-      "label"
-    ]
-    return tuple(label.names)
-  except Exception:  # noqa: BLE001 -- names only label the pictures; indices will do.
-    return ()
 
 
 def run_cli(argv: list[str] | None = None) -> None:

@@ -84,6 +84,17 @@ def dataset_info(
   )
 
 
+def class_names(dataset: str, data_dir: str | None = None) -> tuple[str, ...]:
+  """The name of each class of `dataset`, where TFDS or cnnjax's builders know them; else ()."""
+  if dataset.split("/")[0].split(":")[0] == "shapes":
+    return tuple(builders.shapes.CLASS_NAMES)
+  try:
+    label = tfds.builder(dataset, data_dir=resolve_data_dir(data_dir)).info.features["label"]
+    return tuple(label.names)
+  except Exception:  # noqa: BLE001 -- names only label pictures; indices will do.
+    return ()
+
+
 def train_iterator(
   dataset: str,
   *,

@@ -83,7 +83,8 @@ _KINDS_FOR = {
   DETECTION: ("filters", "features", "receptive-field", "predictions", "augment"),
   OTHER: _EVERY_TASK,
 }
-_NEEDS = {
+# What the kinds that not every task draws need.
+NEEDS = {
   "gradcam": "a classifier (task classification)",
   "saliency": "a classifier (task classification)",
   "predictions": "a classifier, detector or segmentation model",
@@ -202,7 +203,7 @@ def render(
   allowed = kinds_for(run.task)
   if kind not in allowed:
     raise UsageError(
-      f"show {kind} needs {_NEEDS[kind]}; {run.workdir} holds a "
+      f"show {kind} needs {NEEDS[kind]}; {run.workdir} holds a "
       f"{run.config.task} run ({run.config.model}): show "
       f"{', '.join(allowed)} work there."
     )

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import ml_collections
 
 from cnnjax.errors import UsageError
+from cnnjax.inspect import show
 from cnnjax.train import evaluators
 from cnnjax.train import optim
 from cnnjax.train import parallel
@@ -94,6 +95,9 @@ def defaults(task: str = "classification") -> ml_collections.ConfigDict:
   c.async_checkpoints = True
   c.progress = "auto"  # "auto" (bar on a terminal), "bar" or "lines".
   c.profile_steps = ()  # (A, B): a jax.profiler trace of steps A+1..B into tensorboard/.
+  # The two cheap kinds every task draws: 1.1-1.5 s, 7% of `make demo`; features,
+  # receptive-field, gradcam, saliency and predictions cost seconds more each.
+  c.show_at_end = ("filters", "augment")  # `cnnjax show` kinds drawn into show/, TensorBoard.
   c.restart = False  # When no checkpoint restores: set them aside (renamed) and start over.
   c.new_optimizer = False  # When the checkpoint's optimizer differs: fresh optimizer state.
 
@@ -186,6 +190,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     )
   _check_evals(config.evals, task)
   _check_best_metric(config)
+  _check_show_at_end(config.show_at_end, task, task_name)
 
 
 def _value(config: ml_collections.ConfigDict, dotted: str) -> Any:
@@ -253,6 +258,25 @@ def _check_best_metric(config: ml_collections.ConfigDict) -> None:
       "schedule 'plateau' watches config.best_metric, which is empty; set it "
       "to an evaluator's metric such as 'test/accuracy'."
     )
+
+
+def _check_show_at_end(kinds: Any, task: type[tasks.Task], task_name: str) -> None:
+  """`show_at_end` is a tuple of kinds that `cnnjax show` draws for the task."""
+  allowed = show.kinds_for(task)
+  draws = f"task {task_name} draws {', '.join(allowed)}"
+  if isinstance(kinds, str) or not isinstance(kinds, (tuple, list)):
+    raise UsageError(f"config.show_at_end must be a tuple of kinds, got {kinds!r}; {draws}.")
+  for kind in kinds:
+    if kind in allowed:
+      continue
+    if kind in show.KINDS:
+      raise UsageError(f"config.show_at_end: show {kind} needs {show.NEEDS[kind]}; {draws}.")
+    close = difflib.get_close_matches(str(kind), allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    if "," in str(kind):  # --config.show_at_end=a,b reaches the config as ("a,b",).
+      quoted = ",".join(repr(part) for part in str(kind).split(",") if part)
+      hint = f'quote each kind: --config.show_at_end="{quoted}"; '
+    raise UsageError(f"config.show_at_end: unknown kind {kind!r}; {hint}{draws}.")
 
 
 # Sections whose keys are not the trainer's: a model's fields, and evaluators by name

@@ -11,7 +11,8 @@ to the evaluators of `config.evals`.
 The data flow: `Experiment` turns the config into a task, its initial train state, the
 optimizer and the evaluators; `compile_steps` gives the jit-compiled train and eval steps
 for the device mesh; `_Training.run` restores the newest checkpoint, then repeats step,
-log, evaluate, checkpoint and stop until the last step, and writes the summary and plots.
+log, evaluate, checkpoint and stop until the last step, and writes the summary, the plots
+and the pictures of `config.show_at_end`.
 """
 
 import contextlib
@@ -44,6 +45,7 @@ from cnnjax.train import state as state_lib
 from cnnjax.train import tasks
 from cnnjax.train import transfer
 from cnnjax.train import writer as writer_lib
+from cnnjax.train.tasks import inputs
 from cnnjax.train.parallel import REPLICATED, SHARDED
 
 # Config keys that define what the train state is: a workdir trained with other values is
@@ -266,6 +268,29 @@ class Experiment:
       out_specs=(REPLICATED, SHARDED),
     )
     return train, evaluate
+
+  def show_run(self, variables: dict[str, Any], step: int) -> Any:
+    """Host {"params", "batch_stats"} at `step` as the `cnnjax.inspect.show.Run` to draw."""
+    from cnnjax.inspect import show
+
+    config = self.config
+    mean, std = inputs.normalization(config.input, config.dataset)
+
+    def batches(split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+      return pipeline.eval_iterator(
+        config.dataset, split=split, batch_size=batch_size, data_dir=self.data_dir
+      )
+
+    return show.Run(
+      task=self.task,
+      variables=variables,
+      step=step,
+      batches=batches,
+      class_names=pipeline.class_names(config.dataset, self.data_dir),
+      mean=mean,
+      std=std,
+      workdir=self.workdir,
+    )
 
   def train_iterator(self, data_state: dict[str, Any] | None) -> _Prefetch:
     """This process's train batches, positioned as saved in `data_state`."""
@@ -635,7 +660,7 @@ class _Training:
   def _finish(
     self, step: int, state: Any, eval_metrics: dict[str, float] | None, results: dict[str, Any]
   ) -> dict[str, Any]:
-    """Writes the run's summary and plots; evaluates only when `step` has no eval record."""
+    """Writes the run's summary, plots and pictures; evaluates when `step` has no eval record."""
     self.checkpointer.wait()
     if eval_metrics is None:
       eval_metrics = writer_lib.eval_record(self.directory, step)
@@ -646,6 +671,7 @@ class _Training:
     writer_lib.write_summary(self.directory, summary)
     if jax.process_index() == 0:
       self._plot(results)
+      self._show(step, state)
     self.writer.message(
       "final "
       + ", ".join(
@@ -668,6 +694,37 @@ class _Training:
       if "embedding" in outputs:
         writer_lib.plot_embeddings(self.directory, outputs["embedding"], outputs["label"])
         return
+
+  def _show(self, step: int, state: Any) -> None:
+    """Draws the kinds of `config.show_at_end` as show/KIND.png and TensorBoard's show/KIND.
+
+    Images come from the first evaluator's split, which the run has checked it can read. A
+    picture the model cannot give (filters of a model without convolutions) is reported,
+    not raised: the run itself has finished.
+    """
+    kinds = tuple(dict.fromkeys(self.config.show_at_end))
+    if not kinds:
+      return
+    from cnnjax.inspect import show
+
+    start = time.perf_counter()
+    split = next((e.split for e in self.experiment.evaluators), self.config.train_split)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    run = self.experiment.show_run(self.runner.to_host(variables, REPLICATED), step)
+    drawn = []
+    for kind in kinds:
+      try:
+        path = show.render(kind, run, split=split)
+      except UsageError as error:
+        self.writer.message(f"config.show_at_end: no {kind} picture: {error}")
+        continue
+      self.writer.write_image(step, f"show/{kind}", path)
+      drawn.append(kind)
+    if drawn:
+      self.writer.message(
+        f"drew {', '.join(drawn)} into {self.directory / 'show'} and TensorBoard in "
+        f"{time.perf_counter() - start:.1f} s (config.show_at_end)"
+      )
 
 
 class _TrainLog:

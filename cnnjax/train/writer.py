@@ -2,8 +2,10 @@
 
 Every logged step appends one JSON object to `workdir/metrics.jsonl`
 ({"step": 100, "split": "train", "loss": ..., ...}) and writes the same scalars to
-TensorBoard under "<split>/<name>". Only process 0 writes. The workdir may be remote
-(`gs://bucket/run`): files go through `etils.epath`, TensorBoard gets the URI itself.
+TensorBoard under "<split>/<name>"; the pictures drawn at the end of a run
+(`config.show_at_end`) go to its images as "show/<kind>". Only process 0 writes. The
+workdir may be remote (`gs://bucket/run`): files go through `etils.epath`, TensorBoard gets
+the URI itself.
 """
 
 import json
@@ -101,6 +103,17 @@ class MetricsWriter:
       eta = (self.num_steps - step) / scalars["steps_per_second"]
       line += f", eta {eta:.0f}s"
     self.message(line)
+
+  def write_image(self, step: int, tag: str, png: str | os.PathLike) -> None:
+    """Puts the picture of the PNG file `png` into TensorBoard's Images tab as `tag` at `step`."""
+    if not self.active:
+      return
+    import PIL.Image
+
+    with epath.Path(png).open("rb") as f:
+      image = np.asarray(PIL.Image.open(f).convert("RGB"))  # [H, W, 3] uint8.
+    self._tensorboard.add_image(tag, image, step, dataformats="HWC")
+    self._tensorboard.flush()
 
   def message(self, text: str) -> None:
     """Prints a line (above the progress bar when there is one) on process 0."""

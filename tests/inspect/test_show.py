@@ -1,15 +1,19 @@
 """`cnnjax show KIND`: every kind on real workdirs trained for two or three steps (LeNet-5
 classifier, U-Net segmentation, YOLO detection, triplet metric learning), and on SimCLR at
 its initialisation, each writing a PNG with something on it; bad input as one-line errors
-with exit status 2."""
+with exit status 2. The kinds of `config.show_at_end` drawn once at the end of a run, into
+show/ and TensorBoard, and checked before it starts."""
 
 import importlib.util
+import io
 import json
 import pathlib
+import struct
 
 import numpy as np
 import PIL.Image
 import pytest
+from tensorboardX.proto import event_pb2
 
 from cnnjax import main
 from cnnjax import train
@@ -62,8 +66,13 @@ def _tiny(config, data_dir: str | None = None, **overrides):
   return config
 
 
+CLASSIFIER_AT_END = ("filters", "predictions", "gradcam")
+
+
 def _classifier(data_dir):
-  return _tiny(_config("lenet_digits"), num_steps=3, checkpoint_every=3)
+  config = _tiny(_config("lenet_digits"), num_steps=3, checkpoint_every=3)
+  config.show_at_end = CLASSIFIER_AT_END
+  return config
 
 
 def _segmentation(data_dir):
@@ -258,3 +267,67 @@ def test_bad_input_is_one_line_naming_what_works(capsys, tmp_path, workdirs):
   assert "name one kind to show (filters, features, receptive-field" in err
   err = _error(capsys, ["show", "receptive-field", f"--workdir={classifier}", "--unit=3"])
   assert "--unit=3 is not ROW,COL" in err
+
+
+def _images(workdir: str) -> list[tuple[int, str, np.ndarray]]:
+  """(step, tag, [H, W, 3] pixels) of every image in the TensorBoard events of `workdir`."""
+  found = []
+  for path in sorted((pathlib.Path(workdir) / "tensorboard").glob("events.out.tfevents.*")):
+    data, offset = path.read_bytes(), 0
+    while offset < len(data):  # TFRecords: length, its CRC, the event, the event's CRC.
+      (length,) = struct.unpack("<Q", data[offset : offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+      offset += length + 16
+      for value in event.summary.value:
+        if value.HasField("image"):
+          png = io.BytesIO(value.image.encoded_image_string)
+          found.append((event.step, value.tag, np.asarray(PIL.Image.open(png).convert("RGB"))))
+  return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+  "task, kinds", [("classifier", CLASSIFIER_AT_END), ("segmentation", ("filters", "augment"))]
+)
+def test_the_end_of_a_run_draws_show_at_end_into_show_and_tensorboard(workdirs, task, kinds):
+  workdir = workdirs(task)  # The classifier's kinds are set; segmentation keeps the default.
+  step = json.loads((pathlib.Path(workdir) / "summary.json").read_text())["step"]
+  images = _images(workdir)
+  assert [(s, tag) for s, tag, _ in images] == [(step, f"show/{kind}") for kind in kinds]
+  for (_, _, pixels), kind in zip(images, kinds):
+    path = pathlib.Path(workdir) / "show" / f"{kind}.png"
+    _assert_picture(str(path))
+    assert np.array_equal(pixels, np.asarray(PIL.Image.open(path).convert("RGB")))
+
+
+@pytest.mark.slow
+def test_a_preempted_run_draws_once_at_its_end(tmp_path, monkeypatch):
+  config = _tiny(_config("lenet_digits"), num_steps=3, checkpoint_every=3)
+  config.show_at_end = ("filters",)
+  workdir = str(tmp_path / "run")
+  stops = iter(["SIGTERM"])  # After the first step, as a preempted VM's signal.
+  monkeypatch.setattr(loop, "_stop_requested", lambda poll: next(stops, None))
+  assert train.run(config, workdir) == {"preempted": "SIGTERM", "step": 1}
+  assert not (tmp_path / "run" / "show").exists() and _images(workdir) == []
+  assert train.run(config, workdir)["step"] == 3
+  train.run(config, workdir)  # Already trained: draws nothing again.
+  assert [(step, tag) for step, tag, _ in _images(workdir)] == [(3, "show/filters")]
+  _assert_picture(str(tmp_path / "run" / "show" / "filters.png"))
+
+
+def test_a_kind_the_task_cannot_draw_is_refused_before_training(capsys, tmp_path):
+  workdir = tmp_path / "run"
+  config = _config("triplet_digits")
+  config.show_at_end = ("filters", "gradcam")
+  with pytest.raises(UsageError) as error:
+    train.run(config, str(workdir))
+  assert str(error.value) == (
+    "config.show_at_end: show gradcam needs a classifier (task classification); task "
+    "metric_learning draws filters, features, receptive-field, neighbours, augment."
+  )
+  lenet = f"--config={CONFIGS / 'lenet_digits.py'}"
+  err = _error(capsys, ["train", lenet, f"--workdir={workdir}", "--config.show_at_end=filtres"])
+  assert "unknown kind 'filtres'; did you mean 'filters'? task classification draws" in err
+  err = _error(capsys, ["train", lenet, f"--workdir={workdir}", "--config.show_at_end=a,b"])
+  assert """quote each kind: --config.show_at_end="'a','b'"; """ in err
+  assert not workdir.exists()

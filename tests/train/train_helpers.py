@@ -26,6 +26,7 @@ def tiny_config(task: str = "classification", **overrides):
   config.optimizer.weight_decay = 1e-4
   config.schedule.name = "constant"
   config.schedule.learning_rate = 0.1
+  config.show_at_end = ()  # Pictures are tests/inspect's; drawing would add seconds per run.
   config.update_from_flattened_dict(overrides)
   return config
 

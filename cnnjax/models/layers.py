@@ -99,7 +99,9 @@ def batch_norm(
   """BatchNorm as torchvision's: eps 1e-5, torch momentum 0.1 (= Flax 0.9) and the running
   variance updated from the unbiased batch variance (n - 1).
 
-  With `axis_name` set, batch statistics are averaged over that named device axis.
+  With `axis_name` set, batch statistics are averaged over that named device axis. Under a
+  bfloat16 `dtype` the statistics, running averages and normalisation stay float32 (flax's
+  `force_float32_reductions`); only the output is rounded to `dtype`.
   """
   return functools.partial(
     BatchNorm,

@@ -130,6 +130,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
   task = tasks.get(task_name)
   known = defaults(task_name)
   _check_keys(config, known, "", keys(known))
+  _check_choices(config, task)
+  _check_batch_splitting(config, task)
+  _check_schedule(config.schedule)
+  _check_transfer(config.transfer)
+  _check_evals(config.evals, task)
+  _check_best_metric(config)
+  _check_show_at_end(config.show_at_end, task, task_name)
+
+
+def _check_choices(config: ml_collections.ConfigDict, task: type[tasks.Task]) -> None:
+  """Every named choice (optimizer, schedule, parallel, ...) is one the trainer has."""
   choices = {
     "optimizer.name": optim.OPTIMIZERS,
     "schedule.name": optim.SCHEDULES,
@@ -149,6 +160,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"unknown {key} {value!r}; choose one of "
         f"{', '.join(repr(a) if a == '' else str(a) for a in allowed)}."
       )
+
+
+def _check_batch_splitting(config: ml_collections.ConfigDict, task: type[tasks.Task]) -> None:
+  """Sizes and counts, gradient accumulation or caching, and the moving average's decay."""
   for key in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
     if config[key] <= 0:
       raise UsageError(f"config.{key} must be positive, got {config[key]}.")
@@ -170,7 +185,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise UsageError(
       "config.micro_batch_size and config.accumulate_steps both split the batch; set one of them."
     )
-  schedule = config.schedule
+
+
+def _check_schedule(schedule: ml_collections.ConfigDict) -> None:
+  """The plateau schedule's factor, tolerance and patience."""
   if not 0 < schedule.decay_factor < 1:
     raise UsageError(
       f"config.schedule.decay_factor must lie in (0, 1), got {schedule.decay_factor}."
@@ -180,17 +198,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f"config.schedule needs 0 < rtol <= 1 and patience >= 1, got rtol "
       f"{schedule.rtol} and patience {schedule.patience}."
     )
-  if (
-    transfer.enabled(config.transfer)
-    and config.transfer.mode == "finetune_last_stages"
-    and not config.transfer.trainable
-  ):
+
+
+def _check_transfer(section: ml_collections.ConfigDict) -> None:
+  """finetune_last_stages names the stages it trains."""
+  if transfer.enabled(section) and section.mode == "finetune_last_stages" and not section.trainable:
     raise UsageError(
       "transfer.mode=finetune_last_stages needs transfer.trainable regexes, e.g. ('layer4',)."
     )
-  _check_evals(config.evals, task)
-  _check_best_metric(config)
-  _check_show_at_end(config.show_at_end, task, task_name)
 
 
 def _value(config: ml_collections.ConfigDict, dotted: str) -> Any:

@@ -30,8 +30,8 @@ A uniformly random pixel lands on the true class's mask 12% of the time. Grad-CA
 sits on the part of the object that tells the classes apart, often its outline (a
 square's corner, a circle's lower edge), so about a third of the peaks lie just outside
 the mask: the strict rate stays under 80% while the pointing game passes. A finer map
-does not help: at layer2 the peaks scatter over texture (0.181), so the deepest map,
-Grad-CAM's own choice, is the default.
+does not help: at layer2 the strict rate falls to 0.181, so the deepest map, Grad-CAM's
+own choice, stays the default.
 """
 
 import argparse

@@ -12,7 +12,9 @@ axis_name)` of the per-device gradients, in every mode:
   embeddings of every other device through the transpose of `all_gather` (a
   `psum_scatter`), so the gradient with respect to a device's embedding shard is
   `num_devices` times the global loss's gradient for that shard, and the pmean of the
-  parameter gradients is exactly the single-device gradient.
+  parameter gradients is exactly the single-device gradient. (NT-Xent's default form
+  gathers each view's cotangent / row sum in its custom VJP instead; the result is the
+  same.)
 - `jax.shard_map` with `check_vma=True` (its default), where JAX tracks which values vary
   over the axis: the value is a plain `psum` of the shares, whose transpose JAX derives
   exactly; the gradient with respect to a device's embedding shard is exactly the global

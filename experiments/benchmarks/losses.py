@@ -5,8 +5,11 @@ Rows:
   straightforward B x B x B form of the same TensorFlow Addons semantics written below (it
   materialises, or at least iterates, every (anchor, positive, negative) triple, as TFA
   does), checked to give the same loss before timing.
-- `nt_xent_loss` dense (the full [2N, 2N] similarity matrix) against blockwise
-  (`block_size` columns at a time, custom VJP recomputing blocks).
+- `nt_xent_loss` at each N: `method='dense'` (the full [2N, 2N] similarity matrix),
+  `method='online'` (the blockwise form before issue 19: `block_size` columns at a time,
+  running max, custom VJP recomputing blocks) and the default `method='auto'` (at
+  t = 0.1 the constant-shift symmetric blockwise form, its default block size), with the
+  speed-up of the last over the other two; the three losses are checked to agree.
 
 Every configuration runs in a fresh subprocess, so its peak resident memory (ru_maxrss,
 which includes the JAX runtime and the compiler, about 0.2-0.4 GB) is its own. The XLA
@@ -14,11 +17,16 @@ column is the compiled program's own need, from `compiled.memory_analysis()`: te
 plus argument plus output buffers. A configuration whose XLA need exceeds `--max_gb` is
 compiled but not run, and its row shows that need.
 
-  python experiments/benchmarks/losses.py [--quick] [--repeats=2] [--max_gb=10]
+The machine's load average is printed before and after the table: on a shared machine,
+compare rows of one run only.
+
+  python experiments/benchmarks/losses.py [--quick] [--repeats=3] [--max_gb=10]
 """
 
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -34,7 +42,7 @@ from cnnjax.losses import triplet_semihard_loss
 import _script  # experiments/benchmarks/_script.py: absl flags with cnnjax's --help.
 
 flags.DEFINE_bool("quick", False, "small sizes only (a smoke test)")
-flags.DEFINE_integer("repeats", 2, "timed calls after a warm-up; the best counts")
+flags.DEFINE_integer("repeats", 3, "timed calls after a warm-up; the median counts")
 flags.DEFINE_float("max_gb", 10.0, "do not run a configuration whose XLA buffers need more")
 flags.DEFINE_string(
   "one",
@@ -46,6 +54,15 @@ flags.DEFINE_string(
 DIM = 128
 NUM_CLASSES_DIVISOR = 8  # Batches of B examples hold B / 8 classes of about 8 each.
 NT_XENT_BLOCK = 1024
+# kind: (row name, nt_xent_loss options); the last is the new default, compared to the others.
+NT_XENT_KINDS = {
+  "nt_xent_dense": ("nt_xent_loss dense", dict(method="dense")),
+  "nt_xent_blockwise": (
+    f"nt_xent_loss online blockwise ({NT_XENT_BLOCK} columns)",
+    dict(method="online", block_size=NT_XENT_BLOCK),
+  ),
+  "nt_xent_shifted": ("nt_xent_loss default (constant-shift symmetric blocks)", {}),
+}
 
 
 def semihard_cubic(embeddings: jax.Array, labels: jax.Array, margin: float = 1.0) -> jax.Array:
@@ -80,9 +97,9 @@ def _program(kind: str, size: int):
   rng = np.random.default_rng(0)
   z1 = rng.normal(size=(size, DIM)).astype(np.float32)
   z2 = (z1 + rng.normal(size=z1.shape)).astype(np.float32)
-  block_size = NT_XENT_BLOCK if kind == "nt_xent_blockwise" else None
+  options = NT_XENT_KINDS[kind][1]
   return jax.jit(
-    jax.value_and_grad(lambda a, b: nt_xent_loss(a, b, 0.1, block_size=block_size), argnums=(0, 1))
+    jax.value_and_grad(lambda a, b: nt_xent_loss(a, b, 0.1, **options), argnums=(0, 1))
   ), (z1, z2)
 
 
@@ -104,7 +121,7 @@ def measure(kind: str, size: int, repeats: int, max_gb: float) -> dict:
     jax.block_until_ready(compiled(*inputs))
     times.append(time.perf_counter() - start)
   result.update(
-    seconds=min(times),
+    seconds=statistics.median(times),
     loss=float(loss),
     peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
   )
@@ -140,16 +157,15 @@ def main() -> None:
     return
 
   if args.quick:
-    triplet_sizes, cubic_sizes, nt_xent_sizes, dense_sizes = [128, 256], [128, 256], [512], [512]
+    triplet_sizes, cubic_sizes, nt_xent_sizes = [128, 256], [128, 256], [512]
   else:
     triplet_sizes = [256, 512, 1024, 2048, 4096]
     cubic_sizes = [256, 512, 1024]
     nt_xent_sizes = [1024, 4096, 16384]
-    dense_sizes = [1024, 4096, 16384]
   print(
     f"jax {jax.__version__}, backend {jax.default_backend()}, "
-    f"{jax.local_device_count()} device(s); D={DIM}, loss + gradient, best of "
-    f"{args.repeats} after a warm-up\n"
+    f"{jax.local_device_count()} device(s); D={DIM}, loss + gradient, median of "
+    f"{args.repeats} after a warm-up; {_load()} before\n"
   )
   print(
     "| loss | B (triplet) or N pairs (NT-Xent) | time (s) | peak RSS (GB) "
@@ -171,18 +187,34 @@ def main() -> None:
       note = f"same loss; sort version {cubic['seconds'] / semihard[size]['seconds']:.0f}x faster"
     print(_row(cubic, "B^3 baseline (TFA form)", note), flush=True)
   for size in nt_xent_sizes:
-    print(
-      _row(
-        _in_subprocess("nt_xent_blockwise", size, args.repeats, args.max_gb),
-        f"nt_xent_loss blockwise ({NT_XENT_BLOCK} columns)",
-      ),
-      flush=True,
-    )
-  for size in dense_sizes:
-    print(
-      _row(_in_subprocess("nt_xent_dense", size, args.repeats, args.max_gb), "nt_xent_loss dense"),
-      flush=True,
-    )
+    results = {}
+    for kind, (name, _) in NT_XENT_KINDS.items():
+      results[kind] = _in_subprocess(kind, size, args.repeats, args.max_gb)
+      print(_row(results[kind], name, _nt_xent_note(kind, results)), flush=True)
+  print(f"\n{_load()} after")
+
+
+def _load() -> str:
+  return "load average {:.2f}, {:.2f}, {:.2f} (1, 5, 15 min)".format(*os.getloadavg())
+
+
+def _nt_xent_note(kind: str, results: dict) -> str:
+  """For the last kind: its speed-up over the others, after checking that the losses agree."""
+  if kind != list(NT_XENT_KINDS)[-1] or "seconds" not in results[kind]:
+    return ""
+  new = results[kind]
+  speedups, differences = [], []
+  for other, (name, _) in list(NT_XENT_KINDS.items())[:-1]:
+    if "seconds" not in results[other]:
+      continue
+    difference = abs(new["loss"] - results[other]["loss"]) / abs(results[other]["loss"])
+    if difference > 1e-5:
+      raise AssertionError(f"N={new['size']}: loss {new['loss']} differs from {name}'s")
+    differences.append(difference)
+    speedups.append(f"{results[other]['seconds'] / new['seconds']:.2f}x {name.split()[1]}")
+  if not speedups:
+    return ""
+  return f"{', '.join(speedups)}; losses within {max(differences):.0e}"
 
 
 if __name__ == "__main__":

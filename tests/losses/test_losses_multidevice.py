@@ -40,9 +40,9 @@ def triplet_case(loss_fn):
   return objective, inputs
 
 
-def nt_xent_case(block_size):
+def nt_xent_case(block_size, method, rows=16):
   rng = np.random.default_rng(1)
-  x1 = rng.normal(size=(16, 6)).astype(np.float32)
+  x1 = rng.normal(size=(rows, 6)).astype(np.float32)
   inputs = (x1, (x1 + 0.5 * rng.normal(size=x1.shape)).astype(np.float32))
 
   def objective(weights, inputs, axis_name):
@@ -54,6 +54,7 @@ def nt_xent_case(block_size):
       axis_name=axis_name,
       block_size=block_size,
       return_metrics=True,
+      method=method,
     )
 
   return objective, inputs
@@ -63,8 +64,13 @@ CASES = {
   "semihard": lambda: triplet_case(triplet_semihard_loss),
   "hard": lambda: triplet_case(triplet_hard_loss),
   "all": lambda: triplet_case(triplet_all_loss),
-  "nt_xent_dense": lambda: nt_xent_case(None),
-  "nt_xent_blockwise": lambda: nt_xent_case(3),
+  "nt_xent_dense": lambda: nt_xent_case(None, "dense"),
+  "nt_xent_online": lambda: nt_xent_case(3, "online"),
+  # Constant shift: one block of 2 examples per device, then 2 blocks of 1.
+  "nt_xent_shifted": lambda: nt_xent_case(None, "auto"),
+  "nt_xent_shifted_blocks": lambda: nt_xent_case(3, "auto"),
+  # 5 examples per device in 2 blocks of 3: one padded example on every device.
+  "nt_xent_shifted_padded": lambda: nt_xent_case(6, "auto", rows=40),
 }
 
 
@@ -107,12 +113,13 @@ RUNNERS = {
 }
 
 
-# Every loss in the trainer's mode; semi-hard and both forms of NT-Xent under pmap, and
-# semi-hard, batch-hard and blockwise NT-Xent under shard_map with check_vma.
+SHIFTED = ("nt_xent_shifted", "nt_xent_shifted_blocks", "nt_xent_shifted_padded")
+# Every loss in the trainer's mode; semi-hard and every form of NT-Xent under pmap, and
+# semi-hard, batch-hard and the blockwise NT-Xent under shard_map with check_vma.
 COMBINATIONS = (
   [(case, "shard_map_pmap_semantics") for case in CASES]
-  + [(case, "pmap") for case in ("semihard", "nt_xent_dense", "nt_xent_blockwise")]
-  + [(case, "shard_map_check_vma") for case in ("semihard", "hard", "nt_xent_blockwise")]
+  + [(case, "pmap") for case in ("semihard", "nt_xent_dense", "nt_xent_online", *SHIFTED)]
+  + [(case, "shard_map_check_vma") for case in ("semihard", "hard", "nt_xent_online", *SHIFTED)]
 )
 
 
@@ -136,3 +143,30 @@ def test_multi_device_equals_single_device(case, mode):
   for device_grad in weight_grad:
     np.testing.assert_allclose(device_grad, want_weight_grad, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(input_grad / input_grad_factor, want_input_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", SHIFTED)
+@pytest.mark.parametrize("mode", ["pmap", "shard_map_check_vma"])
+def test_multi_device_constant_shift_equals_single_device_dense(case, mode):
+  # The constant-shift form gathers each view's cotangent / row sum instead of sending
+  # column gradients back: against the dense form on one device, to 1e-6 and 1e-5.
+  runner, input_grad_factor = RUNNERS[mode]
+  objective, inputs = CASES[case]()
+  dense, _ = nt_xent_case(None, "dense", rows=inputs[0].shape[0])
+  weights = np.random.default_rng(2).normal(size=(6, 4)).astype(np.float32)
+  (want_loss, want_metrics), (want_weight_grad, want_input_grad) = jax.value_and_grad(
+    lambda w, x: dense(w, (x, inputs[1]), None), argnums=(0, 1), has_aux=True
+  )(weights, inputs[0])
+
+  (loss, metrics, weight_grad), input_grad = runner(objective, weights, inputs)
+  np.testing.assert_allclose(loss, np.full(NUM_DEVICES, want_loss), rtol=1e-6)
+  np.testing.assert_array_equal(metrics["accuracy"], np.full(NUM_DEVICES, want_metrics["accuracy"]))
+  scale = np.abs(want_weight_grad).max()
+  for device_grad in weight_grad:
+    np.testing.assert_allclose(device_grad, want_weight_grad, rtol=1e-5, atol=1e-5 * scale)
+  np.testing.assert_allclose(
+    input_grad / input_grad_factor,
+    want_input_grad,
+    rtol=1e-5,
+    atol=1e-5 * np.abs(want_input_grad).max(),
+  )

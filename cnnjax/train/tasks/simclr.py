@@ -4,7 +4,7 @@ Config section `simclr`:
   temperature: of NT-Xent (0.5 CIFAR, 0.1 ImageNet).
   projection_dim, hidden_dim: the 2-layer MLP head (hidden 0: the feature width).
   strength, blur: colour-jitter strength and Gaussian blur of the views (CIFAR: 0.5, no blur).
-  block_size: blockwise NT-Xent for large batches (0: dense).
+  block_size: views per block of NT-Xent (0: the loss's default, 1024); never dense.
 Set `global_bn = True` for BatchNorm statistics over the global batch, as the paper does.
 Views are drawn per example (keyed by global batch position), so the step gives the same
 numbers on any number of devices. The eval step gives the backbone's features of each

@@ -281,12 +281,9 @@ def jax_train_step(
   model_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Callable, Any, Any]:
   """(cnnjax's compiled train step, replicated state, sharded uint8 batch) at `batch`."""
-  import jax
   from cnnjax.train import config as config_lib
-  from cnnjax.train import optim
-  from cnnjax.train import parallel
-  from cnnjax.train import state as state_lib
   from cnnjax.train import tasks
+  import _train_step  # experiments/benchmarks/_train_step.py: the trainer's step.
 
   config = config_lib.defaults("classification")
   config.model, config.dataset, config.batch_size, config.dtype = model, "synthetic", batch, dtype
@@ -294,20 +291,8 @@ def jax_train_step(
   config.input.mean, config.input.std = (0.5,) * 3, (0.25,) * 3
   config.schedule.name = "constant"
   task = tasks.create(config, tasks.DataInfo(classes, (size, size, 3), {}))
-  runner = parallel.Runner("shard_map")
+  step, state, runner = _train_step.compiled_step(config, task, 100)
   local_batch = runner.check_batch_size(batch)
-  variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(0)))
-  schedule = optim.create_schedule(config.schedule, 100, batch)
-  tx = optim.create_optimizer(config.optimizer, variables["params"], schedule)
-  state = runner.replicate(
-    jax.device_get(state_lib.create_state(variables, tx, optim.plateau_transform(config.schedule)))
-  )
-  step = runner.compile(
-    state_lib.make_train_step(task, tx, schedule, jax.random.key(1)),
-    in_specs=(parallel.REPLICATED, parallel.SHARDED),
-    out_specs=(parallel.REPLICATED, parallel.REPLICATED),
-    donate_argnums=(0,),
-  )
   rng = np.random.default_rng(0)
   arrays = runner.shard_batch(
     {

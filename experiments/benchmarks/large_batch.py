@@ -24,10 +24,8 @@ import jax
 import numpy as np
 
 from cnnjax.train import config as config_lib
-from cnnjax.train import optim
-from cnnjax.train import parallel
-from cnnjax.train import state as state_lib
 from cnnjax.train import tasks
+import _train_step  # experiments/benchmarks/_train_step.py: the trainer's step.
 import _script  # experiments/benchmarks/_script.py: absl flags with cnnjax's --help.
 
 # task:model:global batch:micro_batch_size (0: the whole batch at once).
@@ -59,23 +57,8 @@ def _step_and_state(task_name: str, model: str, batch_size: int, micro_batch_siz
     config.metric.examples_per_class = 4
   shape = (FLAGS.image_size, FLAGS.image_size, 3)
   task = tasks.create(config, tasks.DataInfo(10, shape, {}))
-  runner = parallel.Runner("shard_map")
-  runner.check_batch_size(batch_size)
-  variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(0)))
-  schedule = optim.create_schedule(config.schedule, 10, batch_size)
-  tx = optim.create_optimizer(config.optimizer, variables["params"], schedule)
-  state = jax.device_get(
-    state_lib.create_state(variables, tx, optim.plateau_transform(config.schedule))
-  )
-  step = runner.compile(
-    state_lib.make_train_step(
-      task, tx, schedule, jax.random.key(1), micro_batch_size=micro_batch_size // runner.num_devices
-    ),
-    in_specs=(parallel.REPLICATED, parallel.SHARDED),
-    out_specs=(parallel.REPLICATED, parallel.REPLICATED),
-    donate_argnums=(0,),
-  )
-  return step, runner.replicate(state), runner
+  micro_batch_size //= jax.device_count()  # The step takes it per device.
+  return _train_step.compiled_step(config, task, 10, micro_batch_size=micro_batch_size)
 
 
 def _batch(batch_size: int) -> dict[str, np.ndarray]:

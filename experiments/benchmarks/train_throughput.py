@@ -16,10 +16,8 @@ import jax
 import numpy as np
 
 from cnnjax.train import config as config_lib
-from cnnjax.train import optim
-from cnnjax.train import parallel
-from cnnjax.train import state as state_lib
 from cnnjax.train import tasks
+import _train_step  # experiments/benchmarks/_train_step.py: the trainer's step.
 import _script  # experiments/benchmarks/_script.py: absl flags with cnnjax's --help.
 
 flags.DEFINE_string("models", "lenet5,resnet18,resnet50", "comma-separated names of MODELS")
@@ -50,20 +48,8 @@ def jax_images_per_second(name: str, batch_size: int, steps: int, warmup: int, d
   config.input.mean, config.input.std = (0.5,) * shape[2], (0.25,) * shape[2]
   config.schedule.name = "constant"
   task = tasks.create(config, tasks.DataInfo(num_classes, shape, {}))
-  runner = parallel.Runner("shard_map")
+  step, state, runner = _train_step.compiled_step(config, task, steps + warmup)
   local_batch = runner.check_batch_size(batch_size)
-  variables = jax.device_get(jax.jit(task.init_variables)(jax.random.key(0)))
-  schedule = optim.create_schedule(config.schedule, steps + warmup, config.batch_size)
-  tx = optim.create_optimizer(config.optimizer, variables["params"], schedule)
-  state = runner.replicate(
-    jax.device_get(state_lib.create_state(variables, tx, optim.plateau_transform(config.schedule)))
-  )
-  step = runner.compile(
-    state_lib.make_train_step(task, tx, schedule, jax.random.key(1)),
-    in_specs=(parallel.REPLICATED, parallel.SHARDED),
-    out_specs=(parallel.REPLICATED, parallel.REPLICATED),
-    donate_argnums=(0,),
-  )
   rng = np.random.default_rng(0)
   batch = runner.shard_batch(
     {

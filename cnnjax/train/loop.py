@@ -34,6 +34,7 @@ from jax.experimental import multihost_utils
 
 from cnnjax import stopping
 from cnnjax.data import pipeline
+from cnnjax.inspect import show
 from cnnjax.errors import UsageError
 from cnnjax.train import checkpoint
 from cnnjax.param_paths import path_names
@@ -269,10 +270,8 @@ class Experiment:
     )
     return train, evaluate
 
-  def show_run(self, variables: dict[str, Any], step: int) -> Any:
+  def show_run(self, variables: dict[str, Any], step: int) -> show.Run:
     """Host {"params", "batch_stats"} at `step` as the `cnnjax.inspect.show.Run` to draw."""
-    from cnnjax.inspect import show
-
     config = self.config
     mean, std = inputs.normalization(config.input, config.dataset)
 
@@ -705,8 +704,6 @@ class _Training:
     kinds = tuple(dict.fromkeys(self.config.show_at_end))
     if not kinds:
       return
-    from cnnjax.inspect import show
-
     start = time.perf_counter()
     split = next((e.split for e in self.experiment.evaluators), self.config.train_split)
     variables = {"params": state.params, "batch_stats": state.batch_stats}

@@ -6,6 +6,11 @@ import importlib.util
 import os
 import pathlib
 
+import jax
+import jax.numpy as jnp
+from jax.experimental import topologies
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
@@ -15,6 +20,7 @@ from cnnjax.data import pipeline
 from cnnjax.data.builders import shapes
 from cnnjax.errors import UsageError
 from cnnjax.train import plan
+from cnnjax.train.tasks import detection
 
 # Compile-only libtpu in several processes at once (pytest-xdist workers, a `cnnjax plan`
 # beside the tests): libtpu otherwise holds /tmp/libtpu_lockfile for the first. Set before
@@ -380,14 +386,6 @@ def test_a_compile_refused_for_want_of_hbm_is_a_step_that_does_not_fit():
 def test_selective_search_callback_lowers_for_tpu_under_shard_map(chips):
   # Two callback results of different ranks failed here with jax 0.10 ("'stablehlo.recv'
   # op result 0 - sharding doesn't match tensor rank"): fast_rcnn_voc's step did not lower.
-  import jax
-  import jax.numpy as jnp
-  from jax.experimental import topologies
-  from jax.sharding import Mesh
-  from jax.sharding import PartitionSpec as P
-
-  from cnnjax.train.tasks import detection
-
   devices = topologies.get_topology_desc(topology_name="v5e:2x2", platform="tpu").devices
 
   def step(images):

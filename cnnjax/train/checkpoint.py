@@ -230,6 +230,7 @@ class Checkpointer:
     # Steps newer than the restored one that could not be read: set aside before resaving.
     self._unrestorable: set[int] = set()
     self._closed = False
+    self._write_failed = False  # A save's write failure has been raised as UsageError.
     self._noise = _OrbaxNoise()
 
   def all_steps(self) -> list[int]:
@@ -289,9 +290,19 @@ class Checkpointer:
       self.wait()
     finally:
       try:
-        self.manager.close()
+        self._close_manager()
       finally:
         self._noise.close()
+
+  def _close_manager(self) -> None:
+    """Closes the manager. Orbax raises a background save's error again at close: a write
+    failure already raised as UsageError is not raised twice; a new one is named like it."""
+    try:
+      self.manager.close()
+    except Exception as error:  # noqa: BLE001 -- re-raised unless it is a write failure.
+      if self._write_failed and _write_errno(error) is not None:
+        return
+      self._raise_write_error(self._pending, error)
 
   def restore_latest(
     self, abstract_state: Any, initial_state: Any = None, new_optimizer: bool = False
@@ -452,6 +463,7 @@ class Checkpointer:
       else "no earlier checkpoint was written"
     )
     action = "free space" if code in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+    self._write_failed = True
     raise UsageError(
       f"cannot write checkpoint step {step} to {self.directory} "
       f"({os.strerror(code)}); {action} and run again: {kept}."

@@ -3,6 +3,7 @@ unrestorable ones, a changed model or optimizer, the best checkpoint across a re
 trainer per workdir, a full disk, refusal of another experiment's workdir, NaN guard, the
 fingerprint file written whole, and remote workdirs kept remote."""
 
+import errno
 import functools
 import glob
 import json
@@ -557,6 +558,34 @@ def test_a_full_disk_names_the_step_and_what_is_intact(tiny_disk):
   np.testing.assert_array_equal(
     restored.state.params["dense"]["kernel"], np.full((3, 2), failed - 1.0)
   )
+
+
+@pytest.mark.parametrize("reported", [True, False])
+def test_a_write_failure_orbax_raises_again_at_close_is_named_once(tmp_path, reported):
+  # Orbax re-raises a background save's error when the manager closes: after the one-line
+  # error of that save it is the same failure; before it, it gets the one-line error.
+  checkpointer = checkpoint.Checkpointer(str(tmp_path), keep=2)
+  checkpointer.save(1, _state(1.0), {"iterator": {}})
+  checkpointer.wait()
+  close = checkpointer.manager.close
+
+  def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  def full_disk_close():
+    close()
+    full_disk()
+
+  if reported:
+    checkpointer.manager.save = full_disk
+    with pytest.raises(UsageError, match="cannot write checkpoint step 2"):
+      checkpointer.save(2, _state(2.0), {"iterator": {}})
+  checkpointer.manager.close = full_disk_close
+  if reported:
+    checkpointer.close()
+  else:
+    with pytest.raises(UsageError, match=r"\(No space left on device\); free space"):
+      checkpointer.close()
 
 
 def test_a_claim_without_checkpoints_is_taken_over_and_a_corrupt_one_is_one_line(tmp_path):
